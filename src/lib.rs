@@ -1,0 +1,16 @@
+//! Admission control for MCP servers.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod limit;
+mod limiter;
+pub mod metrics;
+mod overload;
+mod sync;
+
+pub use config::{ConfigError, LimiterConfig};
+pub use limiter::{Limiter, LimiterBuilder, OnOverload, Outcome, Permit};
+pub use metrics::MetricsSnapshot;
+pub use overload::{Overload, OverloadData, OverloadReason};

@@ -1,0 +1,71 @@
+//! The metrics snapshot and the names metrics are exported under.
+//!
+//! A [`MetricsSnapshot`] is taken under the limiter's lock, so its fields are
+//! consistent with each other: at every instant
+//! `admitted == completed + active`, `active <= max_concurrent` (unless an
+//! adaptive limit was just lowered below the number already running) and
+//! `queued <= queue_size`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::overload::OverloadReason;
+
+/// A consistent view of a limiter's counters and gauges.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct MetricsSnapshot {
+    /// Requests holding a slot now (running, or handed a slot and about to run).
+    pub active: usize,
+    /// Requests waiting in the queue now.
+    pub queued: usize,
+    /// The concurrency limit in force.
+    pub max_concurrent: usize,
+    /// The queue bound.
+    pub queue_size: usize,
+    /// Requests ever given a slot.
+    pub admitted: u64,
+    /// Slots ever given back (successful, failed, cancelled or panicked requests).
+    pub completed: u64,
+    /// Requests that left the queue because their caller gave up (cancellation).
+    pub cancelled_in_queue: u64,
+    /// Rejections of every reason.
+    pub total_rejected: u64,
+    /// Rejections with reason `concurrency_limit`.
+    pub rejected_concurrency_limit: u64,
+    /// Rejections with reason `queue_full`.
+    pub rejected_queue_full: u64,
+    /// Rejections with reason `queue_timeout`.
+    pub rejected_queue_timeout: u64,
+}
+
+impl MetricsSnapshot {
+    /// Rejections with the given reason.
+    pub fn rejected(&self, reason: OverloadReason) -> u64 {
+        match reason {
+            OverloadReason::ConcurrencyLimit => self.rejected_concurrency_limit,
+            OverloadReason::QueueFull => self.rejected_queue_full,
+            OverloadReason::QueueTimeout => self.rejected_queue_timeout,
+        }
+    }
+}
+
+/// Metric names, for exporters. Labels of the rejection counter come from
+/// [`OverloadReason::as_str`].
+pub mod names {
+    /// Gauge: requests holding a slot.
+    pub const ACTIVE: &str = "mcp_backpressure_active";
+    /// Gauge: requests waiting in the queue.
+    pub const QUEUED: &str = "mcp_backpressure_queued";
+    /// Gauge: the concurrency limit in force.
+    pub const LIMIT: &str = "mcp_backpressure_limit";
+    /// Counter: requests given a slot.
+    pub const ADMITTED: &str = "mcp_backpressure_admitted_total";
+    /// Counter: slots given back.
+    pub const COMPLETED: &str = "mcp_backpressure_completed_total";
+    /// Counter: requests whose caller left the queue.
+    pub const CANCELLED_IN_QUEUE: &str = "mcp_backpressure_cancelled_in_queue_total";
+    /// Counter: rejections, labelled `reason`.
+    pub const REJECTED: &str = "mcp_backpressure_rejected_total";
+    /// The label of [`REJECTED`].
+    pub const REASON_LABEL: &str = "reason";
+}

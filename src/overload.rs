@@ -1,0 +1,217 @@
+//! The typed overload error every rejection produces.
+//!
+//! [`Overload`] carries the reason, a [`MetricsSnapshot`] taken right after the
+//! rejection was counted, and the advertised retry delay. It knows nothing of
+//! JSON-RPC: the edges (the rmcp wrapper, the proxy) turn it into a wire error
+//! with [`Overload::data`], whose fields keep the names and meanings of the
+//! Python package's `data` object.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::MetricsSnapshot;
+
+/// Why a request was not admitted.
+///
+/// A closed set: metric labels and the wire's `data.reason` come from
+/// [`OverloadReason::as_str`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum OverloadReason {
+    /// Every slot was busy and the limiter has no queue (`queue_size = 0`).
+    ConcurrencyLimit,
+    /// Every slot was busy and the queue was full.
+    QueueFull,
+    /// The request waited `queue_timeout` in the queue without getting a slot.
+    QueueTimeout,
+}
+
+impl OverloadReason {
+    /// All reasons, in a fixed order.
+    pub const ALL: [OverloadReason; 3] = [
+        OverloadReason::ConcurrencyLimit,
+        OverloadReason::QueueFull,
+        OverloadReason::QueueTimeout,
+    ];
+
+    /// The reason as it appears on the wire and in metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OverloadReason::ConcurrencyLimit => "concurrency_limit",
+            OverloadReason::QueueFull => "queue_full",
+            OverloadReason::QueueTimeout => "queue_timeout",
+        }
+    }
+}
+
+impl fmt::Display for OverloadReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A request was rejected because the server is overloaded.
+///
+/// Returned by [`Limiter::acquire`](crate::Limiter::acquire). The snapshot was
+/// taken under the limiter's lock right after this rejection was counted, so
+/// `snapshot.total_rejected` already includes it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("server overloaded: {reason}")]
+#[non_exhaustive]
+pub struct Overload {
+    /// Why the request was rejected.
+    pub reason: OverloadReason,
+    /// The limiter's state right after the rejection was counted.
+    pub snapshot: MetricsSnapshot,
+    /// How long the client should wait before retrying (see
+    /// [`Limiter`](crate::Limiter#the-retry-delay) for the formula).
+    pub retry_after: Duration,
+    /// The configured queue timeout.
+    pub queue_timeout: Duration,
+}
+
+impl Overload {
+    /// Builds an overload error. Limiters produce these; this constructor is
+    /// for edges and tests that need one of their own.
+    pub fn new(
+        reason: OverloadReason,
+        snapshot: MetricsSnapshot,
+        retry_after: Duration,
+        queue_timeout: Duration,
+    ) -> Self {
+        Self {
+            reason,
+            snapshot,
+            retry_after,
+            queue_timeout,
+        }
+    }
+
+    /// The `data` object of the wire error: the Python package's seven fields
+    /// with the same names and meanings.
+    pub fn data(&self) -> OverloadData {
+        OverloadData {
+            reason: self.reason,
+            active: self.snapshot.active,
+            queued: self.snapshot.queued,
+            max_concurrent: self.snapshot.max_concurrent,
+            queue_size: self.snapshot.queue_size,
+            queue_timeout_ms: duration_ms(self.queue_timeout),
+            retry_after_ms: duration_ms(self.retry_after),
+        }
+    }
+}
+
+/// Whole milliseconds, rounded up so that a non-zero delay never reads as 0.
+fn duration_ms(d: Duration) -> u64 {
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+/// The `data` member of the overload error on the wire.
+///
+/// ```
+/// # use mcp_backpressure::{OverloadData, OverloadReason};
+/// let data: OverloadData = serde_json::from_str(r#"{
+///     "reason": "queue_full", "active": 5, "queued": 10, "max_concurrent": 5,
+///     "queue_size": 10, "queue_timeout_ms": 30000, "retry_after_ms": 240
+/// }"#).unwrap();
+/// assert_eq!(data.reason, OverloadReason::QueueFull);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct OverloadData {
+    /// `concurrency_limit`, `queue_full` or `queue_timeout`.
+    pub reason: OverloadReason,
+    /// Requests running when the rejection was counted.
+    pub active: usize,
+    /// Requests waiting in the queue when the rejection was counted.
+    pub queued: usize,
+    /// The concurrency limit in force.
+    pub max_concurrent: usize,
+    /// The queue bound.
+    pub queue_size: usize,
+    /// The queue timeout in milliseconds.
+    pub queue_timeout_ms: u64,
+    /// Suggested delay before retrying, in milliseconds.
+    pub retry_after_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn overload() -> Overload {
+        let mut snapshot = MetricsSnapshot::default();
+        snapshot.active = 5;
+        snapshot.queued = 10;
+        snapshot.max_concurrent = 5;
+        snapshot.queue_size = 10;
+        Overload::new(
+            OverloadReason::QueueFull,
+            snapshot,
+            Duration::from_micros(2_200_001),
+            Duration::from_secs(30),
+        )
+    }
+
+    #[test]
+    fn data_serializes_every_field_with_the_python_names() {
+        let value = serde_json::to_value(overload().data()).unwrap();
+        let object = value.as_object().unwrap();
+        let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "active",
+                "max_concurrent",
+                "queue_size",
+                "queue_timeout_ms",
+                "queued",
+                "reason",
+                "retry_after_ms"
+            ]
+        );
+        assert_eq!(value["reason"], "queue_full");
+        assert_eq!(value["active"], 5);
+        assert_eq!(value["queued"], 10);
+        assert_eq!(value["max_concurrent"], 5);
+        assert_eq!(value["queue_size"], 10);
+        assert_eq!(value["queue_timeout_ms"], 30_000);
+        // Rounded up, never down to a shorter delay than advised.
+        assert_eq!(value["retry_after_ms"], 2201);
+    }
+
+    #[test]
+    fn data_round_trips() {
+        let data = overload().data();
+        let text = serde_json::to_string(&data).unwrap();
+        assert_eq!(serde_json::from_str::<OverloadData>(&text).unwrap(), data);
+    }
+
+    #[test]
+    fn reasons_serialize_as_their_wire_names() {
+        for reason in OverloadReason::ALL {
+            assert_eq!(
+                serde_json::to_value(reason).unwrap(),
+                serde_json::Value::from(reason.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn display_is_lowercase_and_names_the_reason() {
+        assert_eq!(overload().to_string(), "server overloaded: queue_full");
+    }
+
+    #[test]
+    fn sub_millisecond_delays_round_up() {
+        assert_eq!(duration_ms(Duration::from_nanos(1)), 1);
+        assert_eq!(duration_ms(Duration::ZERO), 0);
+        assert_eq!(duration_ms(Duration::MAX), u64::MAX);
+    }
+}
