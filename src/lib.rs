@@ -10,6 +10,10 @@ pub mod metrics;
 mod overload;
 mod sync;
 
+#[cfg(feature = "rmcp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rmcp")))]
+pub mod rmcp;
+
 pub use config::{ConfigError, LimiterConfig};
 pub use limiter::{Limiter, LimiterBuilder, OnOverload, Outcome, Permit};
 pub use metrics::MetricsSnapshot;

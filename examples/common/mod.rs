@@ -1,0 +1,125 @@
+//! The demo MCP server shared by the examples: two tools, `sleep` and `echo`,
+//! and the plumbing to serve it over stdio or Streamable HTTP.
+#![allow(dead_code)] // Each example uses part of it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcp_backpressure::Limiter;
+use mcp_backpressure::rmcp::Backpressure;
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{Implementation, ProgressNotificationParam, ServerCapabilities, ServerConfig};
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{RoleServer, ServerHandler, ServiceExt, schemars, tool, tool_handler, tool_router};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+/// A server with a slow tool and a fast one.
+#[derive(Clone)]
+pub struct DemoServer {
+    tool_router: ToolRouter<Self>,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+pub struct SleepArgs {
+    /// How long to sleep, in milliseconds.
+    pub ms: u64,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+pub struct EchoArgs {
+    /// The text to send back.
+    pub message: String,
+}
+
+#[tool_router]
+impl DemoServer {
+    pub fn new() -> Self {
+        Self {
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    /// When the request carries a progress token, a `notifications/progress`
+    /// (progress 0) announces that the call was admitted and started: tests
+    /// use it to know the order in which calls took their slots.
+    #[tool(description = "Sleep for `ms` milliseconds, then say so.")]
+    async fn sleep(
+        &self,
+        Parameters(SleepArgs { ms }): Parameters<SleepArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> String {
+        if let Some(token) = context.meta.get_progress_token() {
+            let started = ProgressNotificationParam::new(token, 0.0).with_message("started");
+            if let Err(error) = context.peer.notify_progress(started).await {
+                tracing::debug!(%error, "could not announce the start");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        format!("slept {ms} ms")
+    }
+
+    #[tool(description = "Return `message` unchanged.")]
+    async fn echo(&self, Parameters(EchoArgs { message }): Parameters<EchoArgs>) -> String {
+        message
+    }
+}
+
+#[tool_handler]
+impl ServerHandler for DemoServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("mcp-backpressure-demo", env!("CARGO_PKG_VERSION")))
+            .with_instructions("Demo server guarded by mcp-backpressure: `sleep` and `echo`.")
+    }
+}
+
+/// Serves the guarded demo server over stdio until the client closes stdin.
+pub async fn serve_stdio(limiter: Limiter) -> anyhow::Result<()> {
+    let server = Backpressure::new(DemoServer::new(), limiter)
+        .serve(rmcp::transport::stdio())
+        .await?;
+    let reason = server.waiting().await?;
+    tracing::info!(?reason, "stdio session ended");
+    Ok(())
+}
+
+/// A running Streamable HTTP server.
+pub struct HttpServer {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Binds `bind` and serves the guarded demo server as Streamable HTTP at `/mcp`.
+/// Every session shares `limiter`.
+pub async fn serve_http(bind: SocketAddr, limiter: Limiter) -> anyhow::Result<HttpServer> {
+    let shutdown = CancellationToken::new();
+    let config = StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
+    let service: StreamableHttpService<Backpressure<DemoServer>, LocalSessionManager> =
+        StreamableHttpService::new(
+            move || Ok(Backpressure::new(DemoServer::new(), limiter.clone())),
+            Arc::new(LocalSessionManager::default()),
+            config,
+        );
+    let router = axum::Router::new().nest_service("/mcp", service);
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind {bind}: {e}"))?;
+    let addr = listener.local_addr()?;
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled_owned().await })
+            .await
+    });
+    Ok(HttpServer {
+        addr,
+        shutdown,
+        task,
+    })
+}

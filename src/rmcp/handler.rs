@@ -1,0 +1,430 @@
+#![allow(deprecated)] // Forwards every method of rmcp's trait, deprecated ones included.
+
+use std::borrow::Cow;
+use std::future::Future;
+
+use ::rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CancelTaskParams, CancelledNotificationParam,
+    CompleteRequestParams, CompleteResult, CustomNotification, CustomRequest, CustomResult,
+    DiscoverResult, GetPromptRequestParams, GetPromptResponse, GetSkillRequestParams,
+    GetSkillResult, GetTaskParams, GetTaskResult, InitializeRequestParams, InitializeResult,
+    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListSkillsResult,
+    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ProtocolVersion,
+    ReadResourceDirectoryRequestParams, ReadResourceDirectoryResult, ReadResourceRequestParams,
+    ReadResourceResponse, ServerConfig, SetLevelRequestParams, SubscribeRequestParams,
+    SubscriptionFilter, Tool, UnsubscribeRequestParams, UpdateTaskParams,
+};
+use ::rmcp::service::{
+    MaybeSendFuture, NotificationContext, RequestContext, RoleServer, SubscriptionContext,
+};
+use ::rmcp::{ErrorData, ServerHandler};
+use tokio_util::sync::CancellationToken;
+
+use super::options::{BackpressureOptions, CancelPolicy, OverloadResponse};
+use super::wire;
+use crate::limiter::{Limiter, Outcome, Permit};
+use crate::overload::Overload;
+
+/// An rmcp [`ServerHandler`] whose guarded requests are admitted through a
+/// [`Limiter`].
+///
+/// Every clone shares the limiter, so one limit covers every session of a
+/// Streamable HTTP server when its session factory clones one `Backpressure`
+/// (or wraps each new handler with the same limiter).
+///
+/// Guarded methods (`tools/call` by default, see
+/// [`GuardedMethods`](super::GuardedMethods)) wait for a slot, or are answered
+/// with the overload error; every other method, and every notification, is
+/// forwarded untouched. Every method of rmcp's `ServerHandler` is forwarded
+/// (a test compares this impl with rmcp's trait, method by method).
+///
+/// # Cancellation
+///
+/// A request waiting in the queue leaves it the moment its client cancels it
+/// (rmcp fires the request's cancellation token on `notifications/cancelled`,
+/// and for every request still running when the session ends). A running
+/// request whose client cancels it is stopped — its future dropped, its slot
+/// freed at once — unless [`CancelPolicy::RunToCompletion`] is set.
+///
+/// # Tasks
+///
+/// A `tools/call` answered with a task handle (SEP-2663) holds its slot only
+/// until the handle is returned; work the handler continues in the background
+/// is not limited.
+#[derive(Clone, Debug)]
+pub struct Backpressure<H> {
+    inner: H,
+    limiter: Limiter,
+    options: BackpressureOptions,
+}
+
+enum Refusal {
+    Overload(Overload),
+    Cancelled,
+}
+
+impl<H> Backpressure<H> {
+    /// Guards `inner`'s `tools/call` with `limiter`, with default options.
+    pub fn new(inner: H, limiter: Limiter) -> Self {
+        Self::with_options(inner, limiter, BackpressureOptions::default())
+    }
+
+    /// Guards `inner` with `limiter` and `options`.
+    pub fn with_options(inner: H, limiter: Limiter, options: BackpressureOptions) -> Self {
+        Self {
+            inner,
+            limiter,
+            options,
+        }
+    }
+
+    /// The shared limiter (for metrics: [`Limiter::snapshot`]).
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &BackpressureOptions {
+        &self.options
+    }
+
+    /// The wrapped handler.
+    pub fn get_ref(&self) -> &H {
+        &self.inner
+    }
+
+    /// The wrapped handler, mutably.
+    pub fn get_mut(&mut self) -> &mut H {
+        &mut self.inner
+    }
+
+    /// Unwraps the handler.
+    pub fn into_inner(self) -> H {
+        self.inner
+    }
+
+    /// Waits for a slot, giving up if the client cancels first.
+    async fn admit(&self, ct: &CancellationToken) -> Result<Permit, Refusal> {
+        tokio::select! {
+            biased;
+            () = ct.cancelled() => Err(Refusal::Cancelled),
+            acquired = self.limiter.acquire() => acquired.map_err(|overload| {
+                tracing::debug!(reason = %overload.reason, "request rejected: overloaded");
+                Refusal::Overload(overload)
+            }),
+        }
+    }
+
+    /// Runs admitted work, holding `permit`, honouring the cancel policy.
+    async fn run<T>(
+        &self,
+        mut permit: Permit,
+        ct: CancellationToken,
+        work: impl Future<Output = Result<T, ErrorData>>,
+    ) -> Result<T, ErrorData> {
+        match self.options.cancel_policy {
+            CancelPolicy::RunToCompletion => work.await,
+            CancelPolicy::Stop => tokio::select! {
+                biased;
+                result = work => result,
+                () = ct.cancelled() => {
+                    permit.set_outcome(Outcome::Ignore);
+                    Err(wire::cancelled())
+                }
+            },
+        }
+    }
+
+    /// The JSON-RPC answer to a refused request.
+    fn refused(&self, refusal: Refusal) -> ErrorData {
+        match refusal {
+            Refusal::Overload(overload) => wire::to_error_data(&overload, self.options.error_code),
+            Refusal::Cancelled => wire::cancelled(),
+        }
+    }
+
+    /// Admits, then runs `work()` (built only once admitted), or refuses.
+    async fn guard<T, F, Fut>(
+        &self,
+        guarded: bool,
+        ct: CancellationToken,
+        work: F,
+    ) -> Result<T, ErrorData>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, ErrorData>>,
+    {
+        if !guarded {
+            return work().await;
+        }
+        match self.admit(&ct).await {
+            Ok(permit) => self.run(permit, ct, work()).await,
+            Err(refusal) => Err(self.refused(refusal)),
+        }
+    }
+}
+
+// === impl ServerHandler ===
+//
+// One method per method of rmcp's `ServerHandler`, in the trait's order. The
+// guarded four go through `guard`; the rest forward as they are.
+
+impl<H: ServerHandler> ServerHandler for Backpressure<H> {
+    fn ping(
+        &self,
+        context: RequestContext<RoleServer>,
+    ) -> impl Future<Output = Result<(), ErrorData>> + MaybeSendFuture + '_ {
+        self.inner.ping(context)
+    }
+
+    fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> impl Future<Output = Result<InitializeResult, ErrorData>> + MaybeSendFuture + '_ {
+        self.inner.initialize(request, context)
+    }
+
+    fn negotiate_initialize(
+        &self,
+        request: &InitializeRequestParams,
+    ) -> Result<InitializeResult, ErrorData> {
+        self.inner.negotiate_initialize(request)
+    }
+
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        self.inner.supported_protocol_versions()
+    }
+
+    fn discover(
+        &self,
+        context: RequestContext<RoleServer>,
+    ) -> impl Future<Output = Result<DiscoverResult, ErrorData>> + MaybeSendFuture + '_ {
+        self.inner.discover(context)
+    }
+
+    fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> impl Future<Output = Result<CompleteResult, ErrorData>> + MaybeSendFuture + '_ {
+        let (guarded, ct) = (self.options.guarded.completion_complete, context.ct.clone());
+        self.guard(guarded, ct, move || self.inner.complete(request, context))
+    }
+
+    fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> impl Future<Output = Result<(), ErrorData>> + MaybeSendFuture + '_ {
+        self.inner.set_level(request, context)
+    }
+
+    fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> impl Future<Output = Result<GetPromptResponse, ErrorData>> + MaybeSendFuture + '_ {
+        let (guarded, ct) = (self.options.guarded.prompts_get, context.ct.clone());
+        self.guard(guarded, ct, move || self.inner.get_prompt(request, context))
+    }
+
+    fn list_prompts(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> impl Future<Output = Result<ListPromptsResult, ErrorData>> + MaybeSendFuture + '_ {
+        self.inner.list_prompts(request, context)
+    }
+
+    fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> impl Future<Output = Result<ListResourcesResult, ErrorData>> + MaybeSendFuture + '_ {
+        self.inner.list_resources(request, context)
+    }
+
+    fn list_resource_templates(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> impl Future<Output = Result<ListResourceTemplatesResult, ErrorData>> + MaybeSendFuture + '_
+    {
+        self.inner.list_resource_templates(request, context)
+    }
+
+    fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> impl Future<Output = Result<ReadResourceResponse, ErrorData>> + MaybeSendFuture + '_ {
+        let (guarded, ct) = (self.options.guarded.resources_read, context.ct.clone());
+        self.guard(guarded, ct, move || self.inner.read_resource(request, context))
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        self.inner.accepted_subscription_filter(requested)
+    }
+
+    fn listen(
+        &self,
+        context: SubscriptionContext,
+    ) -> impl Future<Output = Result<(), ErrorData>> + MaybeSendFuture + '_ {
+        self.inner.listen(context)
+    }
+
+    #[allow(deprecated)]
+    fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> impl Future<Output = Result<(), ErrorData>> + MaybeSendFuture + '_ {
+        self.inner.subscribe(request, context)
+    }
+
+    #[allow(deprecated)]
+    fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> impl Future<Output = Result<(), ErrorData>> + MaybeSendFuture + '_ {
+        self.inner.unsubscribe(request, context)
+    }
+
+    fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> impl Future<Output = Result<CallToolResponse, ErrorData>> + MaybeSendFuture + '_ {
+        async move {
+            if !self.options.guarded.tools_call {
+                return self.inner.call_tool(request, context).await;
+            }
+            let ct = context.ct.clone();
+            match self.admit(&ct).await {
+                Ok(permit) => self.run(permit, ct, self.inner.call_tool(request, context)).await,
+                Err(Refusal::Overload(overload))
+                    if self.options.overload_response == OverloadResponse::ToolResult =>
+                {
+                    Ok(wire::to_tool_result(&overload).into())
+                }
+                Err(refusal) => Err(self.refused(refusal)),
+            }
+        }
+    }
+
+    fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> impl Future<Output = Result<ListToolsResult, ErrorData>> + MaybeSendFuture + '_ {
+        self.inner.list_tools(request, context)
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.inner.get_tool(name)
+    }
+
+    fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        context: RequestContext<RoleServer>,
+    ) -> impl Future<Output = Result<CustomResult, ErrorData>> + MaybeSendFuture + '_ {
+        self.inner.on_custom_request(request, context)
+    }
+
+    fn on_cancelled(
+        &self,
+        notification: CancelledNotificationParam,
+        context: NotificationContext<RoleServer>,
+    ) -> impl Future<Output = ()> + MaybeSendFuture + '_ {
+        self.inner.on_cancelled(notification, context)
+    }
+
+    fn on_progress(
+        &self,
+        notification: ProgressNotificationParam,
+        context: NotificationContext<RoleServer>,
+    ) -> impl Future<Output = ()> + MaybeSendFuture + '_ {
+        self.inner.on_progress(notification, context)
+    }
+
+    fn on_initialized(
+        &self,
+        context: NotificationContext<RoleServer>,
+    ) -> impl Future<Output = ()> + MaybeSendFuture + '_ {
+        self.inner.on_initialized(context)
+    }
+
+    fn on_roots_list_changed(
+        &self,
+        context: NotificationContext<RoleServer>,
+    ) -> impl Future<Output = ()> + MaybeSendFuture + '_ {
+        self.inner.on_roots_list_changed(context)
+    }
+
+    fn on_custom_notification(
+        &self,
+        notification: CustomNotification,
+        context: NotificationContext<RoleServer>,
+    ) -> impl Future<Output = ()> + MaybeSendFuture + '_ {
+        self.inner.on_custom_notification(notification, context)
+    }
+
+    fn get_info(&self) -> ServerConfig {
+        self.inner.get_info()
+    }
+
+    fn get_task(
+        &self,
+        request: GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> impl Future<Output = Result<GetTaskResult, ErrorData>> + MaybeSendFuture + '_ {
+        self.inner.get_task(request, context)
+    }
+
+    fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> impl Future<Output = Result<(), ErrorData>> + MaybeSendFuture + '_ {
+        self.inner.update_task(request, context)
+    }
+
+    fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> impl Future<Output = Result<(), ErrorData>> + MaybeSendFuture + '_ {
+        self.inner.cancel_task(request, context)
+    }
+
+    fn list_skills(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> impl Future<Output = Result<ListSkillsResult, ErrorData>> + MaybeSendFuture + '_ {
+        self.inner.list_skills(request, context)
+    }
+
+    fn get_skill(
+        &self,
+        request: GetSkillRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> impl Future<Output = Result<GetSkillResult, ErrorData>> + MaybeSendFuture + '_ {
+        self.inner.get_skill(request, context)
+    }
+
+    fn read_resource_directory(
+        &self,
+        request: ReadResourceDirectoryRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> impl Future<Output = Result<ReadResourceDirectoryResult, ErrorData>> + MaybeSendFuture + '_
+    {
+        self.inner.read_resource_directory(request, context)
+    }
+}

@@ -1,0 +1,131 @@
+use super::wire::{DEFAULT_OVERLOAD_CODE, PYTHON_PACKAGE_OVERLOAD_CODE};
+
+/// Which request methods are admitted through the limiter. Everything else —
+/// `initialize`, `ping`, the list methods, notifications, tasks, subscriptions —
+/// is always passed straight through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GuardedMethods {
+    /// `tools/call` (guarded by default).
+    pub tools_call: bool,
+    /// `resources/read`.
+    pub resources_read: bool,
+    /// `prompts/get`.
+    pub prompts_get: bool,
+    /// `completion/complete`.
+    pub completion_complete: bool,
+}
+
+impl GuardedMethods {
+    /// Only `tools/call`: the default.
+    pub const TOOLS_CALL: Self = Self {
+        tools_call: true,
+        resources_read: false,
+        prompts_get: false,
+        completion_complete: false,
+    };
+
+    /// Every method that does work on the server's behalf: `tools/call`,
+    /// `resources/read`, `prompts/get` and `completion/complete`.
+    pub const ALL_WORK: Self = Self {
+        tools_call: true,
+        resources_read: true,
+        prompts_get: true,
+        completion_complete: true,
+    };
+}
+
+impl Default for GuardedMethods {
+    fn default() -> Self {
+        Self::TOOLS_CALL
+    }
+}
+
+/// How a rejected `tools/call` is answered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OverloadResponse {
+    /// A JSON-RPC error with the configured code and the overload `data`
+    /// (the default; every other guarded method is always answered this way).
+    #[default]
+    JsonRpcError,
+    /// A tool result with `isError: true`, a one-line explanation as text
+    /// content and the overload `data` as `structuredContent`: for hosts that
+    /// show the model tool results but not protocol errors.
+    ToolResult,
+}
+
+/// What happens to a running request whose client cancels it
+/// (`notifications/cancelled`, or the session closing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CancelPolicy {
+    /// Drop the handler's future at once and free its slot (the default: the
+    /// MCP specification says receivers should stop processing a cancelled
+    /// request, and the client no longer waits for its response).
+    #[default]
+    Stop,
+    /// Let the handler run to completion, holding its slot; only its response
+    /// is discarded (by rmcp). For handlers that must not be interrupted
+    /// half-way.
+    RunToCompletion,
+}
+
+/// Options of the [`Backpressure`](super::Backpressure) wrapper.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackpressureOptions {
+    /// Which methods are admitted through the limiter.
+    pub guarded: GuardedMethods,
+    /// The JSON-RPC error code of the overload error.
+    pub error_code: i32,
+    /// How a rejected `tools/call` is answered.
+    pub overload_response: OverloadResponse,
+    /// What happens to a running request whose client cancels it.
+    pub cancel_policy: CancelPolicy,
+}
+
+impl Default for BackpressureOptions {
+    fn default() -> Self {
+        Self {
+            guarded: GuardedMethods::default(),
+            error_code: DEFAULT_OVERLOAD_CODE,
+            overload_response: OverloadResponse::default(),
+            cancel_policy: CancelPolicy::default(),
+        }
+    }
+}
+
+impl BackpressureOptions {
+    /// Sets which methods are admitted through the limiter.
+    pub fn with_guarded(mut self, guarded: GuardedMethods) -> Self {
+        self.guarded = guarded;
+        self
+    }
+
+    /// Sets the JSON-RPC error code of the overload error.
+    pub fn with_error_code(mut self, code: i32) -> Self {
+        self.error_code = code;
+        self
+    }
+
+    /// Uses -32001, the code of the Python `mcp-backpressure` package, for
+    /// clients that already match on it. Beware: the official TypeScript and
+    /// Python SDKs use -32001 for their own client-side request timeout, so
+    /// those clients cannot tell the two apart.
+    pub fn with_python_package_error_code(self) -> Self {
+        self.with_error_code(PYTHON_PACKAGE_OVERLOAD_CODE)
+    }
+
+    /// Sets how a rejected `tools/call` is answered.
+    pub fn with_overload_response(mut self, response: OverloadResponse) -> Self {
+        self.overload_response = response;
+        self
+    }
+
+    /// Sets what happens to a running request whose client cancels it.
+    pub fn with_cancel_policy(mut self, policy: CancelPolicy) -> Self {
+        self.cancel_policy = policy;
+        self
+    }
+}

@@ -1,0 +1,9 @@
+//! End to end: the `simple_server` example as a child process, driven over
+//! stdio and Streamable HTTP on 127.0.0.1, by raw JSON-RPC and by rmcp's client.
+//!
+//! The examples are built by `cargo test` before the tests run.
+#![cfg(all(not(loom), feature = "rmcp"))]
+
+mod http;
+mod stdio;
+mod support;
