@@ -138,11 +138,6 @@ impl Limiter {
         &self.shared.config
     }
 
-    #[cfg(test)]
-    pub(crate) fn queued_keys(&self) -> Vec<usize> {
-        self.shared.lock().queued_keys()
-    }
-
     /// The shared state, for the loom models that drive it directly.
     #[cfg(all(test, loom))]
     pub(crate) fn shared(&self) -> &Arc<Shared> {

@@ -31,6 +31,7 @@ impl<'a> Waiter<'a> {
 
     /// The deadline passed: keep a slot handed over in the meantime, or leave
     /// the queue rejected with `queue_timeout`.
+    #[allow(clippy::result_large_err)] // See `State::time_out_waiter`.
     pub(crate) fn time_out(mut self) -> Result<Grant, Overload> {
         debug_assert!(!self.done, "a resolved waiter cannot time out");
         self.done = true;

@@ -145,7 +145,7 @@ impl WaiterQueue {
     }
 
     /// Keys of the waiting entries, head first (tests only).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn keys(&self) -> Vec<usize> {
         let mut keys = Vec::new();
         let mut cursor = self.head;

@@ -295,25 +295,23 @@ impl<H: ServerHandler> ServerHandler for Backpressure<H> {
         self.inner.unsubscribe(request, context)
     }
 
-    fn call_tool(
+    async fn call_tool(
         &self,
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<CallToolResponse, ErrorData>> + MaybeSendFuture + '_ {
-        async move {
-            if !self.options.guarded.tools_call {
-                return self.inner.call_tool(request, context).await;
+    ) -> Result<CallToolResponse, ErrorData> {
+        if !self.options.guarded.tools_call {
+            return self.inner.call_tool(request, context).await;
+        }
+        let ct = context.ct.clone();
+        match self.admit(&ct).await {
+            Ok(permit) => self.run(permit, ct, self.inner.call_tool(request, context)).await,
+            Err(Refusal::Overload(overload))
+                if self.options.overload_response == OverloadResponse::ToolResult =>
+            {
+                Ok(wire::to_tool_result(&overload).into())
             }
-            let ct = context.ct.clone();
-            match self.admit(&ct).await {
-                Ok(permit) => self.run(permit, ct, self.inner.call_tool(request, context)).await,
-                Err(Refusal::Overload(overload))
-                    if self.options.overload_response == OverloadResponse::ToolResult =>
-                {
-                    Ok(wire::to_tool_result(&overload).into())
-                }
-                Err(refusal) => Err(self.refused(refusal)),
-            }
+            Err(refusal) => Err(self.refused(refusal)),
         }
     }
 

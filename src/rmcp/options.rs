@@ -25,6 +25,38 @@ impl GuardedMethods {
         completion_complete: false,
     };
 
+    /// No method: the wrapper limits nothing (every request passes through).
+    pub const NONE: Self = Self {
+        tools_call: false,
+        resources_read: false,
+        prompts_get: false,
+        completion_complete: false,
+    };
+
+    /// Sets whether `tools/call` is guarded.
+    pub const fn with_tools_call(mut self, guarded: bool) -> Self {
+        self.tools_call = guarded;
+        self
+    }
+
+    /// Sets whether `resources/read` is guarded.
+    pub const fn with_resources_read(mut self, guarded: bool) -> Self {
+        self.resources_read = guarded;
+        self
+    }
+
+    /// Sets whether `prompts/get` is guarded.
+    pub const fn with_prompts_get(mut self, guarded: bool) -> Self {
+        self.prompts_get = guarded;
+        self
+    }
+
+    /// Sets whether `completion/complete` is guarded.
+    pub const fn with_completion_complete(mut self, guarded: bool) -> Self {
+        self.completion_complete = guarded;
+        self
+    }
+
     /// Every method that does work on the server's behalf: `tools/call`,
     /// `resources/read`, `prompts/get` and `completion/complete`.
     pub const ALL_WORK: Self = Self {

@@ -77,11 +77,13 @@ mod tests {
     use crate::overload::OverloadReason;
 
     fn overload() -> Overload {
-        let mut snapshot = MetricsSnapshot::default();
-        snapshot.active = 5;
-        snapshot.queued = 10;
-        snapshot.max_concurrent = 5;
-        snapshot.queue_size = 10;
+        let snapshot = MetricsSnapshot {
+            active: 5,
+            queued: 10,
+            max_concurrent: 5,
+            queue_size: 10,
+            ..MetricsSnapshot::default()
+        };
         Overload::new(
             OverloadReason::QueueFull,
             snapshot,
