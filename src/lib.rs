@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod jsonrpc;
 pub mod limit;
 mod limiter;
 pub mod metrics;

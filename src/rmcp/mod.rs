@@ -3,7 +3,7 @@
 //! Wrap any [`ServerHandler`](::rmcp::ServerHandler) in a [`Backpressure`]:
 //! `tools/call` (by default) is admitted through a shared [`Limiter`](crate::Limiter);
 //! `initialize`, `ping`, the list methods and notifications never are. A
-//! rejected request gets the overload error built by [`wire`].
+//! rejected request gets the overload error of [`crate::jsonrpc`].
 
 mod handler;
 mod options;

@@ -1,4 +1,4 @@
-use super::wire::{DEFAULT_OVERLOAD_CODE, PYTHON_PACKAGE_OVERLOAD_CODE};
+use crate::jsonrpc::{DEFAULT_OVERLOAD_CODE, PYTHON_PACKAGE_OVERLOAD_CODE};
 
 /// Which request methods are admitted through the limiter. Everything else —
 /// `initialize`, `ping`, the list methods, notifications, tasks, subscriptions —

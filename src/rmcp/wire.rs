@@ -1,64 +1,26 @@
-//! The JSON-RPC edge: an [`Overload`] becomes an MCP error (or an error tool
-//! result) here and nowhere else.
-//!
-//! ```json
-//! {"code": -31429,
-//!  "message": "SERVER_OVERLOADED: queue_full, retry after 240 ms",
-//!  "data": {"reason": "queue_full", "active": 5, "queued": 10,
-//!           "max_concurrent": 5, "queue_size": 10,
-//!           "queue_timeout_ms": 30000, "retry_after_ms": 240}}
-//! ```
-//!
-//! # The error code
-//!
-//! The default, [`DEFAULT_OVERLOAD_CODE`] = -31429, lies outside the range
-//! -32768..=-32000 that JSON-RPC reserves for the protocol and its
-//! implementations: -32001 (the Python package's code) is what the official
-//! TypeScript and Python SDKs raise for their *own* client-side request
-//! timeout, so a client could not tell "the server is overloaded, retry later"
-//! from "I gave up waiting", and the 2026-07-28 MCP specification marks
-//! -32000..-32019 legacy and reserves -32020..-32099. The digits recall HTTP
-//! 429 Too Many Requests. -32001 stays one call away:
-//! [`BackpressureOptions::with_python_package_error_code`](super::BackpressureOptions::with_python_package_error_code).
+//! The overload error in rmcp's types. The shape and the code are
+//! [`crate::jsonrpc`]'s; this module only wraps them.
 
 use ::rmcp::ErrorData;
 use ::rmcp::model::{CallToolResult, ContentBlock, ErrorCode};
 
+use crate::jsonrpc;
 use crate::overload::Overload;
-
-/// The default JSON-RPC code of the overload error (see the module docs).
-pub const DEFAULT_OVERLOAD_CODE: i32 = -31429;
-
-/// The Python package's code, -32001, kept for compatibility.
-pub const PYTHON_PACKAGE_OVERLOAD_CODE: i32 = -32001;
-
-/// What every overload error's message begins with.
-pub const MESSAGE_PREFIX: &str = "SERVER_OVERLOADED";
-
-/// The one-line message: `SERVER_OVERLOADED: <reason>, retry after <n> ms`.
-pub fn message(overload: &Overload) -> String {
-    format!(
-        "{MESSAGE_PREFIX}: {}, retry after {} ms",
-        overload.reason,
-        overload.data().retry_after_ms
-    )
-}
-
-/// The overload `data` as a JSON value.
-pub fn data_value(overload: &Overload) -> serde_json::Value {
-    serde_json::to_value(overload.data()).expect("overload data is plain JSON")
-}
 
 /// The JSON-RPC error for `overload`, with `code`.
 pub fn to_error_data(overload: &Overload, code: i32) -> ErrorData {
-    ErrorData::new(ErrorCode(code), message(overload), Some(data_value(overload)))
+    ErrorData::new(
+        ErrorCode(code),
+        jsonrpc::message(overload),
+        Some(jsonrpc::data(overload)),
+    )
 }
 
 /// A `tools/call` result with `isError: true`, the message as text content and
 /// the overload `data` as `structuredContent`.
 pub fn to_tool_result(overload: &Overload) -> CallToolResult {
-    let mut result = CallToolResult::error(vec![ContentBlock::text(message(overload))]);
-    result.structured_content = Some(data_value(overload));
+    let mut result = CallToolResult::error(vec![ContentBlock::text(jsonrpc::message(overload))]);
+    result.structured_content = Some(jsonrpc::data(overload));
     result
 }
 
@@ -78,52 +40,25 @@ mod tests {
 
     fn overload() -> Overload {
         let snapshot = MetricsSnapshot {
-            active: 5,
-            queued: 10,
-            max_concurrent: 5,
-            queue_size: 10,
+            active: 1,
+            max_concurrent: 1,
             ..MetricsSnapshot::default()
         };
         Overload::new(
-            OverloadReason::QueueFull,
+            OverloadReason::ConcurrencyLimit,
             snapshot,
-            Duration::from_millis(240),
+            Duration::from_millis(5),
             Duration::from_secs(30),
         )
     }
 
     #[test]
-    fn the_default_code_is_outside_the_reserved_range() {
-        assert!(!(-32768..=-32000).contains(&DEFAULT_OVERLOAD_CODE));
-    }
-
-    #[test]
-    fn the_error_has_code_message_and_every_data_field() {
-        let error = to_error_data(&overload(), DEFAULT_OVERLOAD_CODE);
-        let wire = serde_json::to_value(&error).unwrap();
-        assert_eq!(
-            wire,
-            serde_json::json!({
-                "code": -31429,
-                "message": "SERVER_OVERLOADED: queue_full, retry after 240 ms",
-                "data": {
-                    "reason": "queue_full", "active": 5, "queued": 10,
-                    "max_concurrent": 5, "queue_size": 10,
-                    "queue_timeout_ms": 30000, "retry_after_ms": 240
-                }
-            })
-        );
-    }
-
-    #[test]
-    fn the_tool_result_carries_the_same_data() {
-        let result = to_tool_result(&overload());
-        assert_eq!(result.is_error, Some(true));
-        assert_eq!(result.structured_content, Some(data_value(&overload())));
-        let wire = serde_json::to_value(&result).unwrap();
-        assert_eq!(
-            wire["content"][0]["text"],
-            "SERVER_OVERLOADED: queue_full, retry after 240 ms"
-        );
+    fn rmcp_types_serialize_to_the_shared_shape() {
+        let o = overload();
+        let error = serde_json::to_value(to_error_data(&o, -31429)).unwrap();
+        assert_eq!(error, jsonrpc::error_object(&o, -31429));
+        let mut result = serde_json::to_value(to_tool_result(&o)).unwrap();
+        result.as_object_mut().unwrap().remove("resultType");
+        assert_eq!(result, jsonrpc::tool_result(&o));
     }
 }
