@@ -16,7 +16,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use mcp_backpressure::{Limiter, LimiterConfig, OverloadData, config::seconds};
+use mcp_backpressure::{Limiter, OverloadData};
 use rmcp::model::{CallToolRequestParams, ErrorData};
 use rmcp::service::{Peer, RunningService};
 use rmcp::transport::{ConfigureCommandExt, StreamableHttpClientTransport, TokioChildProcess};
@@ -29,7 +29,10 @@ enum Transport {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "load_simulation", about = "Fire concurrent tool calls at a guarded MCP server and report what happened")]
+#[command(
+    name = "load_simulation",
+    about = "Fire concurrent tool calls at a guarded MCP server and report what happened"
+)]
 struct Cli {
     /// Transport between client and server.
     #[arg(long, value_enum, default_value = "http")]
@@ -40,34 +43,22 @@ struct Cli {
     /// How long each call's tool runs, in milliseconds.
     #[arg(long, default_value_t = 500)]
     tool_ms: u64,
-    /// The server's limit on concurrent calls.
-    #[arg(long, default_value_t = 5)]
-    max_concurrent: usize,
-    /// The server's queue size.
-    #[arg(long, default_value_t = 10)]
-    queue_size: usize,
-    /// The server's queue timeout in seconds.
-    #[arg(long, default_value_t = 30.0, allow_negative_numbers = true)]
-    queue_timeout: f64,
+    /// The server's limits.
+    #[command(flatten)]
+    limits: common::LimitArgs,
     /// Run as the stdio server (used by `--transport stdio`).
     #[arg(long, hide = true)]
     serve_stdio: bool,
 }
 
 impl Cli {
-    fn limiter(&self) -> anyhow::Result<Limiter> {
-        let config = LimiterConfig::new(self.max_concurrent)
-            .with_queue_size(self.queue_size)
-            .with_queue_timeout(seconds("queue_timeout", self.queue_timeout)?);
-        Ok(Limiter::new(config)?)
-    }
-
     fn server_args(&self) -> Vec<String> {
+        let l = &self.limits;
         vec![
             "--serve-stdio".into(),
-            format!("--max-concurrent={}", self.max_concurrent),
-            format!("--queue-size={}", self.queue_size),
-            format!("--queue-timeout={}", self.queue_timeout),
+            format!("--max-concurrent={}", l.max_concurrent),
+            format!("--queue-size={}", l.queue_size),
+            format!("--queue-timeout={}", l.queue_timeout),
         ]
     }
 }
@@ -82,7 +73,8 @@ enum Outcome {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let limiter = cli.limiter()?; // validates the flags before anything starts
+    // Validates the flags before anything starts.
+    let limiter = Limiter::new(cli.limits.config_or_exit::<Cli>())?;
     if cli.serve_stdio {
         return common::serve_stdio(limiter).await;
     }
@@ -98,9 +90,10 @@ async fn main() -> anyhow::Result<()> {
         Transport::Stdio => {
             let exe = std::env::current_exe()?;
             let args = cli.server_args();
-            let child = TokioChildProcess::new(tokio::process::Command::new(&exe).configure(|c| {
-                c.args(&args).env("RUST_LOG", "warn");
-            }))?;
+            let child =
+                TokioChildProcess::new(tokio::process::Command::new(&exe).configure(|c| {
+                    c.args(&args).env("RUST_LOG", "warn");
+                }))?;
             (().serve(child).await?, "stdio (child process)".to_string())
         }
     };
@@ -108,9 +101,12 @@ async fn main() -> anyhow::Result<()> {
     println!("mcp-backpressure load simulation");
     println!(
         "  server: max_concurrent={} queue_size={} queue_timeout={}s, over {where_}",
-        cli.max_concurrent, cli.queue_size, cli.queue_timeout
+        cli.limits.max_concurrent, cli.limits.queue_size, cli.limits.queue_timeout
     );
-    println!("  load:   {} concurrent calls of `sleep` ({} ms each)\n", cli.calls, cli.tool_ms);
+    println!(
+        "  load:   {} concurrent calls of `sleep` ({} ms each)\n",
+        cli.calls, cli.tool_ms
+    );
 
     let started = Instant::now();
     let mut calls = tokio::task::JoinSet::new();
@@ -142,8 +138,14 @@ async fn main() -> anyhow::Result<()> {
         let s = limiter.snapshot();
         println!(
             "\nserver metrics: admitted {} completed {} rejected {} (concurrency_limit {}, queue_full {}, queue_timeout {}), active {} queued {}",
-            s.admitted, s.completed, s.total_rejected, s.rejected_concurrency_limit,
-            s.rejected_queue_full, s.rejected_queue_timeout, s.active, s.queued
+            s.admitted,
+            s.completed,
+            s.total_rejected,
+            s.rejected_concurrency_limit,
+            s.rejected_queue_full,
+            s.rejected_queue_timeout,
+            s.active,
+            s.queued
         );
         client.cancel().await?;
         server.shutdown.cancel();
@@ -162,7 +164,11 @@ async fn call_sleep(peer: &Peer<RoleClient>, ms: u64) -> Outcome {
         Ok(result) if result.is_error != Some(true) => Outcome::Ok,
         Ok(result) => Outcome::Failed(format!("tool error: {:?}", result.content)),
         Err(ServiceError::McpError(error)) => {
-            match error.data.clone().map(serde_json::from_value::<OverloadData>) {
+            match error
+                .data
+                .clone()
+                .map(serde_json::from_value::<OverloadData>)
+            {
                 Some(Ok(data)) => Outcome::Overloaded(data, error),
                 _ => Outcome::Failed(format!("{} {}", error.code.0, error.message)),
             }
@@ -174,7 +180,9 @@ async fn call_sleep(peer: &Peer<RoleClient>, ms: u64) -> Outcome {
 fn report(results: &[(Outcome, Duration)], wall: Duration) {
     let mut ok = Vec::new();
     let mut rejected: Vec<(&'static str, Vec<Duration>)> =
-        ["concurrency_limit", "queue_full", "queue_timeout"].map(|r| (r, Vec::new())).into();
+        ["concurrency_limit", "queue_full", "queue_timeout"]
+            .map(|r| (r, Vec::new()))
+            .into();
     let mut failed = Vec::new();
     let mut example: Option<&ErrorData> = None;
     for (outcome, latency) in results {
@@ -182,14 +190,20 @@ fn report(results: &[(Outcome, Duration)], wall: Duration) {
             Outcome::Ok => ok.push(*latency),
             Outcome::Overloaded(data, error) => {
                 example.get_or_insert(error);
-                if let Some((_, v)) = rejected.iter_mut().find(|(r, _)| *r == data.reason.as_str()) {
+                if let Some((_, v)) = rejected
+                    .iter_mut()
+                    .find(|(r, _)| *r == data.reason.as_str())
+                {
                     v.push(*latency);
                 }
             }
             Outcome::Failed(message) => failed.push(message.clone()),
         }
     }
-    println!("  {:<28} {:>6} {:>10} {:>10}", "outcome", "calls", "p50", "p99");
+    println!(
+        "  {:<28} {:>6} {:>10} {:>10}",
+        "outcome", "calls", "p50", "p99"
+    );
     println!("  {:-<28} {:->6} {:->10} {:->10}", "", "", "", "");
     row("succeeded", &mut ok);
     for (reason, latencies) in &mut rejected {
@@ -218,5 +232,10 @@ fn row(label: &str, latencies: &mut [Duration]) {
         let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
         format!("{:.1} ms", latencies[i].as_secs_f64() * 1000.0)
     };
-    println!("  {label:<28} {:>6} {:>10} {:>10}", latencies.len(), pct(0.50), pct(0.99));
+    println!(
+        "  {label:<28} {:>6} {:>10} {:>10}",
+        latencies.len(),
+        pct(0.50),
+        pct(0.99)
+    );
 }

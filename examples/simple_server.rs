@@ -13,8 +13,8 @@ mod common;
 
 use std::net::SocketAddr;
 
-use clap::{CommandFactory, Parser, ValueEnum, error::ErrorKind};
-use mcp_backpressure::{ConfigError, Limiter, LimiterConfig, config::seconds};
+use clap::{Parser, ValueEnum};
+use mcp_backpressure::Limiter;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Transport {
@@ -23,7 +23,10 @@ enum Transport {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "simple_server", about = "A demo MCP server (tools `sleep` and `echo`) guarded by mcp-backpressure")]
+#[command(
+    name = "simple_server",
+    about = "A demo MCP server (tools `sleep` and `echo`) guarded by mcp-backpressure"
+)]
 struct Cli {
     /// How to talk to the client.
     #[arg(long, value_enum, default_value = "stdio")]
@@ -31,45 +34,25 @@ struct Cli {
     /// Address to listen on with `--transport http` (Streamable HTTP at /mcp).
     #[arg(long, default_value = "127.0.0.1:8000")]
     bind: SocketAddr,
-    /// Tool calls allowed to run at once (>= 1).
-    #[arg(long, default_value_t = 5)]
-    max_concurrent: usize,
-    /// Tool calls allowed to wait for a slot (0 = reject at once).
-    #[arg(long, default_value_t = 10)]
-    queue_size: usize,
-    /// Longest wait in the queue, in seconds (fractions allowed, > 0).
-    #[arg(long, default_value_t = 30.0, allow_negative_numbers = true)]
-    queue_timeout: f64,
-}
-
-impl Cli {
-    fn limiter(&self) -> Result<Limiter, ConfigError> {
-        let config = LimiterConfig::new(self.max_concurrent)
-            .with_queue_size(self.queue_size)
-            .with_queue_timeout(seconds("queue_timeout", self.queue_timeout)?);
-        Limiter::builder(config)
-            .on_overload(|o| tracing::warn!(reason = %o.reason, active = o.snapshot.active, queued = o.snapshot.queued, "overloaded"))
-            .build()
-    }
+    #[command(flatten)]
+    limits: common::LimitArgs,
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let limiter = match cli.limiter() {
-        Ok(limiter) => limiter,
-        Err(error) => {
-            let flag = format!("--{}", error.setting().replace('_', "-"));
-            Cli::command()
-                .error(ErrorKind::ValueValidation, format!("{error} (flag {flag})"))
-                .exit();
-        }
-    };
+    let config = cli.limits.config_or_exit::<Cli>();
+    let limiter = Limiter::builder(config)
+        .on_overload(|o| {
+            let s = &o.snapshot;
+            tracing::warn!(reason = %o.reason, active = s.active, queued = s.queued, "overloaded");
+        })
+        .build()
+        .expect("validated above");
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let runtime = match tokio::runtime::Runtime::new() {

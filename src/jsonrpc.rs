@@ -74,23 +74,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::metrics::MetricsSnapshot;
-    use crate::overload::OverloadReason;
 
     fn overload() -> Overload {
-        let snapshot = MetricsSnapshot {
-            active: 5,
-            queued: 10,
-            max_concurrent: 5,
-            queue_size: 10,
-            ..MetricsSnapshot::default()
-        };
-        Overload::new(
-            OverloadReason::QueueFull,
-            snapshot,
-            Duration::from_millis(240),
-            Duration::from_secs(30),
-        )
+        crate::overload::test_overload(Duration::from_millis(240))
     }
 
     #[test]

@@ -140,24 +140,31 @@ pub struct OverloadData {
     pub retry_after_ms: u64,
 }
 
+/// The overload used by unit tests across the crate: `queue_full` with 5
+/// active of 5 and 10 queued of 10, 30 s queue timeout, the given retry delay.
+#[cfg(test)]
+pub(crate) fn test_overload(retry_after: Duration) -> Overload {
+    let snapshot = MetricsSnapshot {
+        active: 5,
+        queued: 10,
+        max_concurrent: 5,
+        queue_size: 10,
+        ..MetricsSnapshot::default()
+    };
+    Overload::new(
+        OverloadReason::QueueFull,
+        snapshot,
+        retry_after,
+        Duration::from_secs(30),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn overload() -> Overload {
-        let snapshot = MetricsSnapshot {
-            active: 5,
-            queued: 10,
-            max_concurrent: 5,
-            queue_size: 10,
-            ..MetricsSnapshot::default()
-        };
-        Overload::new(
-            OverloadReason::QueueFull,
-            snapshot,
-            Duration::from_micros(2_200_001),
-            Duration::from_secs(30),
-        )
+        test_overload(Duration::from_micros(2_200_001))
     }
 
     #[test]

@@ -12,7 +12,10 @@ use std::process::Command;
 /// The host's target triple, from `rustc -vV`.
 fn host_triple() -> String {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let output = Command::new(rustc).arg("-vV").output().expect("run rustc -vV");
+    let output = Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .expect("run rustc -vV");
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
@@ -22,13 +25,23 @@ fn host_triple() -> String {
 fn rmcp_source_dir() -> PathBuf {
     // Offline and for this platform only: everything needed is already fetched.
     let output = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--offline", "--filter-platform"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--offline",
+            "--filter-platform",
+        ])
         .arg(host_triple())
         .arg("--manifest-path")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
         .output()
         .expect("run cargo metadata");
-    assert!(output.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let rmcp = metadata["packages"]
         .as_array()
@@ -54,9 +67,13 @@ fn fn_names(text: &str, indent: usize) -> Vec<String> {
 }
 
 fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
-    let from = text.find(start).unwrap_or_else(|| panic!("`{start}` not found"));
+    let from = text
+        .find(start)
+        .unwrap_or_else(|| panic!("`{start}` not found"));
     let rest = &text[from..];
-    let to = rest.find(end).unwrap_or_else(|| panic!("`{end}` not found after `{start}`"));
+    let to = rest
+        .find(end)
+        .unwrap_or_else(|| panic!("`{end}` not found after `{start}`"));
     &rest[..to]
 }
 
@@ -71,11 +88,18 @@ fn every_server_handler_method_is_forwarded() {
         "pub trait ServerHandler",
     );
     let trait_methods: BTreeSet<String> = fn_names(methods_macro, 8).into_iter().collect();
-    assert!(trait_methods.len() >= 30, "parsed too few methods: {trait_methods:?}");
+    assert!(
+        trait_methods.len() >= 30,
+        "parsed too few methods: {trait_methods:?}"
+    );
     assert!(trait_methods.contains("call_tool") && trait_methods.contains("get_info"));
 
     let ours = include_str!("../src/rmcp/handler.rs");
-    let impl_block = between(ours, "impl<H: ServerHandler> ServerHandler for Backpressure<H>", "\n}\n");
+    let impl_block = between(
+        ours,
+        "impl<H: ServerHandler> ServerHandler for Backpressure<H>",
+        "\n}\n",
+    );
     let forwarded: BTreeSet<String> = fn_names(impl_block, 4).into_iter().collect();
 
     let missing: Vec<_> = trait_methods.difference(&forwarded).collect();
@@ -88,7 +112,11 @@ fn every_server_handler_method_is_forwarded() {
     );
 
     // And each one reaches the wrapped handler's method of the same name.
-    for chunk in impl_block.split("\n    fn ").chain(impl_block.split("\n    async fn ")).skip(1) {
+    for chunk in impl_block
+        .split("\n    fn ")
+        .chain(impl_block.split("\n    async fn "))
+        .skip(1)
+    {
         let name = chunk.split(['(', '<']).next().unwrap().trim();
         if !trait_methods.contains(name) {
             continue;

@@ -147,13 +147,17 @@ impl Harness {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        panic!("{what}: never happened; last snapshot {:?}", self.limiter.snapshot());
+        panic!(
+            "{what}: never happened; last snapshot {:?}",
+            self.limiter.snapshot()
+        );
     }
 }
 
 #[tokio::test]
 async fn a_tool_result_can_carry_the_overload_for_hosts_that_hide_errors() {
-    let options = BackpressureOptions::default().with_overload_response(OverloadResponse::ToolResult);
+    let options =
+        BackpressureOptions::default().with_overload_response(OverloadResponse::ToolResult);
     let mut h = harness(LimiterConfig::new(1), options).await;
     let _held = h.hold(None).await;
     let result = h
@@ -166,7 +170,10 @@ async fn a_tool_result_can_carry_the_overload_for_hosts_that_hide_errors() {
     assert_eq!(data["reason"], "concurrency_limit");
     assert_eq!(data["active"], 1);
     let text = format!("{:?}", result.content);
-    assert!(text.contains("SERVER_OVERLOADED: concurrency_limit"), "{text}");
+    assert!(
+        text.contains("SERVER_OVERLOADED: concurrency_limit"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -186,23 +193,45 @@ async fn only_the_guarded_methods_are_limited() {
     // (with rmcp's default "method not found", not the overload error).
     let mut h = harness(LimiterConfig::new(1), BackpressureOptions::default()).await;
     let _held = h.hold(None).await;
-    let read = h.client.read_resource(ReadResourceRequestParams::new("mem://x")).await;
-    assert!(matches!(read, Err(ServiceError::McpError(ref e)) if e.code.0 != -31429), "{read:?}");
+    let read = h
+        .client
+        .read_resource(ReadResourceRequestParams::new("mem://x"))
+        .await;
+    assert!(
+        matches!(read, Err(ServiceError::McpError(ref e)) if e.code.0 != -31429),
+        "{read:?}"
+    );
 
     let options = BackpressureOptions::default().with_guarded(GuardedMethods::ALL_WORK);
     let mut h = harness(LimiterConfig::new(1), options).await;
     let _held = h.hold(None).await;
-    let read = h.client.read_resource(ReadResourceRequestParams::new("mem://x")).await;
-    assert!(matches!(read, Err(ServiceError::McpError(ref e)) if e.code.0 == -31429), "{read:?}");
-    let prompt = h.client.get_prompt_once(GetPromptRequestParams::new("p")).await;
-    assert!(matches!(prompt, Err(ServiceError::McpError(ref e)) if e.code.0 == -31429), "{prompt:?}");
+    let read = h
+        .client
+        .read_resource(ReadResourceRequestParams::new("mem://x"))
+        .await;
+    assert!(
+        matches!(read, Err(ServiceError::McpError(ref e)) if e.code.0 == -31429),
+        "{read:?}"
+    );
+    let prompt = h
+        .client
+        .get_prompt_once(GetPromptRequestParams::new("p"))
+        .await;
+    assert!(
+        matches!(prompt, Err(ServiceError::McpError(ref e)) if e.code.0 == -31429),
+        "{prompt:?}"
+    );
     assert_eq!(h.limiter.snapshot().rejected_concurrency_limit, 2);
 }
 
 #[tokio::test]
 async fn tools_call_can_be_left_unguarded() {
     let guarded = GuardedMethods::ALL_WORK.with_tools_call(false);
-    let mut h = harness(LimiterConfig::new(1), BackpressureOptions::default().with_guarded(guarded)).await;
+    let mut h = harness(
+        LimiterConfig::new(1),
+        BackpressureOptions::default().with_guarded(guarded),
+    )
+    .await;
     let _a = h.hold(None).await;
     let _b = h.hold(None).await; // both run: tools/call is not limited
     assert_eq!(h.limiter.snapshot().admitted, 0);
@@ -213,8 +242,13 @@ async fn a_cancelled_call_is_stopped_and_its_slot_freed_at_once() {
     let mut h = harness(LimiterConfig::new(1), BackpressureOptions::default()).await;
     let held = h.hold(None).await;
     held.cancel(None).await.unwrap();
-    h.until("the slot is freed", |s| s.active == 0 && s.completed == 1).await;
-    assert_eq!(h.stopped.load(Ordering::SeqCst), 1, "the handler's future was dropped");
+    h.until("the slot is freed", |s| s.active == 0 && s.completed == 1)
+        .await;
+    assert_eq!(
+        h.stopped.load(Ordering::SeqCst),
+        1,
+        "the handler's future was dropped"
+    );
     assert_eq!(h.finished.load(Ordering::SeqCst), 0);
 }
 
@@ -229,14 +263,19 @@ async fn run_to_completion_keeps_the_slot_until_the_handler_ends() {
         Err(ServiceError::McpError(e)) => assert_eq!(e.code.0, -31429),
         other => panic!("the slot should still be held, got {other:?}"),
     }
-    h.until("the handler ran to its end", |s| s.active == 0).await;
+    h.until("the handler ran to its end", |s| s.active == 0)
+        .await;
     assert_eq!(h.finished.load(Ordering::SeqCst), 1);
     assert_eq!(h.stopped.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
 async fn a_queued_call_leaves_the_queue_when_cancelled() {
-    let mut h = harness(LimiterConfig::new(1).with_queue_size(1), BackpressureOptions::default()).await;
+    let mut h = harness(
+        LimiterConfig::new(1).with_queue_size(1),
+        BackpressureOptions::default(),
+    )
+    .await;
     let _held = h.hold(None).await;
     let queued = h
         .client
@@ -245,8 +284,10 @@ async fn a_queued_call_leaves_the_queue_when_cancelled() {
         .unwrap();
     h.until("the call is queued", |s| s.queued == 1).await;
     queued.cancel(None).await.unwrap();
-    h.until("the call left the queue", |s| s.queued == 0 && s.cancelled_in_queue == 1)
-        .await;
+    h.until("the call left the queue", |s| {
+        s.queued == 0 && s.cancelled_in_queue == 1
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -257,9 +298,13 @@ async fn a_panicking_tool_gives_its_slot_back() {
         .send_cancellable_request(call("panic", None), PeerRequestOptions::no_options())
         .await
         .unwrap();
-    tokio::time::timeout(PATIENCE, h.started.recv()).await.unwrap();
-    h.until("the panicked call's slot is back", |s| s.active == 0 && s.completed == 1)
-        .await;
+    tokio::time::timeout(PATIENCE, h.started.recv())
+        .await
+        .unwrap();
+    h.until("the panicked call's slot is back", |s| {
+        s.active == 0 && s.completed == 1
+    })
+    .await;
     let ok = h.client.send_request(call("quick", None)).await;
     assert!(ok.is_ok(), "the server still serves: {ok:?}");
 }

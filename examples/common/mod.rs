@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mcp_backpressure::Limiter;
+use mcp_backpressure::config::seconds;
 use mcp_backpressure::rmcp::Backpressure;
+use mcp_backpressure::{ConfigError, Limiter, LimiterConfig};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{Implementation, ProgressNotificationParam, ServerCapabilities, ServerConfig};
@@ -17,6 +18,44 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use rmcp::{RoleServer, ServerHandler, ServiceExt, schemars, tool, tool_handler, tool_router};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
+
+/// The limiter's settings as command-line flags.
+#[derive(Clone, Debug, clap::Args)]
+pub struct LimitArgs {
+    /// Tool calls allowed to run at once (>= 1).
+    #[arg(long, default_value_t = 5)]
+    pub max_concurrent: usize,
+    /// Tool calls allowed to wait for a slot (0 = reject at once).
+    #[arg(long, default_value_t = 10)]
+    pub queue_size: usize,
+    /// Longest wait in the queue, in seconds (fractions allowed, > 0).
+    #[arg(long, default_value_t = 30.0, allow_negative_numbers = true)]
+    pub queue_timeout: f64,
+}
+
+impl LimitArgs {
+    /// The validated configuration; the error names the setting.
+    pub fn config(&self) -> Result<LimiterConfig, ConfigError> {
+        let config = LimiterConfig::new(self.max_concurrent)
+            .with_queue_size(self.queue_size)
+            .with_queue_timeout(seconds("queue_timeout", self.queue_timeout)?);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Exits with a usage error naming the flag when a setting is invalid.
+    pub fn config_or_exit<C: clap::CommandFactory>(&self) -> LimiterConfig {
+        self.config().unwrap_or_else(|error| {
+            let flag = format!("--{}", error.setting().replace('_', "-"));
+            C::command()
+                .error(
+                    clap::error::ErrorKind::ValueValidation,
+                    format!("{error} (flag {flag})"),
+                )
+                .exit()
+        })
+    }
+}
 
 /// A server with a slow tool and a fast one.
 #[derive(Clone)]
@@ -73,7 +112,10 @@ impl DemoServer {
 impl ServerHandler for DemoServer {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("mcp-backpressure-demo", env!("CARGO_PKG_VERSION")))
+            .with_server_info(Implementation::new(
+                "mcp-backpressure-demo",
+                env!("CARGO_PKG_VERSION"),
+            ))
             .with_instructions("Demo server guarded by mcp-backpressure: `sleep` and `echo`.")
     }
 }
@@ -99,7 +141,8 @@ pub struct HttpServer {
 /// Every session shares `limiter`.
 pub async fn serve_http(bind: SocketAddr, limiter: Limiter) -> anyhow::Result<HttpServer> {
     let shutdown = CancellationToken::new();
-    let config = StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
+    let config =
+        StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
     let service: StreamableHttpService<Backpressure<DemoServer>, LocalSessionManager> =
         StreamableHttpService::new(
             move || Ok(Backpressure::new(DemoServer::new(), limiter.clone())),

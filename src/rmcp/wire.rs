@@ -27,7 +27,11 @@ pub fn to_tool_result(overload: &Overload) -> CallToolResult {
 /// The error returned for a request cancelled by its client. rmcp never sends
 /// it (a cancelled request gets no response); it only ends the handler.
 pub(crate) fn cancelled() -> ErrorData {
-    ErrorData::new(ErrorCode::INTERNAL_ERROR, "request cancelled by the client", None)
+    ErrorData::new(
+        ErrorCode::INTERNAL_ERROR,
+        "request cancelled by the client",
+        None,
+    )
 }
 
 #[cfg(test)]
@@ -35,21 +39,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::metrics::MetricsSnapshot;
-    use crate::overload::OverloadReason;
 
     fn overload() -> Overload {
-        let snapshot = MetricsSnapshot {
-            active: 1,
-            max_concurrent: 1,
-            ..MetricsSnapshot::default()
-        };
-        Overload::new(
-            OverloadReason::ConcurrencyLimit,
-            snapshot,
-            Duration::from_millis(5),
-            Duration::from_secs(30),
-        )
+        crate::overload::test_overload(Duration::from_millis(5))
     }
 
     #[test]

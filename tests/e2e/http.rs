@@ -1,30 +1,16 @@
 use mcp_backpressure::{OverloadData, OverloadReason};
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, ClientRequest, PingRequest, ProgressNotificationParam,
-    ProgressToken, ServerResult,
+    CallToolRequest, CallToolRequestParams, ClientRequest, PingRequest, ProgressToken, ServerResult,
 };
-use rmcp::service::{NotificationContext, PeerRequestOptions, RequestHandle, RunningService};
+use rmcp::service::{PeerRequestOptions, RequestHandle, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::{ClientHandler, RoleClient, ServiceError, ServiceExt};
+use rmcp::{RoleClient, ServiceError, ServiceExt};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::support::{PATIENCE, http_url, spawn_server};
+use crate::support::{PATIENCE, StartWatcher, http_url, spawn_server};
 
 const LONG_MS: u64 = 60_000;
-
-/// Forwards the server's start announcements to the test.
-struct StartWatcher(mpsc::UnboundedSender<ProgressToken>);
-
-impl ClientHandler for StartWatcher {
-    async fn on_progress(
-        &self,
-        params: ProgressNotificationParam,
-        _context: NotificationContext<RoleClient>,
-    ) {
-        let _ = self.0.send(params.progress_token);
-    }
-}
 
 type Client = RunningService<RoleClient, StartWatcher>;
 
@@ -67,7 +53,11 @@ async fn overload_of(client: &Client) -> OverloadData {
     match tokio::time::timeout(PATIENCE, client.send_request(sleep_call(1))).await {
         Ok(Err(ServiceError::McpError(error))) => {
             assert_eq!(error.code.0, -31429);
-            assert!(error.message.starts_with("SERVER_OVERLOADED: "), "{}", error.message);
+            assert!(
+                error.message.starts_with("SERVER_OVERLOADED: "),
+                "{}",
+                error.message
+            );
             serde_json::from_value(error.data.expect("data")).expect("overload data")
         }
         other => panic!("expected the overload error, got {other:?}"),
@@ -110,12 +100,19 @@ async fn sessions_share_the_limit_and_lists_and_ping_pass() {
         .await
         .expect("ping is never limited");
     assert!(matches!(pong, ServerResult::EmptyResult(_)));
-    let tools = second.list_all_tools().await.expect("tools/list is never limited");
+    let tools = second
+        .list_all_tools()
+        .await
+        .expect("tools/list is never limited");
     assert_eq!(tools.len(), 2);
 
     let data = overload_of(&second).await;
     assert_eq!(data.reason, OverloadReason::ConcurrencyLimit);
-    assert_eq!((data.active, data.max_concurrent), (2, 2), "the first session's calls count");
+    assert_eq!(
+        (data.active, data.max_concurrent),
+        (2, 2),
+        "the first session's calls count"
+    );
 
     a.cancel(Some("stop".into())).await.unwrap();
     eventually_admitted(&second).await;

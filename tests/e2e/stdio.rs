@@ -4,24 +4,28 @@
 //! on purpose they accept either winner.
 
 use mcp_backpressure::{OverloadData, OverloadReason};
-use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, ClientRequest, ProgressNotificationParam,
-    ProgressToken,
-};
-use rmcp::service::{NotificationContext, PeerRequestOptions};
+use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest};
+use rmcp::service::PeerRequestOptions;
 use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
-use rmcp::{ClientHandler, RoleClient, ServiceError, ServiceExt};
+use rmcp::{ServiceError, ServiceExt};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::support::{PATIENCE, RawSession, example};
+use crate::support::{PATIENCE, RawSession, StartWatcher, example};
 
 const LONG_MS: u64 = 60_000;
 
 /// The exact bytes of the error, and ping/tools/list while saturated.
 #[tokio::test]
 async fn the_wire_error_is_exact_and_ping_and_list_are_never_limited() {
-    let args = ["--max-concurrent", "2", "--queue-size", "1", "--queue-timeout", "30"];
+    let args = [
+        "--max-concurrent",
+        "2",
+        "--queue-size",
+        "1",
+        "--queue-timeout",
+        "30",
+    ];
     let mut s = RawSession::start(&args).await;
     s.call_sleep(1, LONG_MS).await;
     s.call_sleep(2, LONG_MS).await;
@@ -41,9 +45,14 @@ async fn the_wire_error_is_exact_and_ping_and_list_are_never_limited() {
                      "queue_size": 1, "queue_timeout_ms": 30000, "retry_after_ms": 1000}}})
     );
 
-    s.send(json!({"jsonrpc": "2.0", "id": 5, "method": "ping"})).await;
-    assert_eq!(s.response(5).await, json!({"jsonrpc": "2.0", "id": 5, "result": {}}));
-    s.send(json!({"jsonrpc": "2.0", "id": 6, "method": "tools/list"})).await;
+    s.send(json!({"jsonrpc": "2.0", "id": 5, "method": "ping"}))
+        .await;
+    assert_eq!(
+        s.response(5).await,
+        json!({"jsonrpc": "2.0", "id": 5, "result": {}})
+    );
+    s.send(json!({"jsonrpc": "2.0", "id": 6, "method": "tools/list"}))
+        .await;
     let tools = s.response(6).await;
     let names: Vec<&str> = tools["result"]["tools"]
         .as_array()
@@ -51,7 +60,10 @@ async fn the_wire_error_is_exact_and_ping_and_list_are_never_limited() {
         .iter()
         .filter_map(|t| t["name"].as_str())
         .collect();
-    assert!(names.contains(&"sleep") && names.contains(&"echo"), "{tools}");
+    assert!(
+        names.contains(&"sleep") && names.contains(&"echo"),
+        "{tools}"
+    );
     s.send(json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
         "params": {"name": "echo", "arguments": {"message": "hi"}}}))
         .await;
@@ -63,7 +75,14 @@ async fn the_wire_error_is_exact_and_ping_and_list_are_never_limited() {
 /// running one: both places are free again long before the 60 s calls would end.
 #[tokio::test]
 async fn cancellation_frees_queue_places_and_slots() {
-    let args = ["--max-concurrent", "1", "--queue-size", "1", "--queue-timeout", "30"];
+    let args = [
+        "--max-concurrent",
+        "1",
+        "--queue-size",
+        "1",
+        "--queue-timeout",
+        "30",
+    ];
     let mut s = RawSession::start(&args).await;
     s.call_sleep(1, LONG_MS).await;
     s.started(1).await;
@@ -74,7 +93,10 @@ async fn cancellation_frees_queue_places_and_slots() {
     let mut attempts = 0;
     let id = loop {
         attempts += 1;
-        assert!(attempts <= 200, "the slot and the queue place were never freed");
+        assert!(
+            attempts <= 200,
+            "the slot and the queue place were never freed"
+        );
         let id = 100 + attempts;
         s.call_sleep(id, 1).await;
         let answer = s.response(id).await;
@@ -84,22 +106,15 @@ async fn cancellation_frees_queue_places_and_slots() {
         assert_eq!(answer["error"]["code"], -31429, "{answer}");
     };
     s.started(id).await;
-    assert!(!s.has_response(1).await, "a cancelled request gets no response");
-    assert!(!s.has_response(2).await, "a cancelled request gets no response");
+    assert!(
+        !s.has_response(1).await,
+        "a cancelled request gets no response"
+    );
+    assert!(
+        !s.has_response(2).await,
+        "a cancelled request gets no response"
+    );
     s.child.kill().await.unwrap();
-}
-
-/// Forwards the server's start announcements to the test.
-struct StartWatcher(mpsc::UnboundedSender<ProgressToken>);
-
-impl ClientHandler for StartWatcher {
-    async fn on_progress(
-        &self,
-        params: ProgressNotificationParam,
-        _context: NotificationContext<RoleClient>,
-    ) {
-        let _ = self.0.send(params.progress_token);
-    }
 }
 
 fn sleep_call(ms: u64) -> ClientRequest {
@@ -132,26 +147,48 @@ async fn the_rmcp_client_gets_a_structured_error_and_can_cancel() {
         .unwrap();
     // rmcp's client puts a progress token on every request; this is the only
     // call in flight, so the announcement is its.
-    let started = tokio::time::timeout(PATIENCE, starts.recv()).await.expect("start in time");
+    let started = tokio::time::timeout(PATIENCE, starts.recv())
+        .await
+        .expect("start in time");
     assert!(started.is_some());
 
     let Err(ServiceError::McpError(rejected)) = client.send_request(sleep_call(1)).await else {
         panic!("the only slot is taken: the call must be rejected");
     };
     assert_eq!(rejected.code.0, -31429);
-    assert!(rejected.message.starts_with("SERVER_OVERLOADED: concurrency_limit"));
+    assert!(
+        rejected
+            .message
+            .starts_with("SERVER_OVERLOADED: concurrency_limit")
+    );
     let data: OverloadData = serde_json::from_value(rejected.data.unwrap()).unwrap();
     assert_eq!(data.reason, OverloadReason::ConcurrencyLimit);
-    assert_eq!((data.active, data.queued, data.max_concurrent, data.queue_size), (1, 0, 1, 0));
+    assert_eq!(
+        (
+            data.active,
+            data.queued,
+            data.max_concurrent,
+            data.queue_size
+        ),
+        (1, 0, 1, 0)
+    );
 
-    running.cancel(Some("changed my mind".into())).await.unwrap();
+    running
+        .cancel(Some("changed my mind".into()))
+        .await
+        .unwrap();
     let mut attempts = 0;
     loop {
         attempts += 1;
-        assert!(attempts <= 200, "the cancelled call never gave its slot back");
+        assert!(
+            attempts <= 200,
+            "the cancelled call never gave its slot back"
+        );
         match tokio::time::timeout(PATIENCE, client.send_request(sleep_call(1))).await {
             Ok(Ok(_)) => break,
-            Ok(Err(ServiceError::McpError(e))) if e.code.0 == -31429 => tokio::task::yield_now().await,
+            Ok(Err(ServiceError::McpError(e))) if e.code.0 == -31429 => {
+                tokio::task::yield_now().await
+            }
             other => panic!("unexpected: {other:?}"),
         }
     }

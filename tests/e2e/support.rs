@@ -3,10 +3,26 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use rmcp::model::{ProgressNotificationParam, ProgressToken};
+use rmcp::service::NotificationContext;
+use rmcp::{ClientHandler, RoleClient};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
+
+/// Forwards the server's start announcements to the test.
+pub struct StartWatcher(pub mpsc::UnboundedSender<ProgressToken>);
+
+impl ClientHandler for StartWatcher {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let _ = self.0.send(params.progress_token);
+    }
+}
 
 /// Every wait in these tests is bounded by this.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -25,7 +41,11 @@ pub fn example(name: &str) -> PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     for dir in ["src", "examples"] {
         if let Some(newer) = newest_source(&root.join(dir)).filter(|(t, _)| *t > built) {
-            panic!("{} is older than {}: {REBUILD}", path.display(), newer.1.display());
+            panic!(
+                "{} is older than {}: {REBUILD}",
+                path.display(),
+                newer.1.display()
+            );
         }
     }
     path
@@ -42,7 +62,11 @@ fn newest_source(dir: &std::path::Path) -> Option<(std::time::SystemTime, PathBu
         let candidate = if path.is_dir() {
             newest_source(&path)
         } else {
-            entry.metadata().and_then(|m| m.modified()).ok().map(|t| (t, path))
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .map(|t| (t, path))
         };
         if let Some(c) = candidate
             && newest.as_ref().is_none_or(|n| c.0 > n.0)
@@ -109,8 +133,9 @@ impl RawSession {
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                let value: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("server wrote a line that is not JSON ({e}): {line}"));
+                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+                    panic!("server wrote a line that is not JSON ({e}): {line}")
+                });
                 if tx.send(value).is_err() {
                     break;
                 }
@@ -124,9 +149,11 @@ impl RawSession {
             started: Vec::new(),
         };
         session
-            .send(json!({"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": {
+            .send(
+                json!({"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": {
                 "protocolVersion": "2025-06-18", "capabilities": {},
-                "clientInfo": {"name": "e2e-raw", "version": "0"}}}))
+                "clientInfo": {"name": "e2e-raw", "version": "0"}}}),
+            )
             .await;
         session.response("init").await;
         session
@@ -166,16 +193,19 @@ impl RawSession {
     /// Sorts an incoming message: a start announcement or a response.
     fn file(&mut self, message: Value) {
         if message["method"] == "notifications/progress" {
-            self.started.push(message["params"]["progressToken"].clone());
+            self.started
+                .push(message["params"]["progressToken"].clone());
         } else if let Some(id) = message.get("id") {
             self.early.insert(id.to_string(), message);
         }
     }
 
     pub async fn cancel(&mut self, id: u64) {
-        self.send(json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-            "params": {"requestId": id, "reason": "test"}}))
-            .await;
+        self.send(
+            json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": id, "reason": "test"}}),
+        )
+        .await;
     }
 
     /// The response with `id`, waiting at most [`PATIENCE`].
