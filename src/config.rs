@@ -183,7 +183,10 @@ mod tests {
             .validate()
             .unwrap_err();
         assert_eq!(err.setting(), "queue_timeout");
-        assert!(err.to_string().starts_with("invalid queue_timeout"), "{err}");
+        assert!(
+            err.to_string().starts_with("invalid queue_timeout"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -215,7 +218,10 @@ mod tests {
             let err = seconds("queue_timeout", bad).unwrap_err();
             assert_eq!(err.setting(), "queue_timeout", "{bad}");
         }
-        assert_eq!(seconds("queue_timeout", 1.5).unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            seconds("queue_timeout", 1.5).unwrap(),
+            Duration::from_millis(1500)
+        );
         assert_eq!(seconds("queue_timeout", 0.0).unwrap(), Duration::ZERO);
     }
 }

@@ -260,7 +260,9 @@ impl<H: ServerHandler> ServerHandler for Backpressure<H> {
         context: RequestContext<RoleServer>,
     ) -> impl Future<Output = Result<ReadResourceResponse, ErrorData>> + MaybeSendFuture + '_ {
         let (guarded, ct) = (self.options.guarded.resources_read, context.ct.clone());
-        self.guard(guarded, ct, move || self.inner.read_resource(request, context))
+        self.guard(guarded, ct, move || {
+            self.inner.read_resource(request, context)
+        })
     }
 
     fn accepted_subscription_filter(
@@ -305,7 +307,10 @@ impl<H: ServerHandler> ServerHandler for Backpressure<H> {
         }
         let ct = context.ct.clone();
         match self.admit(&ct).await {
-            Ok(permit) => self.run(permit, ct, self.inner.call_tool(request, context)).await,
+            Ok(permit) => {
+                self.run(permit, ct, self.inner.call_tool(request, context))
+                    .await
+            }
             Err(Refusal::Overload(overload))
                 if self.options.overload_response == OverloadResponse::ToolResult =>
             {

@@ -28,7 +28,11 @@ async fn active_never_exceeds_the_limit() {
     for t in tasks {
         t.await.unwrap();
     }
-    assert_eq!(peak.load(Ordering::SeqCst), 5, "the limit was reached, never passed");
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        5,
+        "the limit was reached, never passed"
+    );
     assert_eq!(limiter.snapshot().completed, 50);
     assert_consistent(&limiter);
 }
@@ -64,7 +68,10 @@ async fn sequential_requests_all_succeed() {
 async fn a_burst_under_the_limit_all_run_at_once() {
     let limiter = limiter(5, 0);
     let mut acquires: Vec<_> = (0..5).map(|_| task::spawn(limiter.acquire())).collect();
-    let permits: Vec<_> = acquires.iter_mut().map(|a| assert_ready_ok!(a.poll())).collect();
+    let permits: Vec<_> = acquires
+        .iter_mut()
+        .map(|a| assert_ready_ok!(a.poll()))
+        .collect();
     assert_eq!(limiter.snapshot().active, 5);
     drop(permits);
     assert_eq!(limiter.snapshot().active, 0);

@@ -39,7 +39,11 @@ async fn each_reason_is_counted_separately() {
     }
     let s = no_queue.snapshot();
     assert_eq!(
-        (s.rejected_concurrency_limit, s.rejected_queue_full, s.rejected_queue_timeout),
+        (
+            s.rejected_concurrency_limit,
+            s.rejected_queue_full,
+            s.rejected_queue_timeout
+        ),
         (3, 0, 0)
     );
 
@@ -56,7 +60,11 @@ async fn each_reason_is_counted_separately() {
     );
     let s = queued.snapshot();
     assert_eq!(
-        (s.rejected_concurrency_limit, s.rejected_queue_full, s.rejected_queue_timeout),
+        (
+            s.rejected_concurrency_limit,
+            s.rejected_queue_full,
+            s.rejected_queue_timeout
+        ),
         (0, 2, 1)
     );
     assert_eq!(s.total_rejected, 3);

@@ -87,7 +87,10 @@ async fn a_timed_out_request_never_runs_and_the_others_get_through() {
         OverloadReason::QueueTimeout
     );
     drop(held);
-    lucky.await.unwrap().expect("the request behind the timed-out one runs");
+    lucky
+        .await
+        .unwrap()
+        .expect("the request behind the timed-out one runs");
     assert_eq!(ran.load(Ordering::SeqCst), 1, "only the lucky request ran");
     let s = limiter.snapshot();
     assert_eq!((s.active, s.queued, s.rejected_queue_timeout), (0, 0, 1));

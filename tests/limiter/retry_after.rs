@@ -13,7 +13,10 @@ async fn retry_after_follows_service_time_and_queue_length() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         drop(p);
     }
-    let _held = [limiter.acquire().await.unwrap(), limiter.acquire().await.unwrap()];
+    let _held = [
+        limiter.acquire().await.unwrap(),
+        limiter.acquire().await.unwrap(),
+    ];
     let mut queued: Vec<_> = (0..4).map(|_| task::spawn(limiter.acquire())).collect();
     for q in &mut queued {
         assert_pending!(q.poll());
@@ -39,9 +42,15 @@ async fn retry_after_uses_the_prior_until_a_request_completes_and_is_bounded() {
     let limiter = Limiter::new(config).unwrap();
     let held = limiter.acquire().await.unwrap();
     // 300 ms · 1 / 1 = 300 ms, capped at 250 ms.
-    assert_eq!(limiter.acquire().await.unwrap_err().data().retry_after_ms, 250);
+    assert_eq!(
+        limiter.acquire().await.unwrap_err().data().retry_after_ms,
+        250
+    );
     drop(held);
     drop(limiter.acquire().await.unwrap()); // served in 0 ms
     let _held = limiter.acquire().await.unwrap();
-    assert_eq!(limiter.acquire().await.unwrap_err().data().retry_after_ms, 50);
+    assert_eq!(
+        limiter.acquire().await.unwrap_err().data().retry_after_ms,
+        50
+    );
 }

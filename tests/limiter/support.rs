@@ -6,7 +6,11 @@ pub fn limiter(max_concurrent: usize, queue_size: usize) -> Limiter {
     limiter_with_timeout(max_concurrent, queue_size, Duration::from_secs(1))
 }
 
-pub fn limiter_with_timeout(max_concurrent: usize, queue_size: usize, timeout: Duration) -> Limiter {
+pub fn limiter_with_timeout(
+    max_concurrent: usize,
+    queue_size: usize,
+    timeout: Duration,
+) -> Limiter {
     Limiter::new(
         LimiterConfig::new(max_concurrent)
             .with_queue_size(queue_size)
@@ -27,7 +31,10 @@ pub fn assert_consistent(limiter: &Limiter) {
         "{s:?}"
     );
     if s.queued > 0 {
-        assert_eq!(s.active, s.max_concurrent, "someone waits beside a free slot: {s:?}");
+        assert_eq!(
+            s.active, s.max_concurrent,
+            "someone waits beside a free slot: {s:?}"
+        );
     }
 }
 
