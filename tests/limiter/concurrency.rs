@@ -116,3 +116,15 @@ async fn a_queued_request_is_pending_not_rejected() {
     assert_pending!(queued.poll());
     assert_eq!(limiter.snapshot().queued, 1);
 }
+
+/// The handle, the permit and the acquire future can cross threads and tasks.
+#[test]
+fn limiter_types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<Limiter>();
+    send_sync::<mcp_backpressure::Permit>();
+    send_sync::<mcp_backpressure::Overload>();
+    let limiter = limiter(1, 0);
+    send(&limiter.acquire());
+}
