@@ -70,6 +70,10 @@ impl ServerHandler for Probe {
                 guard.1 = true;
                 self.finished.fetch_add(1, Ordering::SeqCst);
             }
+            "time_out" => {
+                // The tool's own timeout: not an overload, and not reported as one.
+                return Err(ErrorData::internal_error("upstream API timed out", None));
+            }
             "panic" => {
                 let _ = self.started.send(());
                 panic!("the tool blew up");
@@ -307,4 +311,21 @@ async fn a_panicking_tool_gives_its_slot_back() {
     .await;
     let ok = h.client.send_request(call("quick", None)).await;
     assert!(ok.is_ok(), "the server still serves: {ok:?}");
+}
+
+/// The Python package reported a tool's own `TimeoutError` as `queue_timeout`.
+/// Here whatever the tool returns passes through; only admission rejects.
+#[tokio::test]
+async fn a_tools_own_timeout_is_not_an_overload() {
+    let h = harness(LimiterConfig::new(1), BackpressureOptions::default()).await;
+    match h.client.send_request(call("time_out", None)).await {
+        Err(ServiceError::McpError(e)) => {
+            assert_eq!(e.code.0, -32603);
+            assert_eq!(e.message, "upstream API timed out");
+            assert!(e.data.is_none());
+        }
+        other => panic!("expected the tool's own error, got {other:?}"),
+    }
+    let s = h.limiter.snapshot();
+    assert_eq!((s.total_rejected, s.admitted, s.completed), (0, 1, 1));
 }
