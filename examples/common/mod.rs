@@ -22,11 +22,13 @@ use tokio_util::sync::CancellationToken;
 /// The limiter's settings as command-line flags.
 #[derive(Clone, Debug, clap::Args)]
 pub struct LimitArgs {
+    // Negative numbers are taken as values so that the error names the flag
+    // ("invalid value '-1' for '--queue-size'") instead of "unexpected argument".
     /// Tool calls allowed to run at once (>= 1).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true)]
     pub max_concurrent: usize,
     /// Tool calls allowed to wait for a slot (0 = reject at once).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     pub queue_size: usize,
     /// Longest wait in the queue, in seconds (fractions allowed, > 0).
     #[arg(long, default_value_t = 30.0, allow_negative_numbers = true)]
@@ -149,6 +151,43 @@ pub async fn serve_http(bind: SocketAddr, limiter: Limiter) -> anyhow::Result<Ht
             Arc::new(LocalSessionManager::default()),
             config,
         );
+    let router = axum::Router::new().nest_service("/mcp", service);
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind {bind}: {e}"))?;
+    let addr = listener.local_addr()?;
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled_owned().await })
+            .await
+    });
+    Ok(HttpServer {
+        addr,
+        shutdown,
+        task,
+    })
+}
+
+/// Serves the demo server *without* backpressure over stdio until the client
+/// closes stdin (the unwrapped baseline of the benchmarks).
+pub async fn serve_stdio_bare() -> anyhow::Result<()> {
+    let server = DemoServer::new().serve(rmcp::transport::stdio()).await?;
+    let reason = server.waiting().await?;
+    tracing::info!(?reason, "stdio session ended");
+    Ok(())
+}
+
+/// Binds `bind` and serves the demo server *without* backpressure as
+/// Streamable HTTP at `/mcp` (the unwrapped baseline of the benchmarks).
+pub async fn serve_http_bare(bind: SocketAddr) -> anyhow::Result<HttpServer> {
+    let shutdown = CancellationToken::new();
+    let config = StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
+    let service: StreamableHttpService<DemoServer, LocalSessionManager> = StreamableHttpService::new(
+        || Ok(DemoServer::new()),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
     let router = axum::Router::new().nest_service("/mcp", service);
     let listener = tokio::net::TcpListener::bind(bind)
         .await

@@ -4,6 +4,7 @@
 //! The examples are built by `cargo test` before the tests run.
 #![cfg(all(not(loom), feature = "rmcp"))]
 
+mod cli;
 mod http;
 mod stdio;
 mod support;
