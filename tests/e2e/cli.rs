@@ -25,9 +25,15 @@ fn bad_flags_exit_non_zero_naming_the_flag() {
             .expect("run simple_server");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(flag), "{args:?} should name {flag}: {stderr}");
+        assert!(
+            stderr.contains(flag),
+            "{args:?} should name {flag}: {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
-        assert!(out.stdout.is_empty(), "nothing on the MCP channel: {args:?}");
+        assert!(
+            out.stdout.is_empty(),
+            "nothing on the MCP channel: {args:?}"
+        );
     }
 }
 
