@@ -8,6 +8,7 @@
 #   scripts/test.sh --test e2e      one test target (extra arguments go to cargo test; loom is skipped)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/setup-test-deps.sh # Python `mcp` and Node 22 + the conformance suite, under .tools/
 
 if [ "$#" -gt 0 ]; then
     cargo build --workspace --examples --all-features

@@ -182,12 +182,14 @@ pub async fn serve_stdio_bare() -> anyhow::Result<()> {
 /// Streamable HTTP at `/mcp` (the unwrapped baseline of the benchmarks).
 pub async fn serve_http_bare(bind: SocketAddr) -> anyhow::Result<HttpServer> {
     let shutdown = CancellationToken::new();
-    let config = StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
-    let service: StreamableHttpService<DemoServer, LocalSessionManager> = StreamableHttpService::new(
-        || Ok(DemoServer::new()),
-        Arc::new(LocalSessionManager::default()),
-        config,
-    );
+    let config =
+        StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
+    let service: StreamableHttpService<DemoServer, LocalSessionManager> =
+        StreamableHttpService::new(
+            || Ok(DemoServer::new()),
+            Arc::new(LocalSessionManager::default()),
+            config,
+        );
     let router = axum::Router::new().nest_service("/mcp", service);
     let listener = tokio::net::TcpListener::bind(bind)
         .await

@@ -106,17 +106,19 @@ impl Limiter {
     /// Cancel safe: see [the type's docs](Self#cancel-safety). Dropping the
     /// future never leaks a slot or a queue place.
     pub async fn acquire(&self) -> Result<Permit, Overload> {
-        let now = Instant::now();
         let admission = self.shared.lock().admit();
+        // The clock is read only when the answer needs it (the service time
+        // starts, or the queue deadline is set): a rejection never does, and a
+        // clock read is a good part of its cost.
         let key = match admission {
             Admission::Admitted { inflight } => {
-                return Ok(Permit::new(self.shared.clone(), now, inflight));
+                return Ok(Permit::new(self.shared.clone(), Instant::now(), inflight));
             }
             Admission::Rejected(overload) => return Err(self.shared.rejected(overload)),
             Admission::Enqueued { key } => key,
         };
         let mut waiter = Waiter::new(&self.shared, key);
-        let deadline = deadline_after(now, self.shared.config.queue_timeout);
+        let deadline = deadline_after(Instant::now(), self.shared.config.queue_timeout);
         let grant = tokio::select! {
             biased;
             grant = &mut waiter => Ok(grant),

@@ -1,11 +1,144 @@
-//! `mcp-backpressure proxy`: not implemented yet (issue: the proxy).
+//! `mcp-backpressure proxy`: the library's admission control in front of any
+//! MCP server, over stdio or Streamable HTTP.
+//!
+//! The proxy works on raw JSON-RPC messages and never re-terminates MCP: any
+//! protocol version and any extension passes through. Only requests of the
+//! guarded methods (`tools/call` by default) go through the limiter; batches,
+//! responses, notifications and server-to-client requests pass untouched.
 
+mod framing;
+mod http;
+mod limits;
+mod metrics;
+mod session;
+mod stdio;
+
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use self::limits::{LimitArgs, Settings};
+use self::metrics::ProxyMetrics;
+use self::session::Gate;
 
 /// Arguments of `mcp-backpressure proxy`.
 #[derive(Debug, clap::Args)]
-pub struct ProxyArgs {}
+#[command(after_help = "EXAMPLES:
+  mcp-backpressure proxy --max-concurrent 5 --queue-size 10 -- python server.py
+  mcp-backpressure proxy --config limits.toml --listen 9000 --upstream http://127.0.0.1:8000/mcp")]
+pub struct ProxyArgs {
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// Serve Streamable HTTP on this address, or on this port of 127.0.0.1; needs --upstream.
+    #[arg(long, value_name = "ADDR|PORT", requires = "upstream", value_parser = address)]
+    listen: Option<SocketAddr>,
+    /// The upstream Streamable HTTP endpoint, e.g. http://127.0.0.1:8000/mcp.
+    #[arg(long, value_name = "URL", requires = "listen")]
+    upstream: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (a bare PORT means 127.0.0.1:PORT).
+    #[arg(long, value_name = "ADDR|PORT", value_parser = address)]
+    metrics: Option<SocketAddr>,
+    /// The upstream server to run over stdio: COMMAND [ARGS...], after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
 
-pub fn run(_args: ProxyArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("the proxy is not implemented yet")
+/// `127.0.0.1:9000`, `[::1]:9000`, or `9000` for loopback.
+fn address(value: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = value.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    value
+        .parse()
+        .map_err(|_| format!("expected ADDRESS:PORT (e.g. 127.0.0.1:9000) or PORT, got {value:?}"))
+}
+
+/// Runs the proxy.
+pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(&args.limits)?;
+    let transport = match (&args.command[..], &args.upstream) {
+        ([], None) => bail!(
+            "nothing to proxy: give an upstream command after `--` (stdio) \
+             or --listen ADDR --upstream URL (Streamable HTTP)"
+        ),
+        ([_, ..], Some(_)) => {
+            bail!("give either an upstream command after `--` or --upstream URL, not both")
+        }
+        ([], Some(url)) => Transport::Http {
+            listen: args.listen.context("--upstream needs --listen ADDR")?,
+            upstream: http::parse_upstream(url)?,
+        },
+        (command, None) => Transport::Stdio(command.to_vec()),
+    };
+    let limiter = settings.limiter()?;
+    let gate = Arc::new(Gate {
+        limiter,
+        settings,
+        metrics: ProxyMetrics::default(),
+    });
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    let result = runtime.block_on(serve(gate, transport, args.metrics));
+    // A read of the client's stdin may still block a runtime thread: don't wait for it.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
+}
+
+enum Transport {
+    Stdio(Vec<String>),
+    Http {
+        listen: SocketAddr,
+        upstream: reqwest::Url,
+    },
+}
+
+/// Starts the metrics endpoint, then the transport.
+///
+/// # Cancel safety
+///
+/// As the transport's `run`.
+async fn serve(
+    gate: Arc<Gate>,
+    transport: Transport,
+    metrics_addr: Option<SocketAddr>,
+) -> anyhow::Result<ExitCode> {
+    if let Some(addr) = metrics_addr {
+        let (bound, server) = metrics::bind(addr, &gate.limiter, &gate.metrics).await?;
+        tracing::info!("metrics on http://{bound}/metrics");
+        tokio::spawn(async move {
+            if let Err(error) = server.await {
+                tracing::error!(%error, "the metrics endpoint stopped");
+            }
+        });
+    }
+    let config = &gate.settings.config;
+    tracing::info!(
+        max_concurrent = config.max_concurrent,
+        queue_size = config.queue_size,
+        queue_timeout = ?config.queue_timeout,
+        guarded = ?gate.settings.guarded,
+        "admission control"
+    );
+    match transport {
+        Transport::Stdio(command) => stdio::run(gate, &command).await,
+        Transport::Http { listen, upstream } => http::run(gate, listen, upstream).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_port_is_loopback() {
+        assert_eq!(address("9000").unwrap(), "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(
+            address("0.0.0.0:80").unwrap(),
+            "0.0.0.0:80".parse().unwrap()
+        );
+        assert_eq!(address("[::1]:7").unwrap(), "[::1]:7".parse().unwrap());
+        assert!(address("localhost").unwrap_err().contains("localhost"));
+    }
 }

@@ -1,0 +1,153 @@
+//! One tool call and how its answer is classified.
+//!
+//! A rejection is recognised however the server chose to send it:
+//! - a JSON-RPC error whose `data.reason` is a string (mcp-backpressure's
+//!   default, and any server following the Python package's `data` object);
+//! - a tool result with `isError: true` whose `structuredContent.reason` is a
+//!   string (mcp-backpressure's `OverloadResponse::ToolResult`);
+//! - an error or error result whose message starts with `SERVER_OVERLOADED`,
+//!   the reason following the colon (the Python package under FastMCP, which
+//!   turns the exception into an error tool result).
+
+use std::time::Duration;
+
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::Peer;
+use rmcp::{RoleClient, ServiceError};
+use serde_json::{Map, Value};
+
+/// What a call came back with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A result that is not an error.
+    Ok,
+    /// An overload rejection, with its `reason`.
+    Rejected(String),
+    /// Anything else, by kind (`tool_error`, `mcp_error -32603`, `transport`, `timeout`).
+    Error { kind: String, message: String },
+}
+
+/// Calls `tool` once; never fails, every failure is an [`Outcome`].
+pub async fn call(
+    peer: &Peer<RoleClient>,
+    tool: &str,
+    arguments: &Map<String, Value>,
+    timeout: Duration,
+) -> Outcome {
+    let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments.clone());
+    match tokio::time::timeout(timeout, peer.call_tool(params)).await {
+        Err(_) => Outcome::Error {
+            kind: "timeout".into(),
+            message: format!("no answer in {timeout:?}"),
+        },
+        Ok(Ok(result)) => classify_result(&result),
+        Ok(Err(ServiceError::McpError(error))) => {
+            let reason = error
+                .data
+                .as_ref()
+                .and_then(|d| d.get("reason"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .or_else(|| overload_reason(&error.message));
+            match reason {
+                Some(reason) => Outcome::Rejected(reason),
+                None => Outcome::Error {
+                    kind: format!("mcp_error {}", error.code.0),
+                    message: error.message.into_owned(),
+                },
+            }
+        }
+        Ok(Err(other)) => Outcome::Error {
+            kind: "transport".into(),
+            message: other.to_string(),
+        },
+    }
+}
+
+fn classify_result(result: &CallToolResult) -> Outcome {
+    if result.is_error != Some(true) {
+        return Outcome::Ok;
+    }
+    let structured = result
+        .structured_content
+        .as_ref()
+        .and_then(|s| s.get("reason"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let text = result
+        .content
+        .iter()
+        .find_map(|c| c.as_text().map(|t| t.text.as_str()))
+        .unwrap_or_default();
+    match structured.or_else(|| overload_reason(text)) {
+        Some(reason) => Outcome::Rejected(reason),
+        None => Outcome::Error {
+            kind: "tool_error".into(),
+            message: text.chars().take(200).collect(),
+        },
+    }
+}
+
+/// `SERVER_OVERLOADED: queue_full, retry after 40 ms` → `queue_full`;
+/// `SERVER_OVERLOADED` alone → `unknown`.
+fn overload_reason(message: &str) -> Option<String> {
+    let rest = message.trim_start().strip_prefix("SERVER_OVERLOADED")?;
+    let reason: String = rest
+        .trim_start_matches([':', ' '])
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    Some(if reason.is_empty() {
+        "unknown".into()
+    } else {
+        reason
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use rmcp::model::ContentBlock as Content;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn reasons_are_read_from_messages() {
+        assert_eq!(
+            overload_reason("SERVER_OVERLOADED: queue_full, retry after 4 ms").as_deref(),
+            Some("queue_full")
+        );
+        assert_eq!(
+            overload_reason("SERVER_OVERLOADED: queue_timeout").as_deref(),
+            Some("queue_timeout")
+        );
+        assert_eq!(
+            overload_reason("SERVER_OVERLOADED").as_deref(),
+            Some("unknown")
+        );
+        assert_eq!(overload_reason("boom"), None);
+    }
+
+    #[test]
+    fn error_results_are_rejections_or_tool_errors() {
+        let mut rejected =
+            CallToolResult::error(vec![Content::text("SERVER_OVERLOADED: concurrency_limit")]);
+        assert_eq!(
+            classify_result(&rejected),
+            Outcome::Rejected("concurrency_limit".into())
+        );
+        rejected.structured_content = Some(json!({"reason": "queue_full"}));
+        assert_eq!(
+            classify_result(&rejected),
+            Outcome::Rejected("queue_full".into())
+        );
+        let failed = CallToolResult::error(vec![Content::text("division by zero")]);
+        assert!(
+            matches!(classify_result(&failed), Outcome::Error { ref kind, .. } if kind == "tool_error")
+        );
+        assert_eq!(
+            classify_result(&CallToolResult::success(vec![Content::text("ok")])),
+            Outcome::Ok
+        );
+    }
+}

@@ -1,0 +1,89 @@
+//! Connecting to the server under load: a stdio child process or a
+//! Streamable HTTP endpoint, as one rmcp client session.
+
+use std::process::Stdio;
+
+use anyhow::Context;
+use rmcp::RoleClient;
+use rmcp::ServiceExt;
+use rmcp::service::RunningService;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+
+use super::args::Target;
+
+/// A connected client session, and the server's pid when it is our child.
+pub struct Session {
+    pub client: RunningService<RoleClient, ()>,
+    pub child_pid: Option<u32>,
+    pub describe: String,
+}
+
+/// Starts (stdio) or reaches (HTTP) the server and completes `initialize`.
+pub async fn connect(target: &Target) -> anyhow::Result<Session> {
+    match target {
+        Target::Stdio { program, args, log } => {
+            let mut command = tokio::process::Command::new(program);
+            command.args(args);
+            let stderr =
+                match log {
+                    Some(path) => Stdio::from(std::fs::File::create(path).with_context(|| {
+                        format!("--server-log: cannot create {}", path.display())
+                    })?),
+                    None => Stdio::null(),
+                };
+            let (child, _) = TokioChildProcess::builder(command)
+                .stderr(stderr)
+                .spawn()
+                .with_context(|| format!("cannot start the server command {program:?}"))?;
+            let child_pid = child.id();
+            let client = ().serve(child).await.with_context(|| {
+                format!("the server {program:?} did not complete the MCP handshake")
+            })?;
+            Ok(Session {
+                client,
+                child_pid,
+                describe: format!(
+                    "stdio: {}",
+                    std::iter::once(program)
+                        .chain(args)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+            })
+        }
+        Target::Http { url, max_requests } => {
+            let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
+                .max_concurrent_requests(*max_requests);
+            let transport = StreamableHttpClientTransport::from_config(config);
+            let client = ()
+                .serve(transport)
+                .await
+                .with_context(|| format!("cannot open an MCP session at {url}"))?;
+            Ok(Session {
+                client,
+                child_pid: None,
+                describe: format!("Streamable HTTP: {url}"),
+            })
+        }
+    }
+}
+
+/// Fails with the list of the server's tools when `tool` is not among them.
+pub async fn check_tool(session: &Session, tool: &str) -> anyhow::Result<()> {
+    let tools = session
+        .client
+        .peer()
+        .list_all_tools()
+        .await
+        .context("tools/list failed")?;
+    if tools.iter().any(|t| t.name == tool) {
+        return Ok(());
+    }
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    anyhow::bail!(
+        "invalid --tool: the server has no tool {tool:?} (it has: {})",
+        names.join(", ")
+    )
+}

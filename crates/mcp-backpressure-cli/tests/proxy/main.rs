@@ -1,0 +1,12 @@
+//! The `mcp-backpressure proxy` end to end: the binary, real upstream
+//! processes, real pipes and sockets on 127.0.0.1.
+
+mod config;
+mod conformance;
+mod faults;
+mod http;
+mod http_client;
+mod http_faults;
+mod python;
+mod stdio;
+mod support;

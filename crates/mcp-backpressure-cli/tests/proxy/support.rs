@@ -1,0 +1,454 @@
+//! Real processes on real pipes and sockets (127.0.0.1 only): the proxy
+//! binary, the `simple_server` example as an upstream, a Python fixture for
+//! faults. Every wait is bounded by [`PATIENCE`].
+#![allow(dead_code)] // Each test module uses part of it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::{mpsc, watch};
+
+/// Every wait in these tests is bounded by this.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The proxy under test.
+pub fn proxy_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mcp-backpressure")
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+/// The path of a built example of the library, next to this test binary's
+/// directory (`cargo test --workspace` builds them).
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let path = dir.join("examples").join(name);
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} is missing: {REBUILD}", path.display()));
+    let root = workspace_root();
+    for dir in ["src", "examples"] {
+        if let Some((_, newer)) = newest_source(&root.join(dir)).filter(|(t, _)| *t > built) {
+            panic!(
+                "{} is older than {}: {REBUILD}",
+                path.display(),
+                newer.display()
+            );
+        }
+    }
+    path
+}
+
+const REBUILD: &str = "run the whole suite with `scripts/test.sh` (it builds the examples), \
+    or `cargo build --examples` before `cargo test -p mcp-backpressure-cli`";
+
+fn newest_source(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let candidate = if path.is_dir() {
+            newest_source(&path)
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .map(|t| (t, path))
+        };
+        if let Some(c) = candidate
+            && newest.as_ref().is_none_or(|n| c.0 > n.0)
+        {
+            newest = Some(c);
+        }
+    }
+    newest
+}
+
+/// A fixture file under `tests/fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// The system's `python3` (the raw fixture needs nothing but the standard library).
+pub fn python3() -> &'static str {
+    "python3"
+}
+
+/// A child's stderr, drained line by line so it never blocks; lines can be
+/// waited for.
+pub struct Stderr {
+    lines: watch::Receiver<Vec<String>>,
+}
+
+impl Stderr {
+    pub fn capture(child: &mut Child, tag: &'static str) -> Self {
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = watch::channel(Vec::new());
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if std::env::var_os("PROXY_TEST_VERBOSE").is_some() {
+                    eprintln!("[{tag}] {line}");
+                }
+                tx.send_modify(|lines| lines.push(line));
+            }
+        });
+        Self { lines }
+    }
+
+    /// Waits for a line for which `matches` holds; returns it.
+    pub async fn wait_for(&mut self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        let found = tokio::time::timeout(PATIENCE, async {
+            loop {
+                if let Some(line) = self.lines.borrow_and_update().iter().find(|l| matches(l)) {
+                    return Some(line.clone());
+                }
+                if self.lines.changed().await.is_err() {
+                    return self.lines.borrow().iter().find(|l| matches(l)).cloned();
+                }
+            }
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => line,
+            _ => panic!(
+                "no stderr line with {what} in {PATIENCE:?}; got:\n{}",
+                self.all()
+            ),
+        }
+    }
+
+    pub fn all(&self) -> String {
+        self.lines.borrow().join("\n")
+    }
+}
+
+/// A JSON-RPC session with the proxy over its stdio.
+pub struct StdioSession {
+    pub child: Child,
+    pub stderr: Stderr,
+    stdin: Option<ChildStdin>,
+    incoming: mpsc::UnboundedReceiver<Value>,
+    early: HashMap<String, Value>,
+    started: Vec<Value>,
+}
+
+impl StdioSession {
+    /// Starts the proxy with `proxy_args`, in front of `upstream`.
+    pub fn spawn(proxy_args: &[&str], upstream: &[&str]) -> Self {
+        let mut child = Command::new(proxy_bin())
+            .arg("proxy")
+            .args(proxy_args)
+            .arg("--")
+            .args(upstream)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the proxy");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = Stderr::capture(&mut child, "proxy");
+        let (tx, incoming) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+                    panic!("the proxy wrote a line that is not JSON ({e}): {line}")
+                });
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            stderr,
+            stdin: Some(stdin),
+            incoming,
+            early: HashMap::new(),
+            started: Vec::new(),
+        }
+    }
+
+    /// Starts the proxy in front of `simple_server` (stdio) and initializes.
+    pub async fn simple(proxy_args: &[&str], server_args: &[&str]) -> Self {
+        let server = example("simple_server");
+        let mut upstream = vec![server.to_str().expect("utf-8 path"), "--transport", "stdio"];
+        upstream.extend_from_slice(server_args);
+        let mut session = Self::spawn(proxy_args, &upstream);
+        session.initialize().await;
+        session
+    }
+
+    /// Starts the proxy in front of the Python raw fixture and initializes.
+    pub async fn fixture(proxy_args: &[&str]) -> Self {
+        let script = fixture("raw_server.py");
+        let mut session = Self::spawn(
+            proxy_args,
+            &[python3(), script.to_str().expect("utf-8 path")],
+        );
+        session.initialize().await;
+        session
+    }
+
+    pub async fn initialize(&mut self) {
+        self.send(
+            json!({"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "proxy-test", "version": "0"}}}),
+        )
+        .await;
+        let response = self.response("init").await;
+        assert!(response.get("result").is_some(), "{response}");
+        self.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        stdin.write_all(bytes).await.expect("write to the proxy");
+        stdin.flush().await.expect("flush to the proxy");
+    }
+
+    pub async fn send(&mut self, message: Value) {
+        let mut line = serde_json::to_vec(&message).unwrap();
+        line.push(b'\n');
+        self.send_raw(&line).await;
+    }
+
+    /// Closes the proxy's stdin: the client disconnects.
+    pub fn close(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Calls `tool` with `arguments`; the progress token is the id.
+    pub async fn call(&mut self, id: u64, tool: &str, arguments: Value) {
+        self.send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": tool, "arguments": arguments, "_meta": {"progressToken": id}}}))
+            .await;
+    }
+
+    pub async fn call_sleep(&mut self, id: u64, ms: u64) {
+        self.call(id, "sleep", json!({"ms": ms})).await;
+    }
+
+    pub async fn cancel(&mut self, id: u64) {
+        self.send(
+            json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": id, "reason": "test"}}),
+        )
+        .await;
+    }
+
+    /// Waits until the call `id` started (its progress notification arrived).
+    pub async fn started(&mut self, id: u64) {
+        let token = Value::from(id);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while !self.started.contains(&token) {
+            let message = tokio::time::timeout_at(deadline, self.incoming.recv())
+                .await
+                .unwrap_or_else(|_| panic!("call {id} did not start in {PATIENCE:?}"))
+                .expect("the proxy closed stdout");
+            self.file(message);
+        }
+    }
+
+    fn file(&mut self, message: Value) {
+        if message["method"] == "notifications/progress" {
+            self.started
+                .push(message["params"]["progressToken"].clone());
+        } else if let Some(id) = message.get("id") {
+            self.early.insert(id.to_string(), message);
+        }
+    }
+
+    /// The next request from the server (a message with a `method` and an `id`).
+    pub async fn request_from_server(&mut self) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.incoming.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no request from the server in {PATIENCE:?}"))
+                .expect("the proxy closed stdout");
+            if message.get("method").is_some() && message.get("id").is_some() {
+                return message;
+            }
+            self.file(message);
+        }
+    }
+
+    /// The response with `id`, waiting at most [`PATIENCE`].
+    pub async fn response(&mut self, id: impl Into<Value>) -> Value {
+        let key = id.into().to_string();
+        if let Some(found) = self.early.remove(&key) {
+            return found;
+        }
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.incoming.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no response to {key} in {PATIENCE:?}"))
+                .unwrap_or_else(|| panic!("the proxy closed stdout before answering {key}"));
+            if message.get("id").map(Value::to_string) == Some(key.clone()) {
+                return message;
+            }
+            self.file(message);
+        }
+    }
+
+    /// Whether a response with `id` has arrived, after a `ping` round trip
+    /// (so that anything the proxy answered before it has arrived).
+    pub async fn has_response(&mut self, id: impl Into<Value>) -> bool {
+        self.send(json!({"jsonrpc": "2.0", "id": "barrier", "method": "ping"}))
+            .await;
+        self.response("barrier").await;
+        self.early.contains_key(&id.into().to_string())
+    }
+
+    /// Waits for the proxy to exit; returns its exit code.
+    pub async fn exit_code(&mut self) -> Option<i32> {
+        let status = tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("the proxy exited in time")
+            .expect("wait for the proxy");
+        status.code()
+    }
+}
+
+/// Asserts that `response` is the overload error for `id` with `reason`;
+/// returns its `data`.
+pub fn assert_overload(response: &Value, id: impl Into<Value>, code: i64, reason: &str) -> Value {
+    assert_eq!(response["id"], id.into(), "{response}");
+    let error = &response["error"];
+    assert_eq!(error["code"], code, "{response}");
+    let message = error["message"].as_str().expect("message");
+    assert!(
+        message.starts_with(&format!("SERVER_OVERLOADED: {reason}, retry after ")),
+        "{message}"
+    );
+    let data = error["data"].clone();
+    assert_eq!(data["reason"], reason, "{response}");
+    for field in [
+        "active",
+        "queued",
+        "max_concurrent",
+        "queue_size",
+        "queue_timeout_ms",
+        "retry_after_ms",
+    ] {
+        assert!(data[field].is_u64(), "{field} missing in {response}");
+    }
+    data
+}
+
+/// Starts `simple_server` over HTTP on `bind`; returns it, its stderr and its URL.
+pub async fn http_server(bind: &str, args: &[&str]) -> (Child, Stderr, String) {
+    http_example("simple_server", bind, args).await
+}
+
+/// Starts the example `name` (`simple_server` or `bare_server`) over HTTP on
+/// `bind`; returns it, its stderr and its URL.
+pub async fn http_example(name: &str, bind: &str, args: &[&str]) -> (Child, Stderr, String) {
+    let mut child = Command::new(example(name))
+        .args(["--transport", "http", "--bind", bind])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start simple_server");
+    let mut stderr = Stderr::capture(&mut child, "upstream");
+    let line = stderr
+        .wait_for("listening on", |l| l.contains("listening on http://"))
+        .await;
+    let url = line[line.find("http://").unwrap()..].trim().to_owned();
+    (child, stderr, url)
+}
+
+/// Starts the HTTP proxy in front of `upstream`; returns it, its stderr and its URL.
+pub async fn http_proxy(args: &[&str], upstream: &str) -> (Child, Stderr, String) {
+    let mut child = Command::new(proxy_bin())
+        .args(["proxy", "--listen", "127.0.0.1:0", "--upstream", upstream])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the proxy");
+    let mut stderr = Stderr::capture(&mut child, "proxy");
+    let line = stderr
+        .wait_for("listening on", |l| l.contains("listening on http://"))
+        .await;
+    let start = line.find("http://").unwrap();
+    let url = line[start..].split_whitespace().next().unwrap().to_owned();
+    (child, stderr, url)
+}
+
+/// The metrics address the proxy logged, as a URL.
+pub async fn metrics_url(stderr: &mut Stderr) -> String {
+    let line = stderr
+        .wait_for("metrics on", |l| l.contains("metrics on http://"))
+        .await;
+    let start = line.find("http://").unwrap();
+    line[start..].split_whitespace().next().unwrap().to_owned()
+}
+
+/// Reads one sample (`name` or `name{labels}`) from the metrics endpoint.
+pub async fn metric(url: &str, sample: &str) -> f64 {
+    let text = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {sample} in\n{text}"))
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+/// Polls `sample` until it equals `value` (bounded by [`PATIENCE`]).
+pub async fn wait_metric(url: &str, sample: &str, value: f64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let now = metric(url, sample).await;
+        if now == value {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{sample} stayed {now}, expected {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

