@@ -5,11 +5,11 @@
 # wrapper), closed loop, on stdio and Streamable HTTP; runs interleaved
 # A/B/B/A..., reported as wrapped / bare ratios.
 #
-#   bench/transparency.sh                    # 5 rounds x 5 s x 2 transports (~2 min + build)
+#   bench/transparency.sh                    # 10 rounds x 3 s x 2 servers x 2 transports (~3 min + build)
 #   ROUNDS=3 DURATION=3 CONCURRENCY=16 bench/transparency.sh
 source "$(dirname "$0")/lib.sh"
-ROUNDS="${ROUNDS:-5}"
-DURATION="${DURATION:-5}"
+ROUNDS="${ROUNDS:-10}"
+DURATION="${DURATION:-3}"
 CONCURRENCY="${CONCURRENCY:-16}"
 DIR="$OUT/transparency"
 rm -rf "$DIR"; mkdir -p "$DIR"

@@ -104,10 +104,10 @@ impl State {
                 inflight: self.active,
             };
         }
-        if self.queue.len() < self.queue_size {
-            return Admission::Enqueued {
-                key: self.queue.push_back(),
-            };
+        if self.queue.len() < self.queue_size
+            && let Some(key) = self.queue.push_back()
+        {
+            return Admission::Enqueued { key };
         }
         let reason = if self.queue_size == 0 {
             OverloadReason::ConcurrencyLimit

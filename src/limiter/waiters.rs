@@ -5,6 +5,11 @@
 //! leaves the list but keeps its slab slot until its owner collects it, so the
 //! owner can tell "I was handed a slot" from "I am still waiting" under the
 //! limiter's lock.
+//!
+//! Links are `u32` slab keys, so an entry is 32 bytes instead of 48 — most of
+//! a parked waiter's share of the queue. A queue cannot hold 2^32 - 1 entries
+//! (that many parked futures would take terabytes), and `push_back` refuses
+//! one whose key would not fit rather than ever panicking.
 
 use std::task::{Poll, Waker};
 
@@ -20,11 +25,17 @@ pub(crate) struct Grant {
     pub(crate) inflight: usize,
 }
 
+/// A link in the list: a slab key, or [`NIL`].
+type Link = u32;
+
+/// No entry (the end of the list).
+const NIL: Link = Link::MAX;
+
 enum Entry {
     Waiting {
         waker: Option<Waker>,
-        prev: Option<usize>,
-        next: Option<usize>,
+        prev: Link,
+        next: Link,
     },
     Granted(Grant),
 }
@@ -38,12 +49,22 @@ pub(crate) enum Removed {
     Granted(Grant),
 }
 
-#[derive(Default)]
 pub(crate) struct WaiterQueue {
     entries: Slab<Entry>,
-    head: Option<usize>,
-    tail: Option<usize>,
+    head: Link,
+    tail: Link,
     waiting: usize,
+}
+
+impl Default for WaiterQueue {
+    fn default() -> Self {
+        Self {
+            entries: Slab::new(),
+            head: NIL,
+            tail: NIL,
+            waiting: 0,
+        }
+    }
 }
 
 impl WaiterQueue {
@@ -52,26 +73,33 @@ impl WaiterQueue {
         self.waiting
     }
 
-    /// Appends a waiting entry; returns its key.
-    pub(crate) fn push_back(&mut self) -> usize {
-        let key = self.entries.insert(Entry::Waiting {
+    /// Appends a waiting entry; returns its key, or `None` in the
+    /// unreachable case that its key would not fit in a [`Link`].
+    pub(crate) fn push_back(&mut self) -> Option<usize> {
+        let key = self.entries.vacant_key();
+        let link = Link::try_from(key).ok().filter(|&link| link != NIL)?;
+        self.entries.insert(Entry::Waiting {
             waker: None,
             prev: self.tail,
-            next: None,
+            next: NIL,
         });
-        match self.tail {
-            Some(tail) => self.set_next(tail, Some(key)),
-            None => self.head = Some(key),
+        if self.tail == NIL {
+            self.head = link;
+        } else {
+            self.set_next(self.tail, link);
         }
-        self.tail = Some(key);
+        self.tail = link;
         self.waiting += 1;
-        key
+        Some(key)
     }
 
     /// Hands a slot to the head of the queue. Returns its waker (if it was
     /// polled yet), or `None` when nobody waits.
     pub(crate) fn grant_front(&mut self, grant: Grant) -> Option<Option<Waker>> {
-        let key = self.head?;
+        if self.head == NIL {
+            return None;
+        }
+        let key = self.head as usize;
         let waker = self.unlink(key);
         self.entries[key] = Entry::Granted(grant);
         Some(waker)
@@ -120,26 +148,28 @@ impl WaiterQueue {
             unreachable!("only waiting entries are linked");
         };
         let (waker, prev, next) = (waker.take(), *prev, *next);
-        match prev {
-            Some(prev) => self.set_next(prev, next),
-            None => self.head = next,
+        if prev == NIL {
+            self.head = next;
+        } else {
+            self.set_next(prev, next);
         }
-        match next {
-            Some(next) => self.set_prev(next, prev),
-            None => self.tail = prev,
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            self.set_prev(next, prev);
         }
         self.waiting -= 1;
         waker
     }
 
-    fn set_next(&mut self, key: usize, to: Option<usize>) {
-        if let Entry::Waiting { next, .. } = &mut self.entries[key] {
+    fn set_next(&mut self, key: Link, to: Link) {
+        if let Entry::Waiting { next, .. } = &mut self.entries[key as usize] {
             *next = to;
         }
     }
 
-    fn set_prev(&mut self, key: usize, to: Option<usize>) {
-        if let Entry::Waiting { prev, .. } = &mut self.entries[key] {
+    fn set_prev(&mut self, key: Link, to: Link) {
+        if let Entry::Waiting { prev, .. } = &mut self.entries[key as usize] {
             *prev = to;
         }
     }
@@ -149,7 +179,8 @@ impl WaiterQueue {
     pub(crate) fn keys(&self) -> Vec<usize> {
         let mut keys = Vec::new();
         let mut cursor = self.head;
-        while let Some(key) = cursor {
+        while cursor != NIL {
+            let key = cursor as usize;
             keys.push(key);
             cursor = match &self.entries[key] {
                 Entry::Waiting { next, .. } => *next,
@@ -176,9 +207,9 @@ mod tests {
     #[test]
     fn grants_in_fifo_order() {
         let mut queue = WaiterQueue::default();
-        let a = queue.push_back();
-        let b = queue.push_back();
-        let c = queue.push_back();
+        let a = queue.push_back().unwrap();
+        let b = queue.push_back().unwrap();
+        let c = queue.push_back().unwrap();
         assert_eq!(queue.keys(), [a, b, c]);
         assert!(queue.grant_front(grant()).is_some());
         assert_eq!(queue.keys(), [b, c]);
@@ -190,25 +221,30 @@ mod tests {
     #[test]
     fn removes_from_the_middle_head_and_tail() {
         let mut queue = WaiterQueue::default();
-        let keys: Vec<usize> = (0..5).map(|_| queue.push_back()).collect();
+        let keys: Vec<usize> = (0..5).map(|_| queue.push_back().unwrap()).collect();
         assert_eq!(queue.remove(keys[2]), Removed::Waiting);
         assert_eq!(queue.keys(), [keys[0], keys[1], keys[3], keys[4]]);
         assert_eq!(queue.remove(keys[0]), Removed::Waiting);
         assert_eq!(queue.remove(keys[4]), Removed::Waiting);
         assert_eq!(queue.keys(), [keys[1], keys[3]]);
         assert_eq!(queue.len(), 2);
-        let k = queue.push_back();
+        let k = queue.push_back().unwrap();
         assert_eq!(queue.keys(), [keys[1], keys[3], k]);
     }
 
     #[test]
     fn removing_a_granted_entry_reports_the_grant() {
         let mut queue = WaiterQueue::default();
-        let a = queue.push_back();
+        let a = queue.push_back().unwrap();
         let g = grant();
         queue.grant_front(g);
         assert_eq!(queue.len(), 0);
         assert_eq!(queue.remove(a), Removed::Granted(g));
         assert!(queue.grant_front(grant()).is_none());
+    }
+
+    #[test]
+    fn an_entry_is_32_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 32);
     }
 }

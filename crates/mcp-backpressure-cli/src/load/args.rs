@@ -32,22 +32,42 @@ pub struct LoadArgs {
     #[arg(long = "args", value_name = "JSON", default_value = "{}")]
     pub arguments: String,
     /// Open loop: start this many calls per second, whatever the answers.
-    #[arg(long, value_name = "CALLS_PER_S", conflicts_with = "concurrency")]
+    #[arg(
+        long,
+        value_name = "CALLS_PER_S",
+        conflicts_with = "concurrency",
+        allow_negative_numbers = true
+    )]
     pub rate: Option<f64>,
     /// Closed loop: this many callers, each sending its next call when the last is answered.
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
     /// How long to send calls, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 10.0,
+        allow_negative_numbers = true
+    )]
     pub duration: f64,
     /// Stop after this many calls (whichever of --duration and --count comes first).
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
     /// Longest wait for one answer, in seconds; later ones count as `timeout` errors.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 60.0,
+        allow_negative_numbers = true
+    )]
     pub call_timeout: f64,
     /// After the last call was sent, how long to wait for the answers still due.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 30.0,
+        allow_negative_numbers = true
+    )]
     pub drain_timeout: f64,
     /// Print the report as JSON instead of a table.
     #[arg(long)]

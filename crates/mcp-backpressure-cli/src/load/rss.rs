@@ -1,4 +1,4 @@
-//! The server's memory from /proc/<pid>/status (Linux): the resident set now
+//! The server's memory from `/proc/<pid>/status` (Linux): the resident set now
 //! (`VmRSS`) and its peak (`VmHWM`). Elsewhere every reading is `None`.
 
 use std::time::Duration;
@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// One field of /proc/<pid>/status, in kB.
+/// One field of `/proc/<pid>/status`, in kB.
 fn status_kb(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
