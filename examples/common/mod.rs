@@ -124,9 +124,17 @@ impl ServerHandler for DemoServer {
 
 /// Serves the guarded demo server over stdio until the client closes stdin.
 pub async fn serve_stdio(limiter: Limiter) -> anyhow::Result<()> {
-    let server = Backpressure::new(DemoServer::new(), limiter)
-        .serve(rmcp::transport::stdio())
-        .await?;
+    serve_stdio_with(Backpressure::new(DemoServer::new(), limiter)).await
+}
+
+/// Serves the demo server *without* backpressure over stdio until the client
+/// closes stdin (the unwrapped baseline of the benchmarks).
+pub async fn serve_stdio_bare() -> anyhow::Result<()> {
+    serve_stdio_with(DemoServer::new()).await
+}
+
+async fn serve_stdio_with<H: ServerHandler>(handler: H) -> anyhow::Result<()> {
+    let server = handler.serve(rmcp::transport::stdio()).await?;
     let reason = server.waiting().await?;
     tracing::info!(?reason, "stdio session ended");
     Ok(())
@@ -142,54 +150,32 @@ pub struct HttpServer {
 /// Binds `bind` and serves the guarded demo server as Streamable HTTP at `/mcp`.
 /// Every session shares `limiter`.
 pub async fn serve_http(bind: SocketAddr, limiter: Limiter) -> anyhow::Result<HttpServer> {
-    let shutdown = CancellationToken::new();
-    let config =
-        StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
-    let service: StreamableHttpService<Backpressure<DemoServer>, LocalSessionManager> =
-        StreamableHttpService::new(
-            move || Ok(Backpressure::new(DemoServer::new(), limiter.clone())),
-            Arc::new(LocalSessionManager::default()),
-            config,
-        );
-    let router = axum::Router::new().nest_service("/mcp", service);
-    let listener = tokio::net::TcpListener::bind(bind)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot bind {bind}: {e}"))?;
-    let addr = listener.local_addr()?;
-    let stop = shutdown.clone();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled_owned().await })
-            .await
-    });
-    Ok(HttpServer {
-        addr,
-        shutdown,
-        task,
+    serve_http_with(bind, move || {
+        Backpressure::new(DemoServer::new(), limiter.clone())
     })
-}
-
-/// Serves the demo server *without* backpressure over stdio until the client
-/// closes stdin (the unwrapped baseline of the benchmarks).
-pub async fn serve_stdio_bare() -> anyhow::Result<()> {
-    let server = DemoServer::new().serve(rmcp::transport::stdio()).await?;
-    let reason = server.waiting().await?;
-    tracing::info!(?reason, "stdio session ended");
-    Ok(())
+    .await
 }
 
 /// Binds `bind` and serves the demo server *without* backpressure as
 /// Streamable HTTP at `/mcp` (the unwrapped baseline of the benchmarks).
 pub async fn serve_http_bare(bind: SocketAddr) -> anyhow::Result<HttpServer> {
+    serve_http_with(bind, DemoServer::new).await
+}
+
+/// Serves Streamable HTTP at `/mcp`, one handler from `new_session` per session.
+async fn serve_http_with<H, F>(bind: SocketAddr, new_session: F) -> anyhow::Result<HttpServer>
+where
+    H: ServerHandler,
+    F: Fn() -> H + Send + Sync + 'static,
+{
     let shutdown = CancellationToken::new();
     let config =
         StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
-    let service: StreamableHttpService<DemoServer, LocalSessionManager> =
-        StreamableHttpService::new(
-            || Ok(DemoServer::new()),
-            Arc::new(LocalSessionManager::default()),
-            config,
-        );
+    let service: StreamableHttpService<H, LocalSessionManager> = StreamableHttpService::new(
+        move || Ok(new_session()),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
     let router = axum::Router::new().nest_service("/mcp", service);
     let listener = tokio::net::TcpListener::bind(bind)
         .await
