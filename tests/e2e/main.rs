@@ -4,6 +4,8 @@
 //! The examples are built by `cargo test` before the tests run.
 #![cfg(all(not(loom), feature = "rmcp"))]
 
+#[path = "../support/built_examples.rs"]
+mod built_examples;
 mod cli;
 mod http;
 mod stdio;

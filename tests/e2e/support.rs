@@ -1,5 +1,4 @@
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -27,55 +26,7 @@ impl ClientHandler for StartWatcher {
 /// Every wait in these tests is bounded by this.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
-/// The path of a built example, next to this test binary's directory.
-pub fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
-    let path = dir.join("examples").join(name);
-    let built = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| panic!("{} is missing: {REBUILD}", path.display()));
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for dir in ["src", "examples"] {
-        if let Some(newer) = newest_source(&root.join(dir)).filter(|(t, _)| *t > built) {
-            panic!(
-                "{} is older than {}: {REBUILD}",
-                path.display(),
-                newer.1.display()
-            );
-        }
-    }
-    path
-}
-
-const REBUILD: &str = "run the whole suite with `cargo test` (it builds the examples), \
-    or `cargo build --examples` before `cargo test --test e2e`";
-
-/// The most recently modified file below `dir`.
-fn newest_source(dir: &std::path::Path) -> Option<(std::time::SystemTime, PathBuf)> {
-    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let candidate = if path.is_dir() {
-            newest_source(&path)
-        } else {
-            entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .map(|t| (t, path))
-        };
-        if let Some(c) = candidate
-            && newest.as_ref().is_none_or(|n| c.0 > n.0)
-        {
-            newest = Some(c);
-        }
-    }
-    newest
-}
+pub use crate::built_examples::example;
 
 /// Starts `simple_server` with `args`; stdin/stdout piped, killed on drop.
 pub fn spawn_server(args: &[&str]) -> Child {

@@ -9,20 +9,11 @@ use std::process::Command;
 
 use serde_json::Value;
 
+#[path = "../../../tests/support/built_examples.rs"]
+mod built_examples;
+
 fn simple_server() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
-    let path = profile_dir.join("examples").join("simple_server");
-    assert!(
-        path.exists(),
-        "{} is missing: run the whole suite with `cargo test --workspace` (it builds the examples), \
-         or `cargo build --examples` first",
-        path.display()
-    );
-    path
+    built_examples::example("simple_server")
 }
 
 fn load(args: &[&str]) -> (bool, String, String) {

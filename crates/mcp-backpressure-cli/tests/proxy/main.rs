@@ -1,6 +1,8 @@
 //! The `mcp-backpressure proxy` end to end: the binary, real upstream
 //! processes, real pipes and sockets on 127.0.0.1.
 
+#[path = "../../../../tests/support/built_examples.rs"]
+mod built_examples;
 mod config;
 mod conformance;
 mod faults;

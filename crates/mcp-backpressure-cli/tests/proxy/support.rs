@@ -21,62 +21,7 @@ pub fn proxy_bin() -> &'static str {
     env!("CARGO_BIN_EXE_mcp-backpressure")
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root")
-}
-
-/// The path of a built example of the library, next to this test binary's
-/// directory (`cargo test --workspace` builds them).
-pub fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
-    let path = dir.join("examples").join(name);
-    let built = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| panic!("{} is missing: {REBUILD}", path.display()));
-    let root = workspace_root();
-    for dir in ["src", "examples"] {
-        if let Some((_, newer)) = newest_source(&root.join(dir)).filter(|(t, _)| *t > built) {
-            panic!(
-                "{} is older than {}: {REBUILD}",
-                path.display(),
-                newer.display()
-            );
-        }
-    }
-    path
-}
-
-const REBUILD: &str = "run the whole suite with `scripts/test.sh` (it builds the examples), \
-    or `cargo build --examples` before `cargo test -p mcp-backpressure-cli`";
-
-fn newest_source(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
-    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let candidate = if path.is_dir() {
-            newest_source(&path)
-        } else {
-            entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .map(|t| (t, path))
-        };
-        if let Some(c) = candidate
-            && newest.as_ref().is_none_or(|n| c.0 > n.0)
-        {
-            newest = Some(c);
-        }
-    }
-    newest
-}
+pub use crate::built_examples::example;
 
 /// A fixture file under `tests/fixtures/`.
 pub fn fixture(name: &str) -> PathBuf {
