@@ -8,5 +8,7 @@
 mod built_examples;
 mod cli;
 mod http;
+#[path = "../support/line_session.rs"]
+mod line_session;
 mod stdio;
 mod support;

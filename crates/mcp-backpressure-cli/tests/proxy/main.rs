@@ -9,6 +9,8 @@ mod faults;
 mod http;
 mod http_client;
 mod http_faults;
+#[path = "../../../../tests/support/line_session.rs"]
+mod line_session;
 mod python;
 mod stdio;
 mod support;

@@ -3,18 +3,16 @@
 //! faults. Every wait is bounded by [`PATIENCE`].
 #![allow(dead_code)] // Each test module uses part of it.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::{mpsc, watch};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
 
-/// Every wait in these tests is bounded by this.
-pub const PATIENCE: Duration = Duration::from_secs(20);
+pub use crate::line_session::{LineSession, PATIENCE};
 
 /// The proxy under test.
 pub fn proxy_bin() -> &'static str {
@@ -84,14 +82,25 @@ impl Stderr {
     }
 }
 
-/// A JSON-RPC session with the proxy over its stdio.
+/// A JSON-RPC session with the proxy over its stdio; everything but the
+/// constructors and the captured stderr is [`LineSession`]'s.
 pub struct StdioSession {
-    pub child: Child,
+    session: LineSession,
     pub stderr: Stderr,
-    stdin: Option<ChildStdin>,
-    incoming: mpsc::UnboundedReceiver<Value>,
-    early: HashMap<String, Value>,
-    started: Vec<Value>,
+}
+
+impl std::ops::Deref for StdioSession {
+    type Target = LineSession;
+
+    fn deref(&self) -> &LineSession {
+        &self.session
+    }
+}
+
+impl std::ops::DerefMut for StdioSession {
+    fn deref_mut(&mut self) -> &mut LineSession {
+        &mut self.session
+    }
 }
 
 impl StdioSession {
@@ -109,28 +118,10 @@ impl StdioSession {
             .kill_on_drop(true)
             .spawn()
             .expect("start the proxy");
-        let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = child.stdout.take().expect("piped stdout");
         let stderr = Stderr::capture(&mut child, "proxy");
-        let (tx, incoming) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
-                    panic!("the proxy wrote a line that is not JSON ({e}): {line}")
-                });
-                if tx.send(value).is_err() {
-                    break;
-                }
-            }
-        });
         Self {
-            child,
+            session: LineSession::attach(child, "the proxy"),
             stderr,
-            stdin: Some(stdin),
-            incoming,
-            early: HashMap::new(),
-            started: Vec::new(),
         }
     }
 
@@ -153,129 +144,6 @@ impl StdioSession {
         );
         session.initialize().await;
         session
-    }
-
-    pub async fn initialize(&mut self) {
-        self.send(
-            json!({"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "proxy-test", "version": "0"}}}),
-        )
-        .await;
-        let response = self.response("init").await;
-        assert!(response.get("result").is_some(), "{response}");
-        self.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-            .await;
-    }
-
-    pub async fn send_raw(&mut self, bytes: &[u8]) {
-        let stdin = self.stdin.as_mut().expect("stdin still open");
-        stdin.write_all(bytes).await.expect("write to the proxy");
-        stdin.flush().await.expect("flush to the proxy");
-    }
-
-    pub async fn send(&mut self, message: Value) {
-        let mut line = serde_json::to_vec(&message).unwrap();
-        line.push(b'\n');
-        self.send_raw(&line).await;
-    }
-
-    /// Closes the proxy's stdin: the client disconnects.
-    pub fn close(&mut self) {
-        self.stdin = None;
-    }
-
-    /// Calls `tool` with `arguments`; the progress token is the id.
-    pub async fn call(&mut self, id: u64, tool: &str, arguments: Value) {
-        self.send(json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-            "params": {"name": tool, "arguments": arguments, "_meta": {"progressToken": id}}}))
-            .await;
-    }
-
-    pub async fn call_sleep(&mut self, id: u64, ms: u64) {
-        self.call(id, "sleep", json!({"ms": ms})).await;
-    }
-
-    pub async fn cancel(&mut self, id: u64) {
-        self.send(
-            json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
-            "params": {"requestId": id, "reason": "test"}}),
-        )
-        .await;
-    }
-
-    /// Waits until the call `id` started (its progress notification arrived).
-    pub async fn started(&mut self, id: u64) {
-        let token = Value::from(id);
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while !self.started.contains(&token) {
-            let message = tokio::time::timeout_at(deadline, self.incoming.recv())
-                .await
-                .unwrap_or_else(|_| panic!("call {id} did not start in {PATIENCE:?}"))
-                .expect("the proxy closed stdout");
-            self.file(message);
-        }
-    }
-
-    fn file(&mut self, message: Value) {
-        if message["method"] == "notifications/progress" {
-            self.started
-                .push(message["params"]["progressToken"].clone());
-        } else if let Some(id) = message.get("id") {
-            self.early.insert(id.to_string(), message);
-        }
-    }
-
-    /// The next request from the server (a message with a `method` and an `id`).
-    pub async fn request_from_server(&mut self) -> Value {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let message = tokio::time::timeout_at(deadline, self.incoming.recv())
-                .await
-                .unwrap_or_else(|_| panic!("no request from the server in {PATIENCE:?}"))
-                .expect("the proxy closed stdout");
-            if message.get("method").is_some() && message.get("id").is_some() {
-                return message;
-            }
-            self.file(message);
-        }
-    }
-
-    /// The response with `id`, waiting at most [`PATIENCE`].
-    pub async fn response(&mut self, id: impl Into<Value>) -> Value {
-        let key = id.into().to_string();
-        if let Some(found) = self.early.remove(&key) {
-            return found;
-        }
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let message = tokio::time::timeout_at(deadline, self.incoming.recv())
-                .await
-                .unwrap_or_else(|_| panic!("no response to {key} in {PATIENCE:?}"))
-                .unwrap_or_else(|| panic!("the proxy closed stdout before answering {key}"));
-            if message.get("id").map(Value::to_string) == Some(key.clone()) {
-                return message;
-            }
-            self.file(message);
-        }
-    }
-
-    /// Whether a response with `id` has arrived, after a `ping` round trip
-    /// (so that anything the proxy answered before it has arrived).
-    pub async fn has_response(&mut self, id: impl Into<Value>) -> bool {
-        self.send(json!({"jsonrpc": "2.0", "id": "barrier", "method": "ping"}))
-            .await;
-        self.response("barrier").await;
-        self.early.contains_key(&id.into().to_string())
-    }
-
-    /// Waits for the proxy to exit; returns its exit code.
-    pub async fn exit_code(&mut self) -> Option<i32> {
-        let status = tokio::time::timeout(PATIENCE, self.child.wait())
-            .await
-            .expect("the proxy exited in time")
-            .expect("wait for the proxy");
-        status.code()
     }
 }
 
