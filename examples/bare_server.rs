@@ -11,15 +11,8 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
-use clap::{Parser, ValueEnum};
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Transport {
-    Stdio,
-    Http,
-}
+use clap::Parser;
+use common::Transport;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,55 +20,22 @@ enum Transport {
     about = "The demo MCP server (tools `sleep` and `echo`) without backpressure"
 )]
 struct Cli {
-    /// How to talk to the client.
-    #[arg(long, value_enum, default_value = "stdio")]
-    transport: Transport,
-    /// Address to listen on with `--transport http` (Streamable HTTP at /mcp).
-    #[arg(long, default_value = "127.0.0.1:8000")]
-    bind: SocketAddr,
+    #[command(flatten)]
+    serve: common::TransportArgs,
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the runtime: {error}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    common::run_main(|| run(cli))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    tracing::info!(transport = ?cli.transport, "starting (no backpressure)");
-    match cli.transport {
+    let serve = cli.serve;
+    tracing::info!(transport = ?serve.transport, "starting (no backpressure)");
+    match serve.transport {
         Transport::Stdio => common::serve_stdio_bare().await?,
         Transport::Http => {
-            let server = common::serve_http_bare(cli.bind).await?;
-            tracing::info!("listening on http://{}/mcp", server.addr);
-            tokio::select! {
-                result = tokio::signal::ctrl_c() => {
-                    result?;
-                    tracing::info!("interrupted, shutting down");
-                    server.shutdown.cancel();
-                }
-                () = server.shutdown.cancelled() => {}
-            }
-            server.task.await??;
+            common::serve_until_interrupted(common::serve_http_bare(serve.bind).await?).await?
         }
     }
     tracing::info!("stopped");

@@ -11,16 +11,9 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use common::Transport;
 use mcp_backpressure::Limiter;
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Transport {
-    Stdio,
-    Http,
-}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,12 +21,8 @@ enum Transport {
     about = "A demo MCP server (tools `sleep` and `echo`) guarded by mcp-backpressure"
 )]
 struct Cli {
-    /// How to talk to the client.
-    #[arg(long, value_enum, default_value = "stdio")]
-    transport: Transport,
-    /// Address to listen on with `--transport http` (Streamable HTTP at /mcp).
-    #[arg(long, default_value = "127.0.0.1:8000")]
-    bind: SocketAddr,
+    #[command(flatten)]
+    serve: common::TransportArgs,
     #[command(flatten)]
     limits: common::LimitArgs,
 }
@@ -48,52 +37,23 @@ fn main() -> std::process::ExitCode {
         })
         .build()
         .expect("validated above");
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the runtime: {error}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli, limiter)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    common::run_main(|| run(cli.serve, limiter))
 }
 
-async fn run(cli: Cli, limiter: Limiter) -> anyhow::Result<()> {
+async fn run(serve: common::TransportArgs, limiter: Limiter) -> anyhow::Result<()> {
     let config = limiter.config();
     tracing::info!(
         max_concurrent = config.max_concurrent,
         queue_size = config.queue_size,
         queue_timeout = ?config.queue_timeout,
-        transport = ?cli.transport,
+        transport = ?serve.transport,
         "starting"
     );
-    match cli.transport {
+    match serve.transport {
         Transport::Stdio => common::serve_stdio(limiter.clone()).await?,
         Transport::Http => {
-            let server = common::serve_http(cli.bind, limiter.clone()).await?;
-            tracing::info!("listening on http://{}/mcp", server.addr);
-            tokio::select! {
-                result = tokio::signal::ctrl_c() => {
-                    result?;
-                    tracing::info!("interrupted, shutting down");
-                    server.shutdown.cancel();
-                }
-                () = server.shutdown.cancelled() => {}
-            }
-            server.task.await??;
+            common::serve_until_interrupted(common::serve_http(serve.bind, limiter.clone()).await?)
+                .await?
         }
     }
     tracing::info!(metrics = ?limiter.snapshot(), "stopped");

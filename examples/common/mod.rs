@@ -19,6 +19,68 @@ use rmcp::{RoleServer, ServerHandler, ServiceExt, schemars, tool, tool_handler, 
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+/// How a demo server talks to its client.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Transport {
+    Stdio,
+    Http,
+}
+
+/// The demo servers' transport flags.
+#[derive(Clone, Debug, clap::Args)]
+pub struct TransportArgs {
+    /// How to talk to the client.
+    #[arg(long, value_enum, default_value = "stdio")]
+    pub transport: Transport,
+    /// Address to listen on with `--transport http` (Streamable HTTP at /mcp).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub bind: SocketAddr,
+}
+
+/// Sets up logging on stderr (`RUST_LOG`, `info` by default), runs `server` on
+/// a multi-threaded runtime and turns its result into the exit status.
+pub fn run_main<F>(server: impl FnOnce() -> F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs where `server` listens, then serves until it shuts down or Ctrl-C.
+pub async fn serve_until_interrupted(server: HttpServer) -> anyhow::Result<()> {
+    tracing::info!("listening on http://{}/mcp", server.addr);
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => {
+            result?;
+            tracing::info!("interrupted, shutting down");
+            server.shutdown.cancel();
+        }
+        () = server.shutdown.cancelled() => {}
+    }
+    server.task.await??;
+    Ok(())
+}
+
 /// The limiter's settings as command-line flags.
 #[derive(Clone, Debug, clap::Args)]
 pub struct LimitArgs {
