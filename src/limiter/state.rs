@@ -134,12 +134,16 @@ impl State {
         self.queue.poll(key, waker)
     }
 
-    /// A queued request's caller went away. If a slot had already been handed
-    /// to it, the slot goes to the next in line.
+    /// A queued request's caller went away. It counts as cancelled in the
+    /// queue either way: a slot already handed to it, but never claimed, is
+    /// taken back uncounted (the request was never admitted) and goes to the
+    /// next in line.
     pub(crate) fn cancel_waiter(&mut self, key: usize, now: Instant, wake: &mut WakeList) {
-        match self.queue.remove(key) {
-            Removed::Waiting => self.counters.cancelled_in_queue += 1,
-            Removed::Granted(_) => self.release(None, now, wake),
+        self.counters.cancelled_in_queue += 1;
+        if let Removed::Granted(_) = self.queue.remove(key) {
+            self.active -= 1;
+            self.counters.admitted -= 1;
+            self.grant_waiters(now, wake);
         }
     }
 

@@ -1,11 +1,19 @@
-//! The proxy's settings: the library's [`LimiterConfig`] plus the few options
-//! of the proxy itself, from flags and from a TOML file (`--config`), with the
-//! same names. A flag overrides the file. Every invalid value is an error that
-//! names the setting; nothing panics.
+//! The proxy's settings: the library's [`LimiterConfig`] plus the options of
+//! the proxy itself, from flags and from a TOML file (`--config`), with the
+//! same names (dashes in flags, underscores in the file). A flag overrides the
+//! file.
+//!
+//! Every value is checked here, from either source by the same code: an
+//! invalid one is an error `invalid <setting>: <why>, got <value>`, with the
+//! same words for the flag and the TOML key. Numeric flags take any text
+//! (negative numbers included) so that our check, not clap, refuses a bad
+//! value; numbers in the file are read as TOML integers or floats whatever
+//! the setting's type, so `queue_size = -3` or `queue_size = "5"` is refused
+//! with the setting's name too. Nothing panics.
 //!
 //! ```toml
 //! max_concurrent = 5          # required (here or as --max-concurrent)
-//! queue_size = 10
+//! queue_size = 10             # default 0
 //! queue_timeout = 30          # seconds, fractions allowed
 //! retry_after_min = 0.01
 //! retry_after_max = 60
@@ -13,86 +21,166 @@
 //! error_code = -31429         # -32001 for clients of the Python package
 //! guarded = ["tools/call"]
 //! max_message_bytes = 16777216
+//! cancel_grace = 5            # seconds a cancelled call keeps its slot; 0 frees it at once
+//! max_in_flight = 4096        # forwarded, unanswered requests (all sessions)
+//! buffer_bytes = 16777216     # bytes held per direction
+//! max_connections = 1024      # HTTP only
+//! header_read_timeout = 10    # HTTP only, seconds
+//! body_read_timeout = 20      # HTTP only, seconds
 //! ```
 
+use std::fmt;
+use std::num::IntErrorKind;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use mcp_backpressure::config::seconds;
 use mcp_backpressure::{Limiter, LimiterConfig, jsonrpc};
 use serde::Deserialize;
+use toml::Spanned;
 
 /// The default bound on one JSON-RPC message (one stdio line, one HTTP body).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// The default time a forwarded call keeps its slot after its client
+/// cancelled it or went away. Provisional: the final value is still open.
+pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(5);
+/// The default bound on requests forwarded and not yet answered (all sessions).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+/// The default byte budget per direction.
+pub const DEFAULT_BUFFER_BYTES: usize = 16 * 1024 * 1024;
+/// The default bound on open HTTP connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// The default time allowed to receive an HTTP request's headers.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default time allowed to receive an HTTP request's body.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The limits as flags. Every flag has the name of its TOML key, with dashes.
+/// The longest duration any setting accepts: 365 days, in seconds. Longer ones
+/// are mistakes, and much longer ones overflow a `Duration` or an `Instant`.
+const MAX_SECONDS: u64 = 365 * 24 * 3600;
+
+const MAX_CONCURRENT: Count = Count::new("max_concurrent", 1);
+const QUEUE_SIZE: Count = Count::new("queue_size", 0);
+const MAX_MESSAGE_BYTES: Count = Count::new("max_message_bytes", 1024);
+const MAX_IN_FLIGHT: Count = Count::new("max_in_flight", 1);
+const BUFFER_BYTES: Count = Count::new("buffer_bytes", 64 * 1024);
+const MAX_CONNECTIONS: Count = Count::new("max_connections", 1);
+const COUNTS: [Count; 6] = [
+    MAX_CONCURRENT,
+    QUEUE_SIZE,
+    MAX_MESSAGE_BYTES,
+    MAX_IN_FLIGHT,
+    BUFFER_BYTES,
+    MAX_CONNECTIONS,
+];
+
+const QUEUE_TIMEOUT: Seconds = Seconds::positive("queue_timeout");
+const RETRY_AFTER_MIN: Seconds = Seconds::non_negative("retry_after_min");
+const RETRY_AFTER_MAX: Seconds = Seconds::non_negative("retry_after_max");
+const INITIAL_SERVICE_TIME: Seconds = Seconds::positive("initial_service_time");
+const CANCEL_GRACE: Seconds = Seconds::non_negative("cancel_grace");
+const HEADER_READ_TIMEOUT: Seconds = Seconds::positive("header_read_timeout");
+const BODY_READ_TIMEOUT: Seconds = Seconds::positive("body_read_timeout");
+const SECONDS: [Seconds; 7] = [
+    QUEUE_TIMEOUT,
+    RETRY_AFTER_MIN,
+    RETRY_AFTER_MAX,
+    INITIAL_SERVICE_TIME,
+    CANCEL_GRACE,
+    HEADER_READ_TIMEOUT,
+    BODY_READ_TIMEOUT,
+];
+
+/// The settings as flags. Every flag has the name of its TOML key, with
+/// dashes (`--guard` is the file's `guarded`). Numeric flags are read as text
+/// and checked by [`Settings::load`], so that a negative or malformed value is
+/// refused with the setting's name rather than by the argument parser.
 #[derive(Debug, Default, clap::Args)]
 pub struct LimitArgs {
     /// A TOML file with any of the settings below (same names, with underscores).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Guarded requests allowed to run at once (>= 1). Required, here or in the file.
-    #[arg(long, value_name = "N")]
-    pub max_concurrent: Option<usize>,
-    /// Guarded requests allowed to wait for a slot (0 = reject at once) [default: 0].
-    #[arg(long, value_name = "N")]
-    pub queue_size: Option<usize>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub max_concurrent: Option<String>,
+    /// Guarded requests allowed to wait for a slot (>= 0; 0 = reject at once) [default: 0].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub queue_size: Option<String>,
     /// Longest wait in the queue, in seconds (> 0) [default: 30].
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
-    pub queue_timeout: Option<f64>,
-    /// Lower bound of the advertised retry delay, in seconds [default: 0.01].
+    pub queue_timeout: Option<String>,
+    /// Lower bound of the advertised retry delay, in seconds (>= 0) [default: 0.01].
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
-    pub retry_after_min: Option<f64>,
-    /// Upper bound of the advertised retry delay, in seconds [default: 60].
+    pub retry_after_min: Option<String>,
+    /// Upper bound of the advertised retry delay, in seconds (>= --retry-after-min) [default: 60].
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
-    pub retry_after_max: Option<f64>,
-    /// Service time assumed until the first request completes, in seconds [default: 1].
+    pub retry_after_max: Option<String>,
+    /// Service time assumed until the first request completes, in seconds (> 0) [default: 1].
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
-    pub initial_service_time: Option<f64>,
-    /// JSON-RPC code of the overload error [default: -31429; -32001 is the Python package's].
+    pub initial_service_time: Option<String>,
+    /// JSON-RPC code of the overload error, a 32-bit integer
+    /// [default: -31429; -32001 is the Python package's].
     #[arg(long, value_name = "CODE", allow_negative_numbers = true)]
-    pub error_code: Option<i32>,
+    pub error_code: Option<String>,
     /// A request method admitted through the limiter; repeat for several
     /// [default: tools/call].
     #[arg(long = "guard", value_name = "METHOD")]
     pub guarded: Vec<String>,
-    /// Largest JSON-RPC message accepted in either direction, in bytes [default: 16 MiB].
-    #[arg(long, value_name = "BYTES")]
-    pub max_message_bytes: Option<usize>,
+    /// Largest JSON-RPC message accepted in either direction, in bytes (>= 1024)
+    /// [default: 16777216 = 16 MiB].
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
+    pub max_message_bytes: Option<String>,
+    /// How long a forwarded call keeps its slot after the client cancelled it or
+    /// disconnected, waiting for the upstream to answer or end its stream, in
+    /// seconds (>= 0; 0 frees the slot at once) [default: 5].
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub cancel_grace: Option<String>,
+    /// Requests forwarded and not yet answered, across all sessions
+    /// (>= max-concurrent + queue-size) [default: 4096].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub max_in_flight: Option<String>,
+    /// Messages the proxy holds per direction between the two peers, requests
+    /// waiting for admission included, in bytes (>= 65536 and
+    /// >= max-message-bytes) [default: 16777216 = 16 MiB].
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
+    pub buffer_bytes: Option<String>,
+    /// HTTP only: client connections open at once (>= 1) [default: 1024].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub max_connections: Option<String>,
+    /// HTTP only: longest time to receive a request's headers, in seconds (> 0)
+    /// [default: 10].
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub header_read_timeout: Option<String>,
+    /// HTTP only: longest time to receive a request's body, in seconds (> 0)
+    /// [default: 20].
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub body_read_timeout: Option<String>,
 }
 
-/// The same settings in a TOML file.
+/// The same settings in a TOML file, as written: [`Settings::merge`] checks
+/// the values, so a wrong type is refused with the setting's name, and quotes
+/// them as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileSettings {
-    max_concurrent: Option<usize>,
-    queue_size: Option<usize>,
-    queue_timeout: Option<Number>,
-    retry_after_min: Option<Number>,
-    retry_after_max: Option<Number>,
-    initial_service_time: Option<Number>,
-    error_code: Option<i32>,
-    guarded: Option<Vec<String>>,
-    max_message_bytes: Option<usize>,
-}
-
-/// Seconds may be written `30` or `0.5`.
-#[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(untagged)]
-enum Number {
-    Int(i64),
-    Float(f64),
-}
-
-impl Number {
-    fn as_f64(self) -> f64 {
-        match self {
-            // Precision loss above 2^53 s is irrelevant: such values are rejected anyway.
-            #[allow(clippy::cast_precision_loss)]
-            Number::Int(i) => i as f64,
-            Number::Float(f) => f,
-        }
-    }
+    /// The file's text, to quote values as written.
+    #[serde(skip)]
+    text: String,
+    max_concurrent: Option<Spanned<toml::Value>>,
+    queue_size: Option<Spanned<toml::Value>>,
+    queue_timeout: Option<Spanned<toml::Value>>,
+    retry_after_min: Option<Spanned<toml::Value>>,
+    retry_after_max: Option<Spanned<toml::Value>>,
+    initial_service_time: Option<Spanned<toml::Value>>,
+    error_code: Option<Spanned<toml::Value>>,
+    guarded: Option<Spanned<toml::Value>>,
+    max_message_bytes: Option<Spanned<toml::Value>>,
+    cancel_grace: Option<Spanned<toml::Value>>,
+    max_in_flight: Option<Spanned<toml::Value>>,
+    buffer_bytes: Option<Spanned<toml::Value>>,
+    max_connections: Option<Spanned<toml::Value>>,
+    header_read_timeout: Option<Spanned<toml::Value>>,
+    body_read_timeout: Option<Spanned<toml::Value>>,
 }
 
 /// Everything the proxy needs to admit requests, validated.
@@ -106,6 +194,21 @@ pub struct Settings {
     pub guarded: Vec<String>,
     /// Largest message accepted, in bytes.
     pub max_message_bytes: usize,
+    /// How long a forwarded call keeps its slot after its client cancelled it
+    /// or went away, waiting for the upstream to answer or end its stream.
+    pub cancel_grace: Duration,
+    /// Requests forwarded and not yet answered, across all sessions; at least
+    /// `max_concurrent + queue_size`.
+    pub max_in_flight: usize,
+    /// Byte budget per direction: messages held between the two peers,
+    /// requests waiting for admission included; at least `max_message_bytes`.
+    pub buffer_bytes: usize,
+    /// HTTP only: client connections open at once.
+    pub max_connections: usize,
+    /// HTTP only: longest time to receive a request's headers.
+    pub header_read_timeout: Duration,
+    /// HTTP only: longest time to receive a request's body.
+    pub body_read_timeout: Duration,
 }
 
 impl Settings {
@@ -115,75 +218,143 @@ impl Settings {
             Some(path) => read_file(path)?,
             None => FileSettings::default(),
         };
-        Self::merge(args, file)
+        Self::merge(args, &file)
     }
 
-    fn merge(args: &LimitArgs, file: FileSettings) -> anyhow::Result<Self> {
-        let Some(max_concurrent) = args.max_concurrent.or(file.max_concurrent) else {
+    /// `config` with every other setting at its default (for tests).
+    #[cfg(test)]
+    pub fn with_defaults(config: LimiterConfig) -> Self {
+        Self {
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT
+                .max(config.max_concurrent.saturating_add(config.queue_size)),
+            config,
+            error_code: jsonrpc::DEFAULT_OVERLOAD_CODE,
+            guarded: vec!["tools/call".to_owned()],
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            cancel_grace: DEFAULT_CANCEL_GRACE,
+            buffer_bytes: DEFAULT_BUFFER_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+        }
+    }
+
+    fn merge<'a>(args: &'a LimitArgs, file: &'a FileSettings) -> anyhow::Result<Self> {
+        let pick = |flag: &'a Option<String>, value: &'a Option<Spanned<toml::Value>>| {
+            flag.as_deref()
+                .map(Input::Text)
+                .or_else(|| file.written(value))
+        };
+        let Some(max_concurrent) = pick(&args.max_concurrent, &file.max_concurrent) else {
             bail!(
                 "invalid max_concurrent: required; pass --max-concurrent N or set \
                  max_concurrent in the --config file"
             );
         };
-        let mut config = LimiterConfig::new(max_concurrent);
-        if let Some(queue_size) = args.queue_size.or(file.queue_size) {
-            config = config.with_queue_size(queue_size);
-        }
-        let secs = |name: &'static str, flag: Option<f64>, file: Option<Number>| {
-            flag.or(file.map(Number::as_f64))
-                .map(|value| seconds(name, value))
-                .transpose()
-        };
-        if let Some(timeout) = secs("queue_timeout", args.queue_timeout, file.queue_timeout)? {
-            config = config.with_queue_timeout(timeout);
-        }
-        let min = secs(
-            "retry_after_min",
-            args.retry_after_min,
-            file.retry_after_min,
-        )?;
-        let max = secs(
-            "retry_after_max",
-            args.retry_after_max,
-            file.retry_after_max,
-        )?;
-        let (min, max) = (
-            min.unwrap_or(config.retry_after_min),
-            max.unwrap_or(config.retry_after_max),
-        );
-        config = config.with_retry_after_bounds(min, max);
-        if let Some(initial) = secs(
-            "initial_service_time",
-            args.initial_service_time,
-            file.initial_service_time,
-        )? {
-            config = config.with_initial_service_time(initial);
-        }
-        config.validate()?;
-        let guarded = if !args.guarded.is_empty() {
-            args.guarded.clone()
+        let defaults = LimiterConfig::new(MAX_CONCURRENT.check(max_concurrent)?);
+        let queue_size = pick(&args.queue_size, &file.queue_size);
+        let queue_size = QUEUE_SIZE.get(queue_size)?.unwrap_or(defaults.queue_size);
+        let queue_timeout = pick(&args.queue_timeout, &file.queue_timeout);
+        let queue_timeout = QUEUE_TIMEOUT
+            .get(queue_timeout)?
+            .unwrap_or(defaults.queue_timeout);
+        let min_input = pick(&args.retry_after_min, &file.retry_after_min);
+        let retry_after_min = RETRY_AFTER_MIN
+            .get(min_input)?
+            .unwrap_or(defaults.retry_after_min);
+        let max_input = pick(&args.retry_after_max, &file.retry_after_max);
+        let retry_after_max = RETRY_AFTER_MAX
+            .get(max_input)?
+            .unwrap_or(defaults.retry_after_max);
+        let initial = pick(&args.initial_service_time, &file.initial_service_time);
+        let initial_service_time = INITIAL_SERVICE_TIME
+            .get(initial)?
+            .unwrap_or(defaults.initial_service_time);
+        let error_code = pick(&args.error_code, &file.error_code)
+            .map(error_code)
+            .transpose()?
+            .unwrap_or(jsonrpc::DEFAULT_OVERLOAD_CODE);
+        let guarded = if args.guarded.is_empty() {
+            file.written(&file.guarded)
+                .map(guarded_from_file)
+                .transpose()?
         } else {
-            file.guarded
-                .unwrap_or_else(|| vec!["tools/call".to_owned()])
+            Some(args.guarded.clone())
         };
-        if let Some(bad) = guarded.iter().find(|m| m.trim().is_empty()) {
-            bail!("invalid guarded: a method name must not be empty, got {bad:?}");
-        }
-        let max_message_bytes = args
-            .max_message_bytes
-            .or(file.max_message_bytes)
+        let guarded = guarded.unwrap_or_else(|| vec!["tools/call".to_owned()]);
+        check_methods(&guarded)?;
+        let max_message_bytes = pick(&args.max_message_bytes, &file.max_message_bytes);
+        let max_message_bytes = MAX_MESSAGE_BYTES
+            .get(max_message_bytes)?
             .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
-        if max_message_bytes < 1024 {
-            bail!("invalid max_message_bytes: must be at least 1024, got {max_message_bytes}");
+        let cancel_grace = pick(&args.cancel_grace, &file.cancel_grace);
+        let cancel_grace = CANCEL_GRACE
+            .get(cancel_grace)?
+            .unwrap_or(DEFAULT_CANCEL_GRACE);
+        let in_flight_input = pick(&args.max_in_flight, &file.max_in_flight);
+        let max_in_flight = MAX_IN_FLIGHT
+            .get(in_flight_input)?
+            .unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+        let buffer_input = pick(&args.buffer_bytes, &file.buffer_bytes);
+        let buffer_bytes = BUFFER_BYTES
+            .get(buffer_input)?
+            .unwrap_or(DEFAULT_BUFFER_BYTES);
+        let max_connections = pick(&args.max_connections, &file.max_connections);
+        let max_connections = MAX_CONNECTIONS
+            .get(max_connections)?
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        let header = pick(&args.header_read_timeout, &file.header_read_timeout);
+        let header_read_timeout = HEADER_READ_TIMEOUT
+            .get(header)?
+            .unwrap_or(DEFAULT_HEADER_READ_TIMEOUT);
+        let body = pick(&args.body_read_timeout, &file.body_read_timeout);
+        let body_read_timeout = BODY_READ_TIMEOUT
+            .get(body)?
+            .unwrap_or(DEFAULT_BODY_READ_TIMEOUT);
+
+        // Settings that bound each other.
+        if retry_after_max < retry_after_min {
+            bail!(
+                "invalid retry_after_max: must not be below retry_after_min ({}), got {}",
+                secs(retry_after_min),
+                given(max_input, secs(retry_after_max)),
+            );
         }
+        let needed = defaults.max_concurrent as u128 + queue_size as u128;
+        if (max_in_flight as u128) < needed {
+            bail!(
+                "invalid max_in_flight: must be at least max_concurrent + queue_size \
+                 ({} + {queue_size} = {needed}), got {}",
+                defaults.max_concurrent,
+                given(in_flight_input, max_in_flight),
+            );
+        }
+        if buffer_bytes < max_message_bytes {
+            bail!(
+                "invalid buffer_bytes: must be at least max_message_bytes ({max_message_bytes}), \
+                 got {}",
+                given(buffer_input, buffer_bytes),
+            );
+        }
+
+        let config = defaults
+            .with_queue_size(queue_size)
+            .with_queue_timeout(queue_timeout)
+            .with_retry_after_bounds(retry_after_min, retry_after_max)
+            .with_initial_service_time(initial_service_time);
+        // Already implied by the checks above; the library's own word is final.
+        config.validate()?;
         Ok(Self {
             config,
-            error_code: args
-                .error_code
-                .or(file.error_code)
-                .unwrap_or(jsonrpc::DEFAULT_OVERLOAD_CODE),
+            error_code,
             guarded,
             max_message_bytes,
+            cancel_grace,
+            max_in_flight,
+            buffer_bytes,
+            max_connections,
+            header_read_timeout,
+            body_read_timeout,
         })
     }
 
@@ -207,34 +378,316 @@ impl Settings {
     }
 }
 
+/// One setting's value as written: a flag's text or a TOML value. Both are
+/// checked by the same code, so that an error has the same words for both.
+#[derive(Clone, Copy, Debug)]
+enum Input<'a> {
+    Text(&'a str),
+    /// A value from the file, and its text there.
+    Toml(&'a toml::Value, &'a str),
+}
+
+impl FileSettings {
+    fn written<'a>(&'a self, value: &'a Option<Spanned<toml::Value>>) -> Option<Input<'a>> {
+        let value = value.as_ref()?;
+        let text = self.text.get(value.span()).unwrap_or_default().trim();
+        Some(Input::Toml(value.get_ref(), text))
+    }
+}
+
+/// An [`Input`] read as a number.
+enum Number {
+    /// A whole number; out of the range of `i128` as `i128::MIN`/`MAX`.
+    Int(i128),
+    Float(f64),
+    /// Not a number at all (other text, a string, a boolean, a table...).
+    Not,
+}
+
+impl Input<'_> {
+    fn number(self) -> Number {
+        match self {
+            Input::Text(text) => match text.parse::<i128>() {
+                Ok(i) => Number::Int(i),
+                Err(e) if *e.kind() == IntErrorKind::PosOverflow => Number::Int(i128::MAX),
+                Err(e) if *e.kind() == IntErrorKind::NegOverflow => Number::Int(i128::MIN),
+                Err(_) => text.parse::<f64>().map_or(Number::Not, Number::Float),
+            },
+            Input::Toml(toml::Value::Integer(i), _) => Number::Int(i128::from(*i)),
+            Input::Toml(toml::Value::Float(f), _) => Number::Float(*f),
+            Input::Toml(..) => Number::Not,
+        }
+    }
+}
+
+/// The value as the user wrote it, for the error's `got ...`: a number as
+/// is, anything else quoted (so that an empty one shows as `""`).
+impl fmt::Display for Input<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Input::Text(text) if matches!(self.number(), Number::Not) => write!(f, "{text:?}"),
+            Input::Text(text) => f.write_str(text),
+            Input::Toml(_, text) => f.write_str(text),
+        }
+    }
+}
+
+/// The value that was given, or the default, for an error's `got ...`.
+fn given(input: Option<Input<'_>>, value: impl fmt::Display) -> String {
+    match input {
+        Some(input) => input.to_string(),
+        None => format!("{value} (the default)"),
+    }
+}
+
+/// A duration as a number of seconds, as the settings are written.
+fn secs(duration: Duration) -> f64 {
+    duration.as_secs_f64()
+}
+
+/// A whole-number setting in `min..=usize::MAX`.
+#[derive(Clone, Copy, Debug)]
+struct Count {
+    name: &'static str,
+    min: usize,
+}
+
+impl Count {
+    const fn new(name: &'static str, min: usize) -> Self {
+        Self { name, min }
+    }
+
+    fn get(self, input: Option<Input<'_>>) -> anyhow::Result<Option<usize>> {
+        input.map(|input| self.check(input)).transpose()
+    }
+
+    fn check(self, input: Input<'_>) -> anyhow::Result<usize> {
+        let why = match input.number() {
+            Number::Int(i) => match usize::try_from(i) {
+                Ok(n) if n >= self.min => return Ok(n),
+                Err(_) if i > 0 => format!("must be at most {}", usize::MAX),
+                _ if self.min == 0 => "must not be negative".to_owned(),
+                _ => format!("must be at least {}", self.min),
+            },
+            Number::Float(_) | Number::Not => "must be a whole number".to_owned(),
+        };
+        bail!("invalid {}: {why}, got {input}", self.name)
+    }
+}
+
+/// A duration setting, in seconds (fractions allowed), at most
+/// [`MAX_SECONDS`]; zero only if `zero_ok`.
+#[derive(Clone, Copy, Debug)]
+struct Seconds {
+    name: &'static str,
+    zero_ok: bool,
+}
+
+impl Seconds {
+    const fn positive(name: &'static str) -> Self {
+        Self {
+            name,
+            zero_ok: false,
+        }
+    }
+
+    const fn non_negative(name: &'static str) -> Self {
+        Self {
+            name,
+            zero_ok: true,
+        }
+    }
+
+    fn get(self, input: Option<Input<'_>>) -> anyhow::Result<Option<Duration>> {
+        input.map(|input| self.check(input)).transpose()
+    }
+
+    fn check(self, input: Input<'_>) -> anyhow::Result<Duration> {
+        let value = match input.number() {
+            // Precision loss above 2^53 s is irrelevant: such values are refused.
+            #[allow(clippy::cast_precision_loss)]
+            Number::Int(i) => i as f64,
+            Number::Float(f) => f,
+            Number::Not => f64::NAN,
+        };
+        let why = if value.is_nan() {
+            "must be a number of seconds".to_owned()
+        } else if value < 0.0 && self.zero_ok {
+            "must not be negative".to_owned()
+        } else if value <= 0.0 && !self.zero_ok {
+            "must be greater than 0".to_owned()
+        } else if value > MAX_SECONDS as f64 {
+            format!("must be at most {MAX_SECONDS} seconds (365 days)")
+        } else {
+            match Duration::try_from_secs_f64(value) {
+                Ok(duration) if duration.is_zero() && !self.zero_ok => {
+                    "must be at least 1 nanosecond".to_owned()
+                }
+                Ok(duration) => return Ok(duration),
+                Err(e) => e.to_string(),
+            }
+        };
+        bail!("invalid {}: {why}, got {input}", self.name)
+    }
+}
+
+/// `error_code`: a JSON-RPC error code, a 32-bit integer.
+fn error_code(input: Input<'_>) -> anyhow::Result<i32> {
+    if let Number::Int(i) = input.number()
+        && let Ok(code) = i32::try_from(i)
+    {
+        return Ok(code);
+    }
+    bail!(
+        "invalid error_code: must be a whole number from {} to {}, got {input}",
+        i32::MIN,
+        i32::MAX
+    )
+}
+
+/// `guarded` from the file: a list of strings.
+fn guarded_from_file(input: Input<'_>) -> anyhow::Result<Vec<String>> {
+    let list = match input {
+        Input::Toml(value, _) => value.as_array(),
+        Input::Text(_) => None,
+    };
+    let methods = list.and_then(|methods| {
+        methods
+            .iter()
+            .map(|m| m.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+    });
+    match methods {
+        Some(methods) => Ok(methods),
+        None => bail!(
+            "invalid guarded: must be a list of method names, e.g. [\"tools/call\"], got {input}"
+        ),
+    }
+}
+
+fn check_methods(methods: &[String]) -> anyhow::Result<()> {
+    if methods.is_empty() {
+        bail!("invalid guarded: must name at least one method, got []");
+    }
+    for method in methods {
+        if method.trim().is_empty() {
+            bail!("invalid guarded: a method name must not be empty, got {method:?}");
+        }
+        if method.trim() != method {
+            bail!(
+                "invalid guarded: a method name must not begin or end with white space, \
+                 got {method:?}"
+            );
+        }
+    }
+    Ok(())
+}
+
 fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    parse_file(&text, path)
+}
+
+fn parse_file(text: &str, path: &Path) -> anyhow::Result<FileSettings> {
+    let mut file: FileSettings =
+        toml::from_str(text).map_err(|error| match refused_value(text, &error) {
+            Some(named) => named,
+            None => {
+                anyhow::Error::new(error).context(format!("invalid config file {}", path.display()))
+            }
+        })?;
+    file.text = text.to_owned();
+    Ok(file)
+}
+
+/// A value the TOML parser itself refused (an integer beyond 64 bits, a float
+/// beyond `f64`, a missing value) on a `key = value` line of one of our
+/// numeric settings: checked as if given as a flag, so that the error names
+/// the setting in the same words. `None` for any other parse error.
+fn refused_value(text: &str, error: &toml::de::Error) -> Option<anyhow::Error> {
+    let span = error.span()?;
+    let before = text.get(..span.start)?;
+    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
+    let value = Input::Text(text.get(span)?.trim());
+    if let Some(count) = COUNTS.iter().find(|c| c.name == key) {
+        count.check(value).err()
+    } else if let Some(seconds) = SECONDS.iter().find(|s| s.name == key) {
+        seconds.check(value).err()
+    } else if key == "error_code" {
+        error_code(value).err()
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use clap::Parser;
 
     use super::*;
 
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        limits: LimitArgs,
+    }
+
+    /// The flags, parsed by clap as on the command line.
+    fn flags(argv: &[&str]) -> LimitArgs {
+        Cli::try_parse_from(std::iter::once("proxy").chain(argv.iter().copied()))
+            .unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+            .limits
+    }
+
     fn file(text: &str) -> FileSettings {
-        toml::from_str(text).unwrap()
+        parse_file(text, Path::new("test.toml")).unwrap()
     }
 
     fn error(args: &LimitArgs, text: &str) -> String {
-        format!("{:#}", Settings::merge(args, file(text)).unwrap_err())
+        format!("{:#}", Settings::merge(args, &file(text)).unwrap_err())
+    }
+
+    /// The error for `argv` (with `--max-concurrent 1` unless it sets it).
+    fn flag_error(argv: &[&str]) -> String {
+        let mut all = argv.to_vec();
+        if !argv.contains(&"--max-concurrent") {
+            all.extend(["--max-concurrent", "1"]);
+        }
+        match Settings::merge(&flags(&all), &FileSettings::default()) {
+            Ok(settings) => panic!("{argv:?} accepted: {settings:?}"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    /// The error for the file `text` (with `max_concurrent = 1` unless it sets
+    /// it), whether the TOML parser or our check refuses it.
+    fn file_error(text: &str) -> String {
+        let text = if text.contains("max_concurrent") {
+            text.to_owned()
+        } else {
+            format!("max_concurrent = 1\n{text}")
+        };
+        match parse_file(&text, Path::new("test.toml"))
+            .and_then(|file| Settings::merge(&LimitArgs::default(), &file))
+        {
+            Ok(settings) => panic!("{text:?} accepted: {settings:?}"),
+            Err(e) => format!("{e:#}"),
+        }
     }
 
     #[test]
     fn the_file_sets_every_setting() {
         let settings = Settings::merge(
             &LimitArgs::default(),
-            file(
+            &file(
                 "max_concurrent = 3\nqueue_size = 7\nqueue_timeout = 0.5\nretry_after_min = 1\n\
                  retry_after_max = 2\ninitial_service_time = 0.25\nerror_code = -32001\n\
-                 guarded = [\"tools/call\", \"resources/read\"]\nmax_message_bytes = 4096\n",
+                 guarded = [\"tools/call\", \"resources/read\"]\nmax_message_bytes = 4096\n\
+                 cancel_grace = 0\nmax_in_flight = 10\nbuffer_bytes = 65536\n\
+                 max_connections = 2\nheader_read_timeout = 1.5\nbody_read_timeout = 3\n",
             ),
         )
         .unwrap();
@@ -251,64 +704,474 @@ mod tests {
         assert!(settings.is_guarded("resources/read"));
         assert!(!settings.is_guarded("ping"));
         assert_eq!(settings.max_message_bytes, 4096);
+        assert_eq!(settings.cancel_grace, Duration::ZERO);
+        assert_eq!(settings.max_in_flight, 10);
+        assert_eq!(settings.buffer_bytes, 65536);
+        assert_eq!(settings.max_connections, 2);
+        assert_eq!(settings.header_read_timeout, Duration::from_millis(1500));
+        assert_eq!(settings.body_read_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn the_flags_set_every_setting() {
+        let args = flags(&[
+            "--max-concurrent",
+            "3",
+            "--queue-size",
+            "7",
+            "--queue-timeout",
+            "0.5",
+            "--retry-after-min",
+            "1",
+            "--retry-after-max",
+            "2",
+            "--initial-service-time",
+            "0.25",
+            "--error-code",
+            "-32001",
+            "--guard",
+            "tools/call",
+            "--guard",
+            "resources/read",
+            "--max-message-bytes",
+            "4096",
+            "--cancel-grace",
+            "0.75",
+            "--max-in-flight",
+            "10",
+            "--buffer-bytes",
+            "65536",
+            "--max-connections",
+            "2",
+            "--header-read-timeout",
+            "1.5",
+            "--body-read-timeout",
+            "3",
+        ]);
+        let settings = Settings::merge(&args, &FileSettings::default()).unwrap();
+        assert_eq!(settings.config.max_concurrent, 3);
+        assert_eq!(settings.config.queue_size, 7);
+        assert_eq!(settings.config.queue_timeout, Duration::from_millis(500));
+        assert_eq!(settings.config.retry_after_min, Duration::from_secs(1));
+        assert_eq!(settings.config.retry_after_max, Duration::from_secs(2));
+        assert_eq!(
+            settings.config.initial_service_time,
+            Duration::from_millis(250)
+        );
+        assert_eq!(settings.error_code, -32001);
+        assert_eq!(settings.guarded, ["tools/call", "resources/read"]);
+        assert_eq!(settings.max_message_bytes, 4096);
+        assert_eq!(settings.cancel_grace, Duration::from_millis(750));
+        assert_eq!(settings.max_in_flight, 10);
+        assert_eq!(settings.buffer_bytes, 65536);
+        assert_eq!(settings.max_connections, 2);
+        assert_eq!(settings.header_read_timeout, Duration::from_millis(1500));
+        assert_eq!(settings.body_read_timeout, Duration::from_secs(3));
     }
 
     #[test]
     fn flags_override_the_file() {
-        let args = LimitArgs {
-            max_concurrent: Some(9),
-            queue_timeout: Some(2.0),
-            guarded: vec!["prompts/get".into()],
-            ..LimitArgs::default()
-        };
-        let settings =
-            Settings::merge(&args, file("max_concurrent = 3\nqueue_timeout = 5")).unwrap();
+        let args = flags(&[
+            "--max-concurrent",
+            "9",
+            "--queue-timeout",
+            "2",
+            "--guard",
+            "prompts/get",
+            "--cancel-grace",
+            "1",
+        ]);
+        let settings = Settings::merge(
+            &args,
+            &file("max_concurrent = 3\nqueue_timeout = 5\ncancel_grace = 7\nmax_connections = 8"),
+        )
+        .unwrap();
         assert_eq!(settings.config.max_concurrent, 9);
         assert_eq!(settings.config.queue_timeout, Duration::from_secs(2));
         assert_eq!(settings.guarded, ["prompts/get"]);
+        assert_eq!(settings.cancel_grace, Duration::from_secs(1));
+        assert_eq!(settings.max_connections, 8);
     }
 
     #[test]
-    fn defaults_are_the_librarys() {
-        let settings = Settings::merge(&LimitArgs::default(), file("max_concurrent = 1")).unwrap();
+    fn defaults() {
+        let settings = Settings::merge(&LimitArgs::default(), &file("max_concurrent = 1")).unwrap();
         assert_eq!(settings.config, LimiterConfig::new(1));
         assert_eq!(settings.error_code, jsonrpc::DEFAULT_OVERLOAD_CODE);
         assert_eq!(settings.guarded, ["tools/call"]);
+        assert_eq!(settings.max_message_bytes, 16 * 1024 * 1024);
+        assert_eq!(settings.cancel_grace, DEFAULT_CANCEL_GRACE);
+        assert_eq!(settings.max_in_flight, 4096);
+        assert_eq!(settings.buffer_bytes, 16 * 1024 * 1024);
+        assert_eq!(settings.max_connections, 1024);
+        assert_eq!(settings.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(settings.body_read_timeout, Duration::from_secs(20));
+        let with = Settings::with_defaults(LimiterConfig::new(1));
+        assert_eq!(
+            (with.max_in_flight, with.buffer_bytes, with.cancel_grace),
+            (
+                settings.max_in_flight,
+                settings.buffer_bytes,
+                settings.cancel_grace
+            )
+        );
+    }
+
+    /// Every numeric setting refuses every kind of bad value, from the flag and
+    /// from the file, with the same words: `invalid <setting>: <why>, got <value>`.
+    #[test]
+    fn every_bad_number_is_refused_with_the_setting_named() {
+        // (value as a flag, the same in TOML, why)
+        let counts = |min: usize| {
+            let below = if min == 0 {
+                "must not be negative".to_owned()
+            } else {
+                format!("must be at least {min}")
+            };
+            let below_value = min as i128 - 1;
+            vec![
+                (
+                    below_value.to_string(),
+                    below_value.to_string(),
+                    below.clone(),
+                ),
+                ("-3".to_owned(), "-3".to_owned(), below.clone()),
+                (
+                    "-99999999999999999999999999999999999999999".to_owned(),
+                    "-99999999999999999999999999999999999999999".to_owned(),
+                    below,
+                ),
+                (
+                    "18446744073709551616".to_owned(),
+                    "18446744073709551616".to_owned(),
+                    "must be at most 18446744073709551615".to_owned(),
+                ),
+                (
+                    "99999999999999999999999999999999999999999".to_owned(),
+                    "99999999999999999999999999999999999999999".to_owned(),
+                    "must be at most 18446744073709551615".to_owned(),
+                ),
+                ("1.5".into(), "1.5".into(), "must be a whole number".into()),
+                ("NaN".into(), "nan".into(), "must be a whole number".into()),
+                ("inf".into(), "inf".into(), "must be a whole number".into()),
+                (
+                    "1e400".into(),
+                    "1e400".into(),
+                    "must be a whole number".into(),
+                ),
+                ("".into(), "\"\"".into(), "must be a whole number".into()),
+                (
+                    "five".into(),
+                    "\"five\"".into(),
+                    "must be a whole number".into(),
+                ),
+                (
+                    "0x10".into(),
+                    "true".into(),
+                    "must be a whole number".into(),
+                ),
+            ]
+        };
+        let seconds = |zero_ok: bool| {
+            let negative = if zero_ok {
+                "must not be negative"
+            } else {
+                "must be greater than 0"
+            };
+            let mut cases: Vec<(String, String, String)> = vec![
+                ("-1".into(), "-1".into(), negative.into()),
+                ("-0.5".into(), "-0.5".into(), negative.into()),
+                (
+                    "NaN".into(),
+                    "nan".into(),
+                    "must be a number of seconds".into(),
+                ),
+                (
+                    "".into(),
+                    "\"\"".into(),
+                    "must be a number of seconds".into(),
+                ),
+                (
+                    "30s".into(),
+                    "\"30s\"".into(),
+                    "must be a number of seconds".into(),
+                ),
+                (
+                    "x".into(),
+                    "[1]".into(),
+                    "must be a number of seconds".into(),
+                ),
+            ];
+            for huge in [
+                "inf",
+                "1e400",
+                "1e30",
+                "31536001",
+                "99999999999999999999999",
+            ] {
+                cases.push((
+                    huge.into(),
+                    huge.into(),
+                    "must be at most 31536000 seconds (365 days)".into(),
+                ));
+            }
+            if !zero_ok {
+                cases.push(("0".into(), "0".into(), negative.into()));
+                cases.push((
+                    "1e-12".into(),
+                    "1e-12".into(),
+                    "must be at least 1 nanosecond".into(),
+                ));
+            }
+            cases
+        };
+        let mut all = Vec::new();
+        for count in COUNTS {
+            all.push((count.name, counts(count.min)));
+        }
+        for s in SECONDS {
+            all.push((s.name, seconds(s.zero_ok)));
+        }
+        let code_why = "must be a whole number from -2147483648 to 2147483647";
+        all.push((
+            "error_code",
+            ["2147483648", "-2147483649", "1.5", "NaN"]
+                .into_iter()
+                .map(|v| (v.to_owned(), v.replace("NaN", "nan"), code_why.to_owned()))
+                .chain([("".into(), "\"\"".into(), code_why.into())])
+                .collect(),
+        ));
+        for (name, cases) in all {
+            let flag = format!("--{}", name.replace('_', "-"));
+            for (text, toml, why) in cases {
+                let from_flag = flag_error(&[flag.as_str(), text.as_str()]);
+                let shown = if text.parse::<f64>().is_ok() || text.parse::<i128>().is_ok() {
+                    text.clone()
+                } else {
+                    format!("{text:?}")
+                };
+                assert_eq!(
+                    from_flag,
+                    format!("invalid {name}: {why}, got {shown}"),
+                    "{flag} {text:?}"
+                );
+                let from_file = file_error(&format!("{name} = {toml}\n"));
+                assert_eq!(
+                    from_file,
+                    format!("invalid {name}: {why}, got {toml}"),
+                    "{name} = {toml}"
+                );
+            }
+        }
+    }
+
+    /// Values that clap would take for options (`-inf`) need `--flag=value`.
+    #[test]
+    fn negative_values_reach_the_check() {
+        for (argv, expected) in [
+            (
+                &["--queue-size", "-3"][..],
+                "invalid queue_size: must not be negative, got -3",
+            ),
+            (
+                &["--max-concurrent", "-1"],
+                "invalid max_concurrent: must be at least 1, got -1",
+            ),
+            (
+                &["--cancel-grace", "-1"],
+                "invalid cancel_grace: must not be negative, got -1",
+            ),
+            (
+                &["--cancel-grace", "-1e400"],
+                "invalid cancel_grace: must not be negative, got -1e400",
+            ),
+            (
+                &["--queue-timeout=-inf"],
+                "invalid queue_timeout: must be greater than 0, got -inf",
+            ),
+            (&["--error-code", "-2147483649"], "invalid error_code"),
+        ] {
+            let message = flag_error(argv);
+            assert!(message.starts_with(expected), "{argv:?}: {message}");
+        }
     }
 
     #[test]
-    fn errors_name_the_setting() {
+    fn settings_that_bound_each_other() {
+        for (argv, expected) in [
+            (
+                &["--retry-after-min", "5", "--retry-after-max", "1"][..],
+                "invalid retry_after_max: must not be below retry_after_min (5), got 1",
+            ),
+            (
+                &["--retry-after-min", "100"],
+                "invalid retry_after_max: must not be below retry_after_min (100), got 60 (the default)",
+            ),
+            (
+                &[
+                    "--max-concurrent",
+                    "5",
+                    "--queue-size",
+                    "10",
+                    "--max-in-flight",
+                    "14",
+                ],
+                "invalid max_in_flight: must be at least max_concurrent + queue_size (5 + 10 = 15), got 14",
+            ),
+            (
+                &["--queue-size", "5000"],
+                "invalid max_in_flight: must be at least max_concurrent + queue_size (1 + 5000 = 5001), got 4096 (the default)",
+            ),
+            (
+                &["--max-message-bytes", "100000", "--buffer-bytes", "65536"],
+                "invalid buffer_bytes: must be at least max_message_bytes (100000), got 65536",
+            ),
+            (
+                &["--max-message-bytes", "33554432"],
+                "invalid buffer_bytes: must be at least max_message_bytes (33554432), got 16777216 (the default)",
+            ),
+        ] {
+            assert_eq!(flag_error(argv), expected, "{argv:?}");
+        }
+        // Exactly at the bound is fine.
+        let args = flags(&[
+            "--max-concurrent",
+            "5",
+            "--queue-size",
+            "10",
+            "--max-in-flight",
+            "15",
+            "--retry-after-min",
+            "1",
+            "--retry-after-max",
+            "1",
+        ]);
+        assert!(Settings::merge(&args, &FileSettings::default()).is_ok());
+        // Huge values do not overflow the sum.
+        let max = usize::MAX.to_string();
+        let message = flag_error(&["--max-concurrent", &max, "--queue-size", &max]);
+        assert!(message.starts_with("invalid max_in_flight"), "{message}");
+    }
+
+    #[test]
+    fn max_concurrent_is_required() {
         let none = LimitArgs::default();
-        assert!(error(&none, "").starts_with("invalid max_concurrent"));
-        assert!(error(&none, "max_concurrent = 0").starts_with("invalid max_concurrent"));
-        assert!(
-            error(&none, "max_concurrent = 1\nqueue_timeout = 0")
-                .starts_with("invalid queue_timeout")
+        assert!(error(&none, "").starts_with("invalid max_concurrent: required"));
+        assert_eq!(
+            error(&none, "max_concurrent = 0"),
+            "invalid max_concurrent: must be at least 1, got 0"
         );
-        assert!(
-            error(&none, "max_concurrent = 1\nqueue_timeout = -1")
-                .starts_with("invalid queue_timeout")
+    }
+
+    #[test]
+    fn guarded_methods_are_checked() {
+        for argv in [
+            &["--guard", ""][..],
+            &["--guard", "tools/call", "--guard", " "],
+        ] {
+            let message = flag_error(argv);
+            assert!(
+                message.starts_with("invalid guarded: a method name must not be empty, got "),
+                "{argv:?}: {message}"
+            );
+        }
+        assert_eq!(
+            flag_error(&["--guard", " tools/call"]),
+            "invalid guarded: a method name must not begin or end with white space, \
+             got \" tools/call\""
         );
+        for (toml, expected) in [
+            (
+                "guarded = \"tools/call\"",
+                "invalid guarded: must be a list of method names, e.g. [\"tools/call\"], \
+                 got \"tools/call\"",
+            ),
+            (
+                "guarded = [1]",
+                "invalid guarded: must be a list of method names, e.g. [\"tools/call\"], got [1]",
+            ),
+            (
+                "guarded = []",
+                "invalid guarded: must name at least one method, got []",
+            ),
+            (
+                "guarded = [\"\"]",
+                "invalid guarded: a method name must not be empty, got \"\"",
+            ),
+        ] {
+            assert_eq!(file_error(toml), expected, "{toml}");
+        }
+    }
+
+    /// Values the TOML parser refuses before our check sees them are named too.
+    #[test]
+    fn values_the_toml_parser_refuses_name_the_setting() {
+        for (toml, expected) in [
+            (
+                "queue_size = 99999999999999999999",
+                "invalid queue_size: must be at most 18446744073709551615, got 99999999999999999999",
+            ),
+            (
+                "max_connections = -99999999999999999999",
+                "invalid max_connections: must be at least 1, got -99999999999999999999",
+            ),
+            (
+                "queue_timeout = 1e400",
+                "invalid queue_timeout: must be at most 31536000 seconds (365 days), got 1e400",
+            ),
+            (
+                "error_code = 99999999999999999999",
+                "invalid error_code: must be a whole number from -2147483648 to 2147483647, \
+                 got 99999999999999999999",
+            ),
+            (
+                "cancel_grace = ",
+                "invalid cancel_grace: must be a number of seconds, got \"\"",
+            ),
+        ] {
+            assert_eq!(file_error(toml), expected, "{toml}");
+        }
+        // Anything else is the parser's error, with the file named.
+        let message = file_error("queue_size = 5\nqueue_size = 6");
         assert!(
-            error(
-                &none,
-                "max_concurrent = 1\nretry_after_min = 5\nretry_after_max = 1"
-            )
-            .starts_with("invalid retry_after_max")
-        );
-        assert!(
-            error(&none, "max_concurrent = 1\ninitial_service_time = 0")
-                .starts_with("invalid initial_service_time")
-        );
-        assert!(
-            error(&none, "max_concurrent = 1\nmax_message_bytes = 10")
-                .starts_with("invalid max_message_bytes")
+            message.starts_with("invalid config file test.toml"),
+            "{message}"
         );
     }
 
     #[test]
     fn unknown_keys_in_the_file_are_named() {
-        let err = toml::from_str::<FileSettings>("max_concurent = 1").unwrap_err();
-        assert!(err.to_string().contains("max_concurent"), "{err}");
+        let message = file_error("max_concurent = 1");
+        assert!(message.contains("max_concurent"), "{message}");
+        assert!(message.contains("test.toml"), "{message}");
+    }
+
+    /// Every flag's help gives its default (or says it is required) and, for
+    /// a quantity, its unit.
+    #[test]
+    fn every_help_gives_the_default_and_the_unit() {
+        use clap::CommandFactory;
+        let command = Cli::command();
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "config" | "help") {
+                continue;
+            }
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            assert!(
+                help.contains("[default: ") || help.contains("Required"),
+                "--{id}: {help}"
+            );
+            let value = arg
+                .get_value_names()
+                .map(|names| names.join(" "))
+                .unwrap_or_default();
+            if value == "SECONDS" {
+                assert!(help.contains("in seconds"), "--{id}: {help}");
+            }
+            if value == "BYTES" {
+                assert!(help.contains("in bytes"), "--{id}: {help}");
+            }
+        }
     }
 }

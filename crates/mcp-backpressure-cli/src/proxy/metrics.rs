@@ -11,6 +11,8 @@
 //! | `mcp_backpressure_admitted_total`, `mcp_backpressure_completed_total`, `mcp_backpressure_cancelled_in_queue_total` | counter |
 //! | `mcp_backpressure_rejected_total{reason}` | counter |
 //! | `mcp_backpressure_queue_wait_seconds`, `mcp_backpressure_service_time_seconds` | histogram |
+//! | `mcp_backpressure_in_flight` (requests forwarded, not yet answered), `mcp_backpressure_held_after_cancel` (cancelled or abandoned calls still holding their slot while the upstream finishes) | gauge |
+//! | `mcp_backpressure_cancel_grace_expired_total` (slots freed because the cancel grace passed) | counter |
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,8 +25,8 @@ use mcp_backpressure::metrics::names;
 use mcp_backpressure::{Limiter, OverloadReason};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -34,11 +36,25 @@ pub const QUEUE_WAIT: &str = "mcp_backpressure_queue_wait_seconds";
 /// The histogram of service times.
 pub const SERVICE_TIME: &str = "mcp_backpressure_service_time_seconds";
 
-/// The histograms the proxy observes. Cheap to clone (shared).
+/// The gauge of requests in the table.
+pub const IN_FLIGHT: &str = "mcp_backpressure_in_flight";
+/// The gauge of calls cancelled (or abandoned) but still holding a slot.
+pub const HELD_AFTER_CANCEL: &str = "mcp_backpressure_held_after_cancel";
+/// The counter of slots freed by the end of the cancel grace.
+pub const CANCEL_GRACE_EXPIRED: &str = "mcp_backpressure_cancel_grace_expired";
+
+/// What the proxy observes itself. Cheap to clone (shared).
 #[derive(Clone, Debug)]
 pub struct ProxyMetrics {
     queue_wait: Histogram,
     service_time: Histogram,
+    /// Requests forwarded (or waiting for a slot) and not yet answered.
+    pub in_flight: Gauge,
+    /// Calls cancelled or abandoned by their client that still hold their
+    /// slot while the upstream may be working on them.
+    pub held_after_cancel: Gauge,
+    /// Slots freed because the cancel grace passed before the upstream was done.
+    pub cancel_grace_expired: Counter,
 }
 
 fn buckets() -> impl Iterator<Item = f64> {
@@ -54,6 +70,9 @@ impl Default for ProxyMetrics {
         Self {
             queue_wait: Histogram::new(buckets()),
             service_time: Histogram::new(buckets()),
+            in_flight: Gauge::default(),
+            held_after_cancel: Gauge::default(),
+            cancel_grace_expired: Counter::default(),
         }
     }
 }
@@ -144,6 +163,21 @@ pub fn registry(limiter: &Limiter, metrics: &ProxyMetrics) -> Registry {
         "Time completed guarded requests held their slot, in seconds",
         metrics.service_time.clone(),
     );
+    registry.register(
+        IN_FLIGHT,
+        "Requests forwarded (or waiting for a slot) and not yet answered",
+        metrics.in_flight.clone(),
+    );
+    registry.register(
+        HELD_AFTER_CANCEL,
+        "Calls cancelled or abandoned by their client that still hold their slot while the upstream may be working on them",
+        metrics.held_after_cancel.clone(),
+    );
+    registry.register(
+        CANCEL_GRACE_EXPIRED,
+        "Slots freed because the cancel grace passed before the upstream was done",
+        metrics.cancel_grace_expired.clone(),
+    );
     registry
 }
 
@@ -219,6 +253,9 @@ mod tests {
             "mcp_backpressure_rejected_total{reason=\"queue_full\"} 0",
             "mcp_backpressure_queue_wait_seconds_count 1",
             "mcp_backpressure_service_time_seconds_count 0",
+            "mcp_backpressure_in_flight 0",
+            "mcp_backpressure_held_after_cancel 0",
+            "mcp_backpressure_cancel_grace_expired_total 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -1,17 +1,28 @@
 //! `mcp-backpressure proxy`: the library's admission control in front of any
 //! MCP server, over stdio or Streamable HTTP.
 //!
-//! The proxy works on raw JSON-RPC messages and never re-terminates MCP: any
+//! The proxy works on JSON-RPC messages and never re-terminates MCP: any
 //! protocol version and any extension passes through. Only requests of the
-//! guarded methods (`tools/call` by default) go through the limiter; batches,
-//! responses, notifications and server-to-client requests pass untouched.
+//! guarded methods (`tools/call` by default) go through the limiter.
+//!
+//! The shape: [`wire`] reads messages (transport-neutral, bounded, fuzzed);
+//! `router` decides what happens to each (admit, track, swallow, answer,
+//! forward) over the `inflight` table; `stdio` and `http` only move bytes
+//! and act on the decision; `error` turns the proxy's typed errors into
+//! JSON-RPC and HTTP at the edge.
 
-mod framing;
+mod body;
+mod budget;
+mod error;
+mod gate;
 mod http;
+mod inflight;
 mod limits;
+
 mod metrics;
-mod session;
+mod router;
 mod stdio;
+pub use mcp_backpressure_cli::wire;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -22,7 +33,7 @@ use anyhow::{Context, bail};
 
 use self::limits::{LimitArgs, Settings};
 use self::metrics::ProxyMetrics;
-use self::session::Gate;
+use self::gate::Gate;
 
 /// Arguments of `mcp-backpressure proxy`.
 #[derive(Debug, clap::Args)]

@@ -3,16 +3,20 @@
 //!
 //! Four tasks move bytes: the client reader (this proxy's stdin), the upstream
 //! writer (the child's stdin), the upstream reader (the child's stdout) and the
-//! client writer (this proxy's stdout). The writers drain bounded channels, so
-//! a peer that stops reading stops the proxy from reading the other side: the
-//! memory held is bounded by the channel capacities times `max_message_bytes`.
+//! client writer (this proxy's stdout). Every decision is the [`Router`]'s;
+//! every line forwarded is the router's re-framing of what it parsed.
+//!
+//! Memory is bounded in bytes: each direction has a [`Budget`] of
+//! `buffer_bytes`, and every message held — read and not yet written,
+//! waiting for admission, or an answer of the proxy's own — holds a lease on
+//! it. A peer that stops reading stops the proxy from reading the other side.
 //! The child's stderr is inherited: its logs land next to the proxy's.
 //!
 //! The session ends when:
-//! - the client closes stdin (or the proxy gets SIGTERM/SIGINT): every request
-//!   still in flight is cancelled upstream (`notifications/cancelled`), the
-//!   child's stdin is closed, and the child gets a grace period to exit before
-//!   it is killed;
+//! - the client closes stdin (or the proxy gets SIGTERM/SIGINT): queued calls
+//!   leave the queue, every request still in flight is cancelled upstream
+//!   (`notifications/cancelled`), the child's stdin is closed, and the child
+//!   gets a grace period to exit before it is killed;
 //! - the upstream closes its stdout or exits: every pending request gets a
 //!   JSON-RPC error, and the proxy exits with a message and status 1.
 
@@ -21,26 +25,55 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{Semaphore, mpsc};
 
-use super::framing::{self, CANCELLED, INTERNAL_ERROR, INVALID_REQUEST, Kind, Line, PARSE_ERROR};
-use super::session::{Admission, Cancelled, Gate, InFlight};
+use super::budget::{Budget, Lease};
+use super::error::{self, ProxyError};
+use super::gate::Gate;
+use super::inflight::{Admission, Queued, Scope};
+use super::router::{FromClient, FromUpstream, Router};
+use super::wire::line::{self, Line};
+use super::wire::message::RequestId;
+use super::wire::scan::TopLevelScanner;
 
-/// Lines buffered towards each peer.
-const CHANNEL: usize = 64;
+/// Messages queued towards each peer (their bytes are bounded by the budget).
+const CHANNEL: usize = 1024;
 /// Guarded requests that may be waiting for admission or for their overload
-/// error to be written, beyond the queue; past that, the proxy stops reading
-/// the client until some are done.
+/// error to be written at once; past that, the proxy stops reading the
+/// client until some are done.
 const MAX_PENDING_ADMISSIONS: usize = 1024;
 /// How long the child gets to exit after its stdin is closed.
 const GRACE: Duration = Duration::from_secs(5);
 /// How long output still in flight gets to reach the client at the end.
 const FLUSH: Duration = Duration::from_secs(2);
 
-type Lines = mpsc::Sender<Vec<u8>>;
+/// One line on its way to a peer, with the bytes it holds of the budget.
+struct Out {
+    line: Vec<u8>,
+    _lease: Lease,
+}
+
+type Lines = mpsc::Sender<Out>;
+
+/// The two directions' budgets and channels.
+#[derive(Clone)]
+struct Pipes {
+    to_client: Lines,
+    to_upstream: Lines,
+    client_budget: Budget,
+    upstream_budget: Budget,
+}
+
+impl Pipes {
+    /// Sends a line of the proxy's own to the client (waits for budget).
+    async fn answer(&self, value: &serde_json::Value) {
+        let line = error::to_line(value);
+        let lease = self.client_budget.reserve(line.len()).await;
+        let _ = self.to_client.send(Out { line, _lease: lease }).await;
+    }
+}
 
 /// Runs the stdio proxy until the client or the upstream goes away.
 ///
@@ -63,26 +96,21 @@ pub async fn run(gate: Arc<Gate>, command: &[String]) -> anyhow::Result<ExitCode
     let child_stdin = child.stdin.take().context("the child's stdin")?;
     let child_stdout = child.stdout.take().context("the child's stdout")?;
 
-    let inflight = InFlight::new(gate.clone());
-    let max = gate.settings.max_message_bytes;
+    let router = Router::new(gate.clone());
     let (to_client, client_rx) = mpsc::channel(CHANNEL);
     let (to_upstream, upstream_rx) = mpsc::channel(CHANNEL);
+    let pipes = Pipes {
+        to_client,
+        to_upstream,
+        client_budget: Budget::new(gate.settings.buffer_bytes),
+        upstream_budget: Budget::new(gate.settings.buffer_bytes),
+    };
     let client_writer = tokio::spawn(write_lines(client_output(), client_rx));
     tokio::spawn(write_lines(child_stdin, upstream_rx));
-    let mut upstream_reader = tokio::spawn(read_upstream(
-        child_stdout,
-        inflight.clone(),
-        to_client.clone(),
-        max,
-    ));
+    let mut upstream_reader = tokio::spawn(read_upstream(child_stdout, router.clone(), pipes.clone()));
 
     let ending = {
-        let client = read_client(
-            client_input(),
-            inflight.clone(),
-            to_client.clone(),
-            to_upstream.clone(),
-        );
+        let client = read_client(client_input(), router.clone(), pipes.clone());
         tokio::select! {
             result = client => Ending::Client(result.err()),
             () = shutdown_signal() => Ending::Client(None),
@@ -90,6 +118,12 @@ pub async fn run(gate: Arc<Gate>, command: &[String]) -> anyhow::Result<ExitCode
             status = child.wait() => Ending::Exited(status.ok()),
         }
     };
+    let Pipes {
+        to_client,
+        to_upstream,
+        upstream_budget,
+        client_budget,
+    } = pipes;
 
     match ending {
         Ending::Client(error) => {
@@ -97,9 +131,14 @@ pub async fn run(gate: Arc<Gate>, command: &[String]) -> anyhow::Result<ExitCode
                 Some(error) => tracing::warn!(%error, "cannot read from the client; shutting down"),
                 None => tracing::info!("the client closed the session; shutting down"),
             }
-            for pending in inflight.drain(None).into_iter().filter(|p| p.forwarded) {
-                let cancel = framing::cancellation(&pending.id, "the client disconnected");
-                if to_upstream.send(framing::to_line(&cancel)).await.is_err() {
+            for pending in router.inflight().drain(None).await {
+                if !pending.forwarded {
+                    continue;
+                }
+                let cancel = error::cancellation(&pending.key.id, "the client disconnected");
+                let line = error::to_line(&cancel);
+                let lease = upstream_budget.reserve(line.len()).await;
+                if to_upstream.send(Out { line, _lease: lease }).await.is_err() {
                     break;
                 }
             }
@@ -124,10 +163,13 @@ pub async fn run(gate: Arc<Gate>, command: &[String]) -> anyhow::Result<ExitCode
                 _ => wait_or_kill(&mut child).await,
             };
             let what = describe(status);
-            let message = format!("mcp-backpressure: the upstream server {what} before answering");
-            for pending in inflight.drain(None) {
-                let error = framing::error_response(&pending.id, INTERNAL_ERROR, &message);
-                if to_client.send(framing::to_line(&error)).await.is_err() {
+            tracing::error!("the upstream server {what}");
+            let code = gate.settings.error_code;
+            for pending in router.inflight().drain(None).await {
+                let error = ProxyError::UpstreamUnavailable.to_response(Some(&pending.key.id), code);
+                let line = error::to_line(&error);
+                let lease = client_budget.reserve(line.len()).await;
+                if to_client.send(Out { line, _lease: lease }).await.is_err() {
                     break;
                 }
             }
@@ -227,15 +269,16 @@ pub(super) async fn shutdown_signal() {
 }
 
 /// Writes lines from `rx` until every sender is gone, then flushes and drops
-/// the writer (closing the pipe). Ends early if a write fails.
+/// the writer (closing the pipe). Ends early if a write fails. A line's
+/// budget lease is returned once it is written.
 ///
 /// # Cancel safety
 ///
 /// Not cancel safe: a line may be half written. Run it as a task.
-async fn write_lines<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver<Vec<u8>>) {
-    while let Some(line) = rx.recv().await {
+async fn write_lines<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver<Out>) {
+    while let Some(out) = rx.recv().await {
         let written = async {
-            writer.write_all(&line).await?;
+            writer.write_all(&out.line).await?;
             if rx.is_empty() {
                 writer.flush().await?;
             }
@@ -249,77 +292,69 @@ async fn write_lines<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receive
     let _ = writer.flush().await;
 }
 
-fn is_blank(line: &[u8]) -> bool {
-    line.iter().all(u8::is_ascii_whitespace)
+/// The id of an oversized message, as far as a streaming scan found one.
+fn scanned_id(scanner: TopLevelScanner) -> (Option<RequestId>, bool) {
+    let scan = scanner.finish();
+    let id = match &scan.id {
+        super::wire::scan::IdScan::Raw(raw) => std::str::from_utf8(raw).ok().and_then(RequestId::parse),
+        _ => None,
+    };
+    (id, scan.has_method)
 }
 
-/// Reads the client's messages until EOF: admits guarded requests, answers
-/// rejections and bad input itself, forwards everything else in order.
+/// Reads the client's messages until EOF and acts on the router's decision
+/// for each.
 ///
 /// # Cancel safety
 ///
-/// Not cancel safe (see [`framing::read_line`]): dropping it loses a
-/// partly read line, which is fine only when the session is ending.
+/// Not cancel safe (see [`line::read_line`]): dropping it loses a partly
+/// read line, which is fine only when the session is ending.
 async fn read_client<R: AsyncRead + Unpin>(
     input: R,
-    inflight: InFlight,
-    to_client: Lines,
-    to_upstream: Lines,
+    router: Router,
+    pipes: Pipes,
 ) -> std::io::Result<()> {
-    let gate = inflight.gate().clone();
+    let gate = router.gate().clone();
     let max = gate.settings.max_message_bytes;
+    let code = gate.settings.error_code;
     let mut reader = BufReader::with_capacity(64 * 1024, input);
     let pending = Arc::new(Semaphore::new(MAX_PENDING_ADMISSIONS));
     loop {
-        let mut line = match framing::read_line(&mut reader, max).await? {
+        let mut scanner = TopLevelScanner::new();
+        let line = match line::read_line(&mut reader, max, |b| scanner.push(b)).await? {
             Line::Eof => return Ok(()),
             Line::TooLong { len } => {
-                tracing::warn!(len, max, "message from the client too large; rejected");
-                let message = format!(
-                    "message of {len} bytes exceeds the proxy's max_message_bytes ({max} bytes)"
-                );
-                let error = framing::error_response(&Value::Null, INVALID_REQUEST, &message);
-                let _ = to_client.send(framing::to_line(&error)).await;
+                tracing::warn!(len, max, "message from the client too large; refused");
+                let (id, is_request) = scanned_id(scanner);
+                // Answer a request by its id; anything else cannot be answered
+                // but with id null.
+                let id = id.filter(|_| is_request);
+                let error = ProxyError::TooLarge { len: Some(len), max };
+                pipes.answer(&error.to_response(id.as_ref(), code)).await;
                 continue;
             }
-            Line::Message(line) if is_blank(&line) => continue,
+            Line::Message(line) if line::is_blank(&line) => continue,
             Line::Message(line) => line,
         };
-        let message: Value = match serde_json::from_slice(&line) {
-            Ok(message) => message,
-            Err(error) => {
-                tracing::warn!(%error, "message from the client is not JSON; answered -32700");
-                let text = format!("Parse error: {error}");
-                let error = framing::error_response(&Value::Null, PARSE_ERROR, &text);
-                let _ = to_client.send(framing::to_line(&error)).await;
-                continue;
-            }
-        };
-        line.push(b'\n');
-        match Kind::of(&message) {
-            Kind::Request { id, method } if gate.settings.is_guarded(method) => {
-                let admission = Box::pin(inflight.enqueue("", id).admit());
-                admit(admission, line, &pending, &to_client, &to_upstream).await;
-                continue;
-            }
-            Kind::Request { id, .. } => {
-                inflight.track("", id);
-            }
-            Kind::Notification { method } if method == CANCELLED => {
-                if let Some(id) = framing::cancelled_id(&message)
-                    && let Cancelled::Queued(left) = inflight.cancel("", id)
-                {
-                    tracing::debug!(%id, "cancelled while queued; not forwarded");
-                    // Read on only once it has left the limiter's queue.
-                    left.wait().await;
-                    continue;
+        let lease = pipes.upstream_budget.reserve(line.len()).await;
+        match router.client(&Scope::Stdio, &line) {
+            FromClient::Forward { mut bytes, .. } => {
+                bytes.push(b'\n');
+                let out = Out { line: bytes, _lease: lease };
+                if pipes.to_upstream.send(out).await.is_err() {
+                    // The upstream is gone; the main task is ending the session.
+                    std::future::pending::<()>().await;
                 }
             }
-            _ => {}
-        }
-        if to_upstream.send(line).await.is_err() {
-            // The upstream is gone; the main task is ending the session.
-            std::future::pending::<()>().await;
+            FromClient::Admit { mut bytes, queued } => {
+                bytes.push(b'\n');
+                admit(queued, Out { line: bytes, _lease: lease }, &pending, &pipes, code).await;
+            }
+            FromClient::Swallow(left) => left.wait().await,
+            FromClient::Answer { error, ids, batch } => {
+                tracing::debug!(%error, "answered by the proxy");
+                pipes.answer(&error::answer(&error, &ids, batch, code)).await;
+            }
         }
     }
 }
@@ -332,82 +367,94 @@ async fn read_client<R: AsyncRead + Unpin>(
 ///
 /// Cancel safe as far as the slots go (the admission leaves the queue when
 /// dropped); the request is then neither forwarded nor answered.
-async fn admit(
-    mut admission: std::pin::Pin<Box<impl Future<Output = Admission> + Send + 'static>>,
-    line: Vec<u8>,
-    pending: &Arc<Semaphore>,
-    to_client: &Lines,
-    to_upstream: &Lines,
-) {
-    async fn settle(admission: Admission, line: Vec<u8>, to_client: &Lines, to_upstream: &Lines) {
+async fn admit(queued: Queued, out: Out, pending: &Arc<Semaphore>, pipes: &Pipes, code: i32) {
+    async fn settle(admission: Admission, id: RequestId, out: Out, pipes: &Pipes, code: i32) {
         match admission {
             Admission::Admitted(_) => {
-                let _ = to_upstream.send(line).await;
+                let _ = pipes.to_upstream.send(out).await;
             }
-            Admission::Rejected(error) => {
-                let _ = to_client.send(framing::to_line(&error)).await;
+            Admission::Rejected(overload) => {
+                drop(out);
+                let error = ProxyError::from(overload).to_response(Some(&id), code);
+                pipes.answer(&error).await;
             }
             Admission::Cancelled => {}
         }
     }
+    let id = queued.key().id.clone();
+    let mut admission = Box::pin(queued.admit());
     if let Some(now) = futures_util::future::poll_immediate(&mut admission).await {
-        settle(now, line, to_client, to_upstream).await;
+        settle(now, id, out, pipes, code).await;
         return;
     }
     let Ok(slot) = pending.clone().acquire_owned().await else {
         return;
     };
-    let (to_client, to_upstream) = (to_client.clone(), to_upstream.clone());
+    let pipes = pipes.clone();
     tokio::spawn(async move {
         let _slot = slot;
-        settle(admission.await, line, &to_client, &to_upstream).await;
+        settle(admission.await, id, out, &pipes, code).await;
     });
 }
 
-/// Reads the upstream's messages until EOF: frees the slots of the responses
-/// that pass, drops (and logs) lines that are not JSON, forwards the rest.
+/// Reads the upstream's messages until EOF: routes each (freeing the slots
+/// of the responses that pass), forwards the re-framed line, and answers a
+/// call whose response cannot be passed on (too large, not JSON) with an
+/// error instead.
 ///
 /// # Cancel safety
 ///
-/// Not cancel safe (see [`framing::read_line`]). Run it as a task.
-async fn read_upstream<R: AsyncRead + Unpin>(
-    output: R,
-    inflight: InFlight,
-    to_client: Lines,
-    max: usize,
-) {
+/// Not cancel safe (see [`line::read_line`]). Run it as a task.
+async fn read_upstream<R: AsyncRead + Unpin>(output: R, router: Router, pipes: Pipes) {
+    let gate = router.gate().clone();
+    let max = gate.settings.max_message_bytes;
+    let code = gate.settings.error_code;
     let mut reader = BufReader::with_capacity(64 * 1024, output);
     loop {
-        let mut line = match framing::read_line(&mut reader, max).await {
+        let mut scanner = TopLevelScanner::new();
+        let line = match line::read_line(&mut reader, max, |b| scanner.push(b)).await {
             Ok(Line::Eof) => return,
             Err(error) => {
                 tracing::error!(%error, "cannot read from the upstream server");
                 return;
             }
             Ok(Line::TooLong { len }) => {
-                tracing::error!(len, max, "message from the upstream too large; dropped");
+                let scan = scanner.finish();
+                tracing::error!(len, max, "message from the upstream too large; not passed on");
+                if let Some(id) = router.salvage(&Scope::Stdio, &scan) {
+                    let error = ProxyError::ResponseTooLarge { len, max };
+                    pipes.answer(&error.to_response(Some(&id), code)).await;
+                } else if scan.has_method
+                    && let super::wire::scan::IdScan::Raw(raw) = &scan.id
+                    && let Some(id) = std::str::from_utf8(raw).ok().and_then(RequestId::parse)
+                {
+                    // A request from the upstream: answer it so it does not wait.
+                    let error = ProxyError::TooLarge { len: Some(len), max };
+                    let line = error::to_line(&error.to_response(Some(&id), code));
+                    let lease = pipes.upstream_budget.reserve(line.len()).await;
+                    let _ = pipes.to_upstream.send(Out { line, _lease: lease }).await;
+                }
                 continue;
             }
-            Ok(Line::Message(line)) if is_blank(&line) => continue,
+            Ok(Line::Message(line)) if line::is_blank(&line) => continue,
             Ok(Line::Message(line)) => line,
         };
-        match serde_json::from_slice::<Value>(&line) {
-            Ok(message) => {
-                for id in framing::response_ids(&message) {
-                    inflight.complete("", id);
-                }
+        let lease = pipes.client_budget.reserve(line.len()).await;
+        let out = match router.upstream(&Scope::Stdio, &line) {
+            FromUpstream::Forward { mut bytes, .. } => {
+                bytes.push(b'\n');
+                Out { line: bytes, _lease: lease }
             }
-            Err(error) => {
-                let start = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
-                tracing::warn!(%error, line = %start, "the upstream wrote a line that is not JSON; dropped");
-                continue;
+            FromUpstream::Replace { id: None, .. } => continue,
+            FromUpstream::Replace { id: Some(id), error } => {
+                let line = error::to_line(&error.to_response(Some(&id), code));
+                Out { line, _lease: lease }
             }
-        }
-        line.push(b'\n');
-        if to_client.send(line).await.is_err() {
+        };
+        if pipes.to_client.send(out).await.is_err() {
             // The client is gone: keep reading so the upstream never blocks
             // while it shuts down.
-            while let Ok(n) = reader.fill_buf().await.map(|b| b.len()) {
+            while let Ok(n) = reader.fill_buf().await.map(<[u8]>::len) {
                 if n == 0 {
                     return;
                 }

@@ -1,0 +1,18 @@
+//! Admission control shared by every session of one proxy: the limiter, the
+//! validated settings and the proxy's own metrics.
+
+use mcp_backpressure::Limiter;
+
+use super::limits::Settings;
+use super::metrics::ProxyMetrics;
+
+/// Admission control shared by every session of one proxy.
+#[derive(Debug)]
+pub struct Gate {
+    /// The limiter every guarded request goes through.
+    pub limiter: Limiter,
+    /// The validated settings.
+    pub settings: Settings,
+    /// The proxy's own metrics (queue waits, service times, the table).
+    pub metrics: ProxyMetrics,
+}

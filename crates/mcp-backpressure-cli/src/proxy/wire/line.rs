@@ -1,0 +1,108 @@
+//! Bounded newline framing for stdio: one message a line, split on LF only
+//! (a CR before the LF is dropped). What the proxy forwards is re-framed
+//! ([`super::message`]), so the peer's line reader — whatever it splits on —
+//! sees exactly the lines the proxy parsed.
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+
+/// One line read by [`read_line`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// A complete line, without its newline (and without a trailing `\r`).
+    Message(Vec<u8>),
+    /// A line longer than the bound: its bytes went to the overflow sink, not
+    /// into memory.
+    TooLong {
+        /// How many bytes it had (at least the bound plus one).
+        len: usize,
+    },
+    /// The end of the input.
+    Eof,
+}
+
+/// Reads one newline-terminated line, holding at most `max` bytes of it in
+/// memory. A longer line is consumed: every byte of it is passed to
+/// `overflow` (so that a streaming scanner can still learn what it was), and
+/// it is reported as [`Line::TooLong`]. A last line without a newline still
+/// counts as a line.
+///
+/// # Cancel safety
+///
+/// Not cancel safe: dropping the future mid-line loses the bytes already
+/// consumed. Call it from a loop that owns the reader.
+pub async fn read_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+    mut overflow: impl FnMut(&[u8]),
+) -> std::io::Result<Line> {
+    let mut line = Vec::new();
+    let mut len = 0usize;
+    loop {
+        let buf = reader.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(if len == 0 {
+                Line::Eof
+            } else if len > max {
+                Line::TooLong { len }
+            } else {
+                Line::Message(trim_cr(line))
+            });
+        }
+        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(at) => (&buf[..at], at + 1),
+            None => (buf, buf.len()),
+        };
+        len += chunk.len();
+        if len <= max {
+            line.extend_from_slice(chunk);
+        } else {
+            if !line.is_empty() {
+                overflow(&line);
+                line = Vec::new();
+            }
+            overflow(chunk);
+        }
+        let ended = done != chunk.len();
+        reader.consume(done);
+        if ended {
+            return Ok(if len > max {
+                Line::TooLong { len }
+            } else {
+                Line::Message(trim_cr(line))
+            });
+        }
+    }
+}
+
+fn trim_cr(mut line: Vec<u8>) -> Vec<u8> {
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    line
+}
+
+/// Whether a line holds nothing but white space (skipped, as JSON-RPC peers do).
+pub fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(u8::is_ascii_whitespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lines_are_bounded_and_overflow_is_streamed() {
+        let input = b"{\"a\":1}\r\n0123456789abcdef\n\nlast".to_vec();
+        let mut reader = tokio::io::BufReader::with_capacity(4, &input[..]);
+        let mut spilled = Vec::new();
+        let read = async |reader: &mut tokio::io::BufReader<&[u8]>, spilled: &mut Vec<u8>| {
+            read_line(reader, 8, |b| spilled.extend_from_slice(b)).await.unwrap()
+        };
+        assert_eq!(read(&mut reader, &mut spilled).await, Line::Message(b"{\"a\":1}".to_vec()));
+        assert_eq!(read(&mut reader, &mut spilled).await, Line::TooLong { len: 16 });
+        assert_eq!(spilled, b"0123456789abcdef");
+        assert_eq!(read(&mut reader, &mut spilled).await, Line::Message(Vec::new()));
+        assert_eq!(read(&mut reader, &mut spilled).await, Line::Message(b"last".to_vec()));
+        assert_eq!(read(&mut reader, &mut spilled).await, Line::Eof);
+    }
+}

@@ -1,0 +1,504 @@
+//! One JSON-RPC message as the proxy understands it, and the exact bytes it
+//! forwards for it.
+//!
+//! The proxy must never let two parsers disagree: whatever it decided about a
+//! message (a `tools/call` to admit, a notification to pass, a response that
+//! frees a slot) must be what the peer behind it sees. So:
+//!
+//! - a message is read strictly: valid UTF-8, valid JSON, a top-level object
+//!   (or an array, a batch) with no key twice among `jsonrpc`, `id`, `method`,
+//!   `params`, `result`, `error`;
+//! - only the top level is *interpreted* (the routing fields); the rest is
+//!   checked for syntax, at any depth, without recursion;
+//! - what is forwarded is a **re-framing** of the bytes parsed: white space
+//!   outside strings removed (so no CR, LF or other separator can stand
+//!   between tokens), and the three characters some line readers split on
+//!   even inside a string — U+0085, U+2028, U+2029 — written as `\u` escapes.
+//!   The value is the same to any JSON parser; the framing is unambiguous to
+//!   every line reader (Python's `splitlines`, Node's readline, Go's Scanner).
+//!
+//! Client messages are held to a few more rules, so that the upstream can
+//! parse everything it is sent (a request it cannot parse would never be
+//! answered, and its slot would never come back): nesting at most
+//! [`MAX_CLIENT_DEPTH`] deep, no lone UTF-16 surrogate in a `\u` escape, no
+//! number outside the range of a double. And a request id must be what MCP
+//! says it is: a string, or an integer that every SDK represents exactly
+//! (|n| <= 2^53 - 1). Ids are compared by value, as the upstream compares them
+//! after parsing: `1`, `1.0` and `1e0` are the same id, `"1"` another.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// The deepest nesting accepted from a client: below serde_json's default
+/// recursion limit (128, rmcp's parser), and far below Python's and
+/// JavaScript's.
+pub const MAX_CLIENT_DEPTH: usize = 100;
+
+/// The largest integer id: 2^53 - 1, the largest integer a JavaScript (and
+/// so a TypeScript SDK) number holds exactly.
+pub const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
+
+/// The method of a cancellation.
+pub const CANCELLED: &str = "notifications/cancelled";
+
+/// A request id as MCP defines it, compared by value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RequestId {
+    /// An integer id, |n| <= [`MAX_SAFE_INTEGER`].
+    Int(i64),
+    /// A string id (its decoded value).
+    Str(Arc<str>),
+}
+
+impl RequestId {
+    /// Reads an id from its JSON text. `None` for anything that is not a
+    /// string or an integer in range (null, a fraction, an object, 2^53, …).
+    pub fn parse(raw: &str) -> Option<Self> {
+        let raw = raw.trim();
+        if raw.starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']) {
+            // Numbers from their text, correctly rounded (serde_json's fast
+            // float parsing is not), as Python and JavaScript read them.
+            serde_json::from_str::<serde_json::Number>(raw).ok()?;
+            if let Ok(i) = raw.parse::<i64>() {
+                return (i.abs() <= MAX_SAFE_INTEGER).then_some(Self::Int(i));
+            }
+            let f: f64 = raw.parse().ok()?;
+            return Self::from_float(f);
+        }
+        let value: Value = serde_json::from_str(raw).ok()?;
+        Self::from_value(&value)
+    }
+
+    fn from_float(f: f64) -> Option<Self> {
+        // Any |f| <= 2^53 - 1 with no fraction is exact.
+        #[allow(clippy::cast_precision_loss)]
+        let exact = f.is_finite() && f.fract() == 0.0 && f.abs() <= MAX_SAFE_INTEGER as f64;
+        #[allow(clippy::cast_possible_truncation)]
+        exact.then(|| Self::Int(f as i64))
+    }
+
+    /// Reads an id from a parsed JSON value (see [`RequestId::parse`]).
+    pub fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::String(s) => Some(Self::Str(Arc::from(s.as_str()))),
+            Value::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    return (i.abs() <= MAX_SAFE_INTEGER).then_some(Self::Int(i));
+                }
+                if n.is_u64() {
+                    return None; // above i64::MAX
+                }
+                Self::parse(&n.to_string())
+            }
+            _ => None,
+        }
+    }
+
+    /// The id as JSON, for the proxy's own messages.
+    pub fn to_value(&self) -> Value {
+        match self {
+            Self::Int(i) => Value::from(*i),
+            Self::Str(s) => Value::from(&**s),
+        }
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Int(i) => write!(f, "{i}"),
+            Self::Str(s) => write!(f, "{:?}", &**s),
+        }
+    }
+}
+
+/// Why a message was refused. The edge turns it into a JSON-RPC error.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Malformed {
+    /// Not UTF-8, or not JSON.
+    #[error("parse error: {0}")]
+    NotJson(String),
+    /// JSON, but not a JSON-RPC 2.0 message the proxy can forward.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// A request whose id is not a string or an integer (id null in the answer).
+    #[error(
+        "invalid request: the id must be a string or an integer within +/-(2^53 - 1), got {0}"
+    )]
+    BadId(String),
+}
+
+/// The routing fields of one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A request: a method and an id.
+    Request {
+        /// The id, by value.
+        id: RequestId,
+        /// The method.
+        method: String,
+    },
+    /// A notification: a method, no id.
+    Notification {
+        /// The method.
+        method: String,
+        /// For `notifications/cancelled`: the id it cancels, if valid.
+        cancels: Option<RequestId>,
+    },
+    /// A response: an id (`None` when null or not a valid id) and a result or
+    /// an error.
+    Response {
+        /// The id of the request it answers.
+        id: Option<RequestId>,
+    },
+}
+
+/// A parsed message: what it is, and the bytes to forward for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Parsed {
+    /// One message, or the elements of a batch.
+    pub kinds: Shape,
+    /// The re-framed bytes (no newline).
+    pub bytes: Vec<u8>,
+}
+
+/// One message or a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// A single message.
+    One(Kind),
+    /// A batch (a JSON array) of messages, in order.
+    Batch(Vec<Kind>),
+}
+
+/// Who sent the message: client messages are held to stricter rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum From {
+    /// The client (what goes upstream).
+    Client,
+    /// The upstream server (what goes back to the client).
+    Upstream,
+}
+
+#[derive(Deserialize)]
+struct CancelParams<'a> {
+    #[serde(borrow, rename = "requestId", default, deserialize_with = "present")]
+    request_id: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    jsonrpc: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    method: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    params: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    result: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    error: Option<&'a RawValue>,
+}
+
+/// `Some` for a key that is present, even with the value `null`.
+fn present<'de, D>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    <&RawValue>::deserialize(deserializer).map(Some)
+}
+
+/// Parses one message (a stdio line without its newline, or an HTTP body).
+///
+/// # Errors
+///
+/// [`Malformed`] says why the message cannot be forwarded.
+pub fn parse(bytes: &[u8], from: From) -> Result<Parsed, Malformed> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| Malformed::NotJson(format!("the message is not UTF-8: {e}")))?;
+    let bytes = reframe(text, from)?;
+    // Re-framing removed nothing but white space: parse what is forwarded.
+    let text = std::str::from_utf8(&bytes).expect("re-framing keeps UTF-8");
+    let kinds = match text.as_bytes().first() {
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(text)
+                .map_err(|e| Malformed::Invalid(format!("batch: {e}")))?;
+            if items.is_empty() {
+                return Err(Malformed::Invalid("empty batch".into()));
+            }
+            Shape::Batch(
+                items
+                    .into_iter()
+                    .map(|raw| classify(raw.get(), from))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        _ => Shape::One(classify(text, from)?),
+    };
+    Ok(Parsed { kinds, bytes })
+}
+
+fn invalid(why: impl Into<String>) -> Malformed {
+    Malformed::Invalid(why.into())
+}
+
+fn classify(text: &str, from: From) -> Result<Kind, Malformed> {
+    if !text.starts_with('{') {
+        return Err(invalid("a message must be a JSON object"));
+    }
+    let envelope: Envelope<'_> = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    if envelope.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
+        return Err(invalid("\"jsonrpc\" must be \"2.0\""));
+    }
+    let method = match envelope.method {
+        None => None,
+        Some(raw) => Some(
+            serde_json::from_str::<String>(raw.get())
+                .map_err(|_| invalid("\"method\" must be a string"))?,
+        ),
+    };
+    let answers = envelope.result.is_some() || envelope.error.is_some();
+    match (method, envelope.id) {
+        (Some(_), _) if answers => Err(invalid(
+            "a message with a \"method\" cannot carry \"result\" or \"error\"",
+        )),
+        (Some(method), Some(raw)) => {
+            check_params(envelope.params)?;
+            match RequestId::parse(raw.get()) {
+                Some(id) => Ok(Kind::Request { id, method }),
+                None => Err(Malformed::BadId(raw.get().to_owned())),
+            }
+        }
+        (Some(method), None) => {
+            check_params(envelope.params)?;
+            // A cancellation is forwarded only if the proxy knows what it
+            // cancels: the upstream must not stop a call whose slot the proxy
+            // still counts as running normally, or the other way round.
+            let cancels = if method == CANCELLED {
+                let params = envelope
+                    .params
+                    .and_then(|p| serde_json::from_str::<CancelParams<'_>>(p.get()).ok())
+                    .and_then(|p| p.request_id)
+                    .ok_or_else(|| invalid("a cancellation needs params.requestId, once"))?;
+                Some(
+                    RequestId::parse(params.get())
+                        .ok_or_else(|| Malformed::BadId(params.get().to_owned()))?,
+                )
+            } else {
+                None
+            };
+            Ok(Kind::Notification { method, cancels })
+        }
+        (None, Some(raw)) if answers => {
+            if envelope.result.is_some() && envelope.error.is_some() {
+                return Err(invalid("a response has a \"result\" or an \"error\", not both"));
+            }
+            if envelope.params.is_some() && from == From::Client {
+                return Err(invalid("a response has no \"params\""));
+            }
+            Ok(Kind::Response {
+                id: RequestId::parse(raw.get()),
+            })
+        }
+        _ => Err(invalid(
+            "neither a request, a notification nor a response",
+        )),
+    }
+}
+
+fn check_params(params: Option<&RawValue>) -> Result<(), Malformed> {
+    match params.map(|p| p.get().as_bytes()[0]) {
+        None | Some(b'{' | b'[') => Ok(()),
+        Some(_) => Err(invalid("\"params\" must be an object or an array")),
+    }
+}
+
+/// Checks the syntax of `text` and writes it again with no white space
+/// outside strings and U+0085/U+2028/U+2029 escaped. For client messages, also
+/// enforces the depth, surrogate and number rules of the module docs.
+fn reframe(text: &str, from: From) -> Result<Vec<u8>, Malformed> {
+    // serde_json checks the whole syntax without recursion (`IgnoredAny`).
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map_err(|e| Malformed::NotJson(e.to_string()))?;
+    let strict = from == From::Client;
+    let input = text.as_bytes();
+    let mut out = Vec::with_capacity(input.len());
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < input.len() {
+        let b = input[i];
+        match b {
+            b' ' | b'\t' | b'\r' | b'\n' => i += 1,
+            b'"' => i = copy_string(input, i, &mut out, strict)?,
+            b'{' | b'[' => {
+                depth += 1;
+                if strict && depth > MAX_CLIENT_DEPTH {
+                    return Err(invalid(format!(
+                        "nested deeper than {MAX_CLIENT_DEPTH} levels"
+                    )));
+                }
+                out.push(b);
+                i += 1;
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                out.push(b);
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let end = input[i..]
+                    .iter()
+                    .position(|c| !matches!(c, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
+                    .map_or(input.len(), |n| i + n);
+                let number = &text[i..end];
+                if strict && !number.parse::<f64>().is_ok_and(f64::is_finite) {
+                    return Err(invalid(format!(
+                        "the number {} is out of range",
+                        truncate(number)
+                    )));
+                }
+                out.extend_from_slice(number.as_bytes());
+                i = end;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(32) {
+        Some((at, _)) => &s[..at],
+        None => s,
+    }
+}
+
+/// Copies the string starting at `input[start] == '"'`; returns the index
+/// after its closing quote.
+fn copy_string(
+    input: &[u8],
+    start: usize,
+    out: &mut Vec<u8>,
+    strict: bool,
+) -> Result<usize, Malformed> {
+    out.push(b'"');
+    let mut i = start + 1;
+    // A high surrogate escape waiting for its low half.
+    let mut high_pending = false;
+    while i < input.len() {
+        let b = input[i];
+        let low_next = |at: usize| -> Option<u16> {
+            (input.get(at) == Some(&b'\\') && input.get(at + 1) == Some(&b'u'))
+                .then(|| hex4(&input[at + 2..at + 6]))
+                .flatten()
+        };
+        match b {
+            b'"' => {
+                if high_pending && strict {
+                    return Err(lone_surrogate());
+                }
+                out.push(b'"');
+                return Ok(i + 1);
+            }
+            b'\\' => {
+                let next = input[i + 1];
+                if next == b'u' {
+                    let unit = hex4(&input[i + 2..i + 6]).unwrap_or(0);
+                    if (0xD800..0xDC00).contains(&unit) {
+                        if high_pending && strict {
+                            return Err(lone_surrogate());
+                        }
+                        high_pending = true;
+                        if strict && !low_next(i + 6).is_some_and(|u| (0xDC00..0xE000).contains(&u)) {
+                            return Err(lone_surrogate());
+                        }
+                    } else if (0xDC00..0xE000).contains(&unit) {
+                        if !high_pending && strict {
+                            return Err(lone_surrogate());
+                        }
+                        high_pending = false;
+                    } else {
+                        high_pending = false;
+                    }
+                    out.extend_from_slice(&input[i..i + 6]);
+                    i += 6;
+                } else {
+                    high_pending = false;
+                    out.extend_from_slice(&input[i..i + 2]);
+                    i += 2;
+                }
+            }
+            0xC2 if input.get(i + 1) == Some(&0x85) => {
+                out.extend_from_slice(b"\\u0085");
+                i += 2;
+            }
+            0xE2 if input.get(i + 1) == Some(&0x80)
+                && matches!(input.get(i + 2), Some(0xA8 | 0xA9)) =>
+            {
+                out.extend_from_slice(if input[i + 2] == 0xA8 {
+                    b"\\u2028"
+                } else {
+                    b"\\u2029"
+                });
+                i += 3;
+            }
+            _ => {
+                high_pending = false;
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    // Unreachable on input serde_json accepted.
+    Err(invalid("unterminated string"))
+}
+
+/// Escapes U+0085, U+2028 and U+2029 in serialized JSON (where they can only
+/// stand inside strings), for the proxy's own messages.
+pub fn escape_separators(json: Vec<u8>) -> Vec<u8> {
+    let has = |w: &[u8]| w == [0xC2, 0x85] || w == [0xE2, 0x80] ;
+    if !json.windows(2).any(has) {
+        return json;
+    }
+    let mut out = Vec::with_capacity(json.len() + 12);
+    let mut i = 0;
+    while i < json.len() {
+        match json[i..] {
+            [0xC2, 0x85, ..] => {
+                out.extend_from_slice(b"\\u0085");
+                i += 2;
+            }
+            [0xE2, 0x80, c @ (0xA8 | 0xA9), ..] => {
+                out.extend_from_slice(if c == 0xA8 { b"\\u2028" } else { b"\\u2029" });
+                i += 3;
+            }
+            _ => {
+                out.push(json[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+fn lone_surrogate() -> Malformed {
+    invalid("a string holds a lone UTF-16 surrogate escape")
+}
+
+fn hex4(digits: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(digits.get(..4)?).ok()?;
+    u16::from_str_radix(text, 16).ok()
+}
+
+#[cfg(test)]
+mod tests;

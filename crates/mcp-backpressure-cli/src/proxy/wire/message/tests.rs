@@ -1,0 +1,278 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn client(text: &str) -> Result<Parsed, Malformed> {
+    parse(text.as_bytes(), From::Client)
+}
+
+fn one(text: &str) -> Kind {
+    match client(text).unwrap().kinds {
+        Shape::One(kind) => kind,
+        other => panic!("expected one message, got {other:?}"),
+    }
+}
+
+fn request(id: RequestId) -> Kind {
+    Kind::Request {
+        id,
+        method: "tools/call".into(),
+    }
+}
+
+#[test]
+fn ids_compare_by_value() {
+    for same in ["1", "1.0", "1e0", "10e-1", "1.000"] {
+        let text = format!(r#"{{"jsonrpc":"2.0","id":{same},"method":"tools/call"}}"#);
+        assert_eq!(one(&text), request(RequestId::Int(1)), "{same}");
+    }
+    assert_eq!(
+        one(r#"{"jsonrpc":"2.0","id":-0,"method":"tools/call"}"#),
+        request(RequestId::Int(0))
+    );
+    assert_eq!(
+        one(r#"{"jsonrpc":"2.0","id":"\u0031","method":"tools/call"}"#),
+        request(RequestId::Str("1".into()))
+    );
+    assert_eq!(
+        one(r#"{"jsonrpc":"2.0","id":9007199254740991,"method":"tools/call"}"#),
+        request(RequestId::Int(MAX_SAFE_INTEGER))
+    );
+}
+
+#[test]
+fn ids_that_are_not_strings_or_safe_integers_are_refused() {
+    for bad in [
+        "null",
+        "1.5",
+        "true",
+        "[1]",
+        "{}",
+        "9007199254740992",
+        "-9007199254740992",
+        "18446744073709551616",
+        "1e300",
+        "4503599627370495.5",
+    ] {
+        let text = format!(r#"{{"jsonrpc":"2.0","id":{bad},"method":"tools/call"}}"#);
+        assert_eq!(client(&text), Err(Malformed::BadId(bad.into())), "{bad}");
+    }
+}
+
+#[test]
+fn the_envelope_is_strict() {
+    for bad in [
+        r#"{"id":1,"method":"tools/call"}"#,
+        r#"{"jsonrpc":"1.0","id":1,"method":"tools/call"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"tools/call"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","result":{}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":5}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":3}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#,
+        r#"{"jsonrpc":"2.0","id":1}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1,"requestId":2}}"#,
+        r#"[]"#,
+        r#"3"#,
+        r#"[1]"#,
+    ] {
+        assert!(
+            matches!(client(bad), Err(Malformed::Invalid(_))),
+            "{bad}: {:?}",
+            client(bad)
+        );
+    }
+    for not_json in ["", "{", "{\"a\":1}x", "\u{feff}{}", "{\"a\":\"\t\"}"] {
+        assert!(
+            matches!(client(not_json), Err(Malformed::NotJson(_))),
+            "{not_json:?}"
+        );
+    }
+    assert!(matches!(
+        parse(b"{\"a\":\"\xff\"}", From::Client),
+        Err(Malformed::NotJson(_))
+    ));
+}
+
+#[test]
+fn a_bare_cr_cannot_smuggle_a_second_message() {
+    let line = "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/x\",\"params\":{},\"x\":\r{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\"}\r}";
+    let parsed = client(line).unwrap();
+    assert_eq!(
+        parsed.kinds,
+        Shape::One(Kind::Notification {
+            method: "notifications/x".into(),
+            cancels: None
+        })
+    );
+    assert!(!parsed.bytes.contains(&b'\r'));
+    assert_eq!(
+        parsed.bytes,
+        br#"{"jsonrpc":"2.0","method":"notifications/x","params":{},"x":{"jsonrpc":"2.0","id":2,"method":"tools/call"}}"#
+    );
+}
+
+#[test]
+fn line_separators_inside_strings_are_escaped() {
+    let text = "{\"jsonrpc\":\"2.0\",\"method\":\"n\",\"params\":{\"s\":\"a\u{2028}b\u{2029}c\u{85}d \\u2028\"}}";
+    let parsed = client(text).unwrap();
+    let out = std::str::from_utf8(&parsed.bytes).unwrap();
+    assert_eq!(
+        out,
+        r#"{"jsonrpc":"2.0","method":"n","params":{"s":"a\u2028b\u2029c\u0085d \u2028"}}"#
+    );
+    let before: Value = serde_json::from_str(text).unwrap();
+    let after: Value = serde_json::from_str(out).unwrap();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn client_messages_the_upstream_could_not_parse_are_refused() {
+    let deep = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}{}}}"#,
+        "[".repeat(MAX_CLIENT_DEPTH),
+        "]".repeat(MAX_CLIENT_DEPTH)
+    );
+    assert!(matches!(client(&deep), Err(Malformed::Invalid(_))));
+    for bad in [r#""\ud800""#, r#""\udc00""#, r#""\ud800\ud800""#, "1e400", "-1e999"] {
+        let text = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"a":{bad}}}}}"#);
+        assert!(matches!(client(&text), Err(Malformed::Invalid(_))), "{bad}");
+        // The upstream's own output is routed whatever it holds.
+        let response = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"a":{bad}}}}}"#);
+        assert!(parse(response.as_bytes(), From::Upstream).is_ok(), "{bad}");
+    }
+    let pair = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"a":"\ud83d\ude00"}}"#;
+    assert!(client(pair).is_ok());
+}
+
+#[test]
+fn upstream_messages_of_any_depth_are_routed() {
+    let deep = format!(
+        r#"{{"jsonrpc":"2.0","id":7,"result":{{"structuredContent":{}1{}}}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let parsed = parse(deep.as_bytes(), From::Upstream).unwrap();
+    assert_eq!(
+        parsed.kinds,
+        Shape::One(Kind::Response {
+            id: Some(RequestId::Int(7))
+        })
+    );
+}
+
+#[test]
+fn cancellations_name_their_request() {
+    assert_eq!(
+        one(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2.0,"reason":"x"}}"#),
+        Kind::Notification {
+            method: CANCELLED.into(),
+            cancels: Some(RequestId::Int(2))
+        }
+    );
+}
+
+#[test]
+fn batches_are_classified_element_by_element() {
+    let parsed = client(
+        r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}, {"jsonrpc":"2.0","method":"n"}]"#,
+    )
+    .unwrap();
+    assert_eq!(
+        parsed.kinds,
+        Shape::Batch(vec![
+            Kind::Request {
+                id: RequestId::Int(1),
+                method: "ping".into()
+            },
+            Kind::Notification {
+                method: "n".into(),
+                cancels: None
+            }
+        ])
+    );
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        "[ -~\u{85}\u{2028}\u{2029}\r\n\té😀\"\\\\]{0,12}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(6, 64, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map("[a-z\u{2028}\"]{0,6}", inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// White space a peer may put between tokens.
+fn spaced(text: &str, seed: u64) -> String {
+    let mut out = String::new();
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut n = seed;
+    for c in text.chars() {
+        out.push(c);
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            continue;
+        }
+        if c == '"' {
+            in_string = true;
+            continue;
+        }
+        if !matches!(c, '{' | '}' | '[' | ']' | ',' | ':') {
+            continue;
+        }
+        n = n.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        out.push_str([" ", "\t", "\r", "", "", " \r\n "][(n >> 60) as usize % 6]);
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Re-framing keeps the value, removes every line break and separator,
+    /// and is idempotent.
+    #[test]
+    fn reframing_keeps_the_value(params in json_value(), seed in any::<u64>()) {
+        let message = serde_json::json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"arguments": params}});
+        let text = spaced(&serde_json::to_string(&message).unwrap(), seed);
+        let parsed = parse(text.as_bytes(), From::Upstream).unwrap();
+        let out = std::str::from_utf8(&parsed.bytes).unwrap();
+        prop_assert!(!out.contains(['\r', '\n', '\u{85}', '\u{2028}', '\u{2029}']), "{}", out);
+        // The same numbers as text: both sides go through the same parser.
+        let back: Value = serde_json::from_str(out).unwrap();
+        let sent: Value = serde_json::from_str(&text).unwrap();
+        prop_assert_eq!(back, sent);
+        prop_assert_eq!(&parse(out.as_bytes(), From::Upstream).unwrap().bytes, &parsed.bytes);
+        prop_assert_eq!(parsed.kinds, Shape::One(request(RequestId::Int(3))));
+    }
+
+    /// Whatever the bytes, parsing never panics, and what it accepts is one
+    /// line of JSON that parses to the same kinds again.
+    #[test]
+    fn any_bytes_are_safe(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        for from in [From::Client, From::Upstream] {
+            if let Ok(parsed) = parse(&bytes, from) {
+                prop_assert!(!parsed.bytes.contains(&b'\n'));
+                prop_assert_eq!(parse(&parsed.bytes, from).unwrap(), parsed.clone());
+            }
+        }
+    }
+}
