@@ -74,13 +74,14 @@ impl ProxyError {
     pub fn code(&self, overload_code: i32) -> i32 {
         match self {
             Self::Malformed(Malformed::NotJson(_)) => PARSE_ERROR,
-            Self::Malformed(_) | Self::Refused(_) | Self::TooLarge { .. } | Self::GuardedBatch { .. } => {
-                INVALID_REQUEST
-            }
+            Self::Malformed(_)
+            | Self::Refused(_)
+            | Self::TooLarge { .. }
+            | Self::GuardedBatch { .. } => INVALID_REQUEST,
             Self::Overloaded(_) => overload_code,
-            Self::UpstreamUnavailable | Self::UpstreamResponse(_) | Self::ResponseTooLarge { .. } => {
-                INTERNAL_ERROR
-            }
+            Self::UpstreamUnavailable
+            | Self::UpstreamResponse(_)
+            | Self::ResponseTooLarge { .. } => INTERNAL_ERROR,
         }
     }
 
@@ -122,7 +123,12 @@ impl ProxyError {
 
 /// One answer for a message: a single error response, or (for a batch) one
 /// per request in it.
-pub fn answer(error: &ProxyError, ids: &[Option<RequestId>], batch: bool, overload_code: i32) -> Value {
+pub fn answer(
+    error: &ProxyError,
+    ids: &[Option<RequestId>],
+    batch: bool,
+    overload_code: i32,
+) -> Value {
     if batch {
         Value::Array(
             ids.iter()

@@ -67,7 +67,9 @@ pub async fn run(gate: Arc<Gate>, listen: SocketAddr, upstream: Url) -> anyhow::
         proxy.upstream().path(),
         proxy.upstream()
     );
-    let app = axum::Router::new().fallback(exchange::handle).with_state(proxy);
+    let app = axum::Router::new()
+        .fallback(exchange::handle)
+        .with_state(proxy);
     let (stop, mut stopping) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
@@ -89,7 +91,6 @@ pub async fn run(gate: Arc<Gate>, listen: SocketAddr, upstream: Url) -> anyhow::
 
 /// How long open connections get after SIGTERM or SIGINT.
 const GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
 
 #[cfg(test)]
 mod tests {

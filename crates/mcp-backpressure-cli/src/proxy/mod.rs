@@ -31,9 +31,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use self::gate::Gate;
 use self::limits::{LimitArgs, Settings};
 use self::metrics::ProxyMetrics;
-use self::gate::Gate;
 
 /// Arguments of `mcp-backpressure proxy`.
 #[derive(Debug, clap::Args)]
@@ -44,13 +44,13 @@ pub struct ProxyArgs {
     #[command(flatten)]
     limits: LimitArgs,
     /// Serve Streamable HTTP on this address, or on this port of 127.0.0.1; needs --upstream.
-    #[arg(long, value_name = "ADDR|PORT", requires = "upstream", value_parser = address)]
+    #[arg(long, value_name = "ADDR|PORT", requires = "upstream", value_parser = address, allow_negative_numbers = true)]
     listen: Option<SocketAddr>,
     /// The upstream Streamable HTTP endpoint, e.g. http://127.0.0.1:8000/mcp.
     #[arg(long, value_name = "URL", requires = "listen")]
     upstream: Option<String>,
     /// Serve Prometheus metrics at http://ADDR/metrics (a bare PORT means 127.0.0.1:PORT).
-    #[arg(long, value_name = "ADDR|PORT", value_parser = address)]
+    #[arg(long, value_name = "ADDR|PORT", value_parser = address, allow_negative_numbers = true)]
     metrics: Option<SocketAddr>,
     /// The upstream server to run over stdio: COMMAND [ARGS...], after `--`.
     #[arg(last = true, value_name = "COMMAND")]

@@ -116,7 +116,10 @@ impl Router {
                     scope: scope.clone(),
                     id: id.clone(),
                 };
-                match self.inflight.begin(key.clone(), settings.is_guarded(&method)) {
+                match self
+                    .inflight
+                    .begin(key.clone(), settings.is_guarded(&method))
+                {
                     Ok(Begun::Queued(queued)) => FromClient::Admit { bytes, queued },
                     Ok(Begun::Tracked(ticket)) => FromClient::Forward {
                         bytes,

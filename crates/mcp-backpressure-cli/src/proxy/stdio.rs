@@ -71,7 +71,13 @@ impl Pipes {
     async fn answer(&self, value: &serde_json::Value) {
         let line = error::to_line(value);
         let lease = self.client_budget.reserve(line.len()).await;
-        let _ = self.to_client.send(Out { line, _lease: lease }).await;
+        let _ = self
+            .to_client
+            .send(Out {
+                line,
+                _lease: lease,
+            })
+            .await;
     }
 }
 
@@ -107,7 +113,14 @@ pub async fn run(gate: Arc<Gate>, command: &[String]) -> anyhow::Result<ExitCode
     };
     let client_writer = tokio::spawn(write_lines(client_output(), client_rx));
     tokio::spawn(write_lines(child_stdin, upstream_rx));
-    let mut upstream_reader = tokio::spawn(read_upstream(child_stdout, router.clone(), pipes.clone()));
+    // The upstream reader answers the upstream's own oversized requests, but
+    // must not keep the child's stdin open: it holds a weak sender.
+    let mut upstream_reader = tokio::spawn(read_upstream(
+        child_stdout,
+        router.clone(),
+        pipes.clone(),
+        pipes.to_upstream.downgrade(),
+    ));
 
     let ending = {
         let client = read_client(client_input(), router.clone(), pipes.clone());
@@ -138,7 +151,14 @@ pub async fn run(gate: Arc<Gate>, command: &[String]) -> anyhow::Result<ExitCode
                 let cancel = error::cancellation(&pending.key.id, "the client disconnected");
                 let line = error::to_line(&cancel);
                 let lease = upstream_budget.reserve(line.len()).await;
-                if to_upstream.send(Out { line, _lease: lease }).await.is_err() {
+                if to_upstream
+                    .send(Out {
+                        line,
+                        _lease: lease,
+                    })
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -166,10 +186,18 @@ pub async fn run(gate: Arc<Gate>, command: &[String]) -> anyhow::Result<ExitCode
             tracing::error!("the upstream server {what}");
             let code = gate.settings.error_code;
             for pending in router.inflight().drain(None).await {
-                let error = ProxyError::UpstreamUnavailable.to_response(Some(&pending.key.id), code);
+                let error =
+                    ProxyError::UpstreamUnavailable.to_response(Some(&pending.key.id), code);
                 let line = error::to_line(&error);
                 let lease = client_budget.reserve(line.len()).await;
-                if to_client.send(Out { line, _lease: lease }).await.is_err() {
+                if to_client
+                    .send(Out {
+                        line,
+                        _lease: lease,
+                    })
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -296,7 +324,9 @@ async fn write_lines<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receive
 fn scanned_id(scanner: TopLevelScanner) -> (Option<RequestId>, bool) {
     let scan = scanner.finish();
     let id = match &scan.id {
-        super::wire::scan::IdScan::Raw(raw) => std::str::from_utf8(raw).ok().and_then(RequestId::parse),
+        super::wire::scan::IdScan::Raw(raw) => {
+            std::str::from_utf8(raw).ok().and_then(RequestId::parse)
+        }
         _ => None,
     };
     (id, scan.has_method)
@@ -329,7 +359,10 @@ async fn read_client<R: AsyncRead + Unpin>(
                 // Answer a request by its id; anything else cannot be answered
                 // but with id null.
                 let id = id.filter(|_| is_request);
-                let error = ProxyError::TooLarge { len: Some(len), max };
+                let error = ProxyError::TooLarge {
+                    len: Some(len),
+                    max,
+                };
                 pipes.answer(&error.to_response(id.as_ref(), code)).await;
                 continue;
             }
@@ -340,7 +373,10 @@ async fn read_client<R: AsyncRead + Unpin>(
         match router.client(&Scope::Stdio, &line) {
             FromClient::Forward { mut bytes, .. } => {
                 bytes.push(b'\n');
-                let out = Out { line: bytes, _lease: lease };
+                let out = Out {
+                    line: bytes,
+                    _lease: lease,
+                };
                 if pipes.to_upstream.send(out).await.is_err() {
                     // The upstream is gone; the main task is ending the session.
                     std::future::pending::<()>().await;
@@ -348,12 +384,24 @@ async fn read_client<R: AsyncRead + Unpin>(
             }
             FromClient::Admit { mut bytes, queued } => {
                 bytes.push(b'\n');
-                admit(queued, Out { line: bytes, _lease: lease }, &pending, &pipes, code).await;
+                admit(
+                    queued,
+                    Out {
+                        line: bytes,
+                        _lease: lease,
+                    },
+                    &pending,
+                    &pipes,
+                    code,
+                )
+                .await;
             }
             FromClient::Swallow(left) => left.wait().await,
             FromClient::Answer { error, ids, batch } => {
                 tracing::debug!(%error, "answered by the proxy");
-                pipes.answer(&error::answer(&error, &ids, batch, code)).await;
+                pipes
+                    .answer(&error::answer(&error, &ids, batch, code))
+                    .await;
             }
         }
     }
@@ -405,7 +453,19 @@ async fn admit(queued: Queued, out: Out, pending: &Arc<Semaphore>, pipes: &Pipes
 /// # Cancel safety
 ///
 /// Not cancel safe (see [`line::read_line`]). Run it as a task.
-async fn read_upstream<R: AsyncRead + Unpin>(output: R, router: Router, pipes: Pipes) {
+async fn read_upstream<R: AsyncRead + Unpin>(
+    output: R,
+    router: Router,
+    pipes: Pipes,
+    to_upstream: mpsc::WeakSender<Out>,
+) {
+    let Pipes {
+        to_client,
+        client_budget,
+        upstream_budget,
+        to_upstream: strong,
+    } = pipes;
+    drop(strong);
     let gate = router.gate().clone();
     let max = gate.settings.max_message_bytes;
     let code = gate.settings.error_code;
@@ -420,38 +480,68 @@ async fn read_upstream<R: AsyncRead + Unpin>(output: R, router: Router, pipes: P
             }
             Ok(Line::TooLong { len }) => {
                 let scan = scanner.finish();
-                tracing::error!(len, max, "message from the upstream too large; not passed on");
+                tracing::error!(
+                    len,
+                    max,
+                    "message from the upstream too large; not passed on"
+                );
                 if let Some(id) = router.salvage(&Scope::Stdio, &scan) {
                     let error = ProxyError::ResponseTooLarge { len, max };
-                    pipes.answer(&error.to_response(Some(&id), code)).await;
+                    let line = error::to_line(&error.to_response(Some(&id), code));
+                    let lease = client_budget.reserve(line.len()).await;
+                    let _ = to_client
+                        .send(Out {
+                            line,
+                            _lease: lease,
+                        })
+                        .await;
                 } else if scan.has_method
                     && let super::wire::scan::IdScan::Raw(raw) = &scan.id
                     && let Some(id) = std::str::from_utf8(raw).ok().and_then(RequestId::parse)
                 {
                     // A request from the upstream: answer it so it does not wait.
-                    let error = ProxyError::TooLarge { len: Some(len), max };
+                    let error = ProxyError::TooLarge {
+                        len: Some(len),
+                        max,
+                    };
                     let line = error::to_line(&error.to_response(Some(&id), code));
-                    let lease = pipes.upstream_budget.reserve(line.len()).await;
-                    let _ = pipes.to_upstream.send(Out { line, _lease: lease }).await;
+                    let lease = upstream_budget.reserve(line.len()).await;
+                    if let Some(to_upstream) = to_upstream.upgrade() {
+                        let _ = to_upstream
+                            .send(Out {
+                                line,
+                                _lease: lease,
+                            })
+                            .await;
+                    }
                 }
                 continue;
             }
             Ok(Line::Message(line)) if line::is_blank(&line) => continue,
             Ok(Line::Message(line)) => line,
         };
-        let lease = pipes.client_budget.reserve(line.len()).await;
+        let lease = client_budget.reserve(line.len()).await;
         let out = match router.upstream(&Scope::Stdio, &line) {
             FromUpstream::Forward { mut bytes, .. } => {
                 bytes.push(b'\n');
-                Out { line: bytes, _lease: lease }
+                Out {
+                    line: bytes,
+                    _lease: lease,
+                }
             }
             FromUpstream::Replace { id: None, .. } => continue,
-            FromUpstream::Replace { id: Some(id), error } => {
+            FromUpstream::Replace {
+                id: Some(id),
+                error,
+            } => {
                 let line = error::to_line(&error.to_response(Some(&id), code));
-                Out { line, _lease: lease }
+                Out {
+                    line,
+                    _lease: lease,
+                }
             }
         };
-        if pipes.to_client.send(out).await.is_err() {
+        if to_client.send(out).await.is_err() {
             // The client is gone: keep reading so the upstream never blocks
             // while it shuts down.
             while let Ok(n) = reader.fill_buf().await.map(<[u8]>::len) {

@@ -113,7 +113,8 @@ async fn stdio_cancel_while_queued_and_error_code() {
 /// equals the id of the client's own call in flight.
 #[tokio::test]
 async fn stdio_server_to_client_requests_pass() {
-    let mut s = StdioSession::fixture(&["--max-concurrent", "1"]).await;
+    // The fixture never answers a cancelled call: no cancel grace here.
+    let mut s = StdioSession::fixture(&["--max-concurrent", "1", "--cancel-grace", "0"]).await;
     s.call(1, "ask", json!({"ms": LONG_MS})).await;
     let request = s.request_from_server().await;
     assert_eq!(request["method"], "sampling/createMessage", "{request}");

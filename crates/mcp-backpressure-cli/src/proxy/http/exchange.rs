@@ -207,7 +207,12 @@ fn json_response(status: StatusCode, message: &Value) -> Response {
 
 impl Proxy {
     /// The proxy's own answer, as JSON-RPC in an HTTP response.
-    fn error_response(&self, error: &ProxyError, ids: &[Option<RequestId>], batch: bool) -> Response {
+    fn error_response(
+        &self,
+        error: &ProxyError,
+        ids: &[Option<RequestId>],
+        batch: bool,
+    ) -> Response {
         let code = self.settings().error_code;
         let body = error::answer(error, ids, batch, code);
         let status = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::OK);

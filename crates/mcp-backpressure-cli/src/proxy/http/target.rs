@@ -140,8 +140,17 @@ mod tests {
     #[test]
     fn every_spelling_of_the_mcp_path_goes_to_the_mcp_path() {
         for path in [
-            "/mcp", "/mcp/", "//mcp", "/./mcp", "/x/../mcp", "/%6Dcp", "/%6dcp/", "/mcp%2F",
-            "/%252Fmcp", "/mcp/.", "/mcp//",
+            "/mcp",
+            "/mcp/",
+            "//mcp",
+            "/./mcp",
+            "/x/../mcp",
+            "/%6Dcp",
+            "/%6dcp/",
+            "/mcp%2F",
+            "/%252Fmcp",
+            "/mcp/.",
+            "/mcp//",
         ] {
             let t = target(path);
             assert!(t.mcp, "{path}");
@@ -177,7 +186,10 @@ mod tests {
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
         headers.insert("last-event-id", HeaderValue::from_static("7"));
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("7"));
-        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         let out = end_to_end(&headers);
         let mut names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
         names.sort_unstable();

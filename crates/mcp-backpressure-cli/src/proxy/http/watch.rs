@@ -62,7 +62,12 @@ pub struct Watch {
 
 impl Watch {
     /// Watches `requests` of an exchange in `scope`.
-    pub fn new(proxy: Arc<Proxy>, scope: Scope, requests: Vec<Watched>, headers: HeaderMap) -> Self {
+    pub fn new(
+        proxy: Arc<Proxy>,
+        scope: Scope,
+        requests: Vec<Watched>,
+        headers: HeaderMap,
+    ) -> Self {
         Self {
             proxy,
             scope,
@@ -84,7 +89,8 @@ impl Watch {
 
     /// Routes one upstream message; drops the requests it answered.
     fn route(&mut self, bytes: &[u8]) {
-        if let FromUpstream::Forward { answered, .. } = self.proxy.router.upstream(&self.scope, bytes)
+        if let FromUpstream::Forward { answered, .. } =
+            self.proxy.router.upstream(&self.scope, bytes)
         {
             self.requests.retain(|w| !answered.contains(&w.key.id));
         }
@@ -145,7 +151,11 @@ impl Watch {
         let sse = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/event-stream"));
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("text/event-stream")
+            });
         let mut stream: ByteStream = Box::pin(upstream.bytes_stream());
         let respond = |body: Body, headers: HeaderMap| {
             let mut response = Response::new(body);
@@ -213,7 +223,10 @@ impl Watch {
             self.proxy.finish(&watched, outcome);
         }
         let body = if overflow {
-            tracing::warn!(max, "a JSON response over max_message_bytes passed unrouted");
+            tracing::warn!(
+                max,
+                "a JSON response over max_message_bytes passed unrouted"
+            );
             let head = futures_util::stream::once(async move { Ok(body.freeze()) });
             Body::from_stream(head.chain(stream))
         } else {
@@ -284,7 +297,10 @@ impl Stream for Events {
                     let error = ProxyError::UpstreamUnavailable.to_response(Some(&id), code);
                     let line = to_line(&error);
                     let data = String::from_utf8_lossy(&line);
-                    events.push_str(&format!("\n\nevent: message\ndata: {}\n\n", data.trim_end()));
+                    events.push_str(&format!(
+                        "\n\nevent: message\ndata: {}\n\n",
+                        data.trim_end()
+                    ));
                 }
                 Poll::Ready(Some(Ok(Bytes::from(events))))
             }

@@ -79,8 +79,14 @@ async fn ids_in_flight_are_unique_per_scope_and_the_table_is_bounded() {
         table.begin(key(&a, 1), false).unwrap_err(),
         Refused::Duplicate(RequestId::Int(1))
     );
-    assert!(matches!(table.begin(key(&b, 1), false), Ok(Begun::Tracked(_))));
-    assert!(matches!(table.begin(key(&a, 2), false), Ok(Begun::Tracked(_))));
+    assert!(matches!(
+        table.begin(key(&b, 1), false),
+        Ok(Begun::Tracked(_))
+    ));
+    assert!(matches!(
+        table.begin(key(&a, 2), false),
+        Ok(Begun::Tracked(_))
+    ));
     assert_eq!(
         table.begin(key(&a, 3), false).unwrap_err(),
         Refused::Full { max: 3 }
@@ -88,7 +94,10 @@ async fn ids_in_flight_are_unique_per_scope_and_the_table_is_bounded() {
     assert_eq!(active(&table), 1, "the refused requests took no slot");
     // An answered request leaves no trace: its id can be used again.
     assert!(table.answered(&key(&a, 2)));
-    assert!(matches!(table.begin(key(&a, 2), false), Ok(Begun::Tracked(_))));
+    assert!(matches!(
+        table.begin(key(&a, 2), false),
+        Ok(Begun::Tracked(_))
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -202,7 +211,12 @@ async fn drain_counts_queued_calls_as_cancelled_never_as_admitted() {
     }
     let snap = table.gate().limiter.snapshot();
     assert_eq!(
-        (snap.admitted, snap.cancelled_in_queue, snap.active, snap.queued),
+        (
+            snap.admitted,
+            snap.cancelled_in_queue,
+            snap.active,
+            snap.queued
+        ),
         (1, 5, 0, 0)
     );
     assert_eq!(table.len(), 0);
@@ -216,7 +230,10 @@ async fn a_finished_ticket_frees_its_slot_once_and_never_a_newer_request() {
     assert!(table.finish(&k, ticket, Outcome::Success));
     assert!(!table.finish(&k, ticket, Outcome::Success));
     let newer = admitted(queued(&table, k.clone()).admit().await);
-    assert!(!table.finish(&k, ticket, Outcome::Success), "a stale ticket");
+    assert!(
+        !table.finish(&k, ticket, Outcome::Success),
+        "a stale ticket"
+    );
     assert_eq!(active(&table), 1);
     assert!(table.finish(&k, newer, Outcome::Success));
     let snapshot = table.gate().limiter.snapshot();
@@ -320,12 +337,16 @@ async fn run_model(steps: Vec<Step>) {
                     match result.unwrap() {
                         Begun::Queued(q) => {
                             assert!(guarded);
-                            model.entries.insert(k.clone(), (Model::Queued, true, model.arrivals));
+                            model
+                                .entries
+                                .insert(k.clone(), (Model::Queued, true, model.arrivals));
                             admissions.insert(k, tokio::spawn(q.admit()));
                         }
                         Begun::Tracked(t) => {
                             assert!(!guarded);
-                            model.entries.insert(k.clone(), (Model::Forwarded, false, model.arrivals));
+                            model
+                                .entries
+                                .insert(k.clone(), (Model::Forwarded, false, model.arrivals));
                             tickets.insert(k, t);
                         }
                     }
@@ -333,7 +354,8 @@ async fn run_model(steps: Vec<Step>) {
             }
             Step::Answer { scope, id } => {
                 let k = key(&scope_of(scope), i64::from(id));
-                let expect = matches!(model.entries.get(&k), Some((m, _, _)) if *m != Model::Queued);
+                let expect =
+                    matches!(model.entries.get(&k), Some((m, _, _)) if *m != Model::Queued);
                 assert_eq!(table.answered(&k), expect, "{k:?}");
                 if expect {
                     model.entries.remove(&k);
@@ -344,7 +366,9 @@ async fn run_model(steps: Vec<Step>) {
                 let outcome = table.cancel(&k);
                 match model.entries.get(&k).map(|e| e.0) {
                     Some(Model::Queued) => {
-                        let Cancel::Queued(left) = outcome else { panic!("{outcome:?}") };
+                        let Cancel::Queued(left) = outcome else {
+                            panic!("{outcome:?}")
+                        };
                         left.wait().await;
                         model.entries.remove(&k);
                     }
@@ -352,10 +376,16 @@ async fn run_model(steps: Vec<Step>) {
                         assert!(matches!(outcome, Cancel::Forwarded(_)), "{outcome:?}");
                         model.entries.get_mut(&k).unwrap().0 = Model::Held(false);
                     }
-                    Some(Model::Held(false)) | None => assert!(matches!(outcome, Cancel::Unknown), "{outcome:?}"),
+                    Some(Model::Held(false)) | None => {
+                        assert!(matches!(outcome, Cancel::Unknown), "{outcome:?}")
+                    }
                 }
             }
-            Step::Abandon { scope, id, resumable } => {
+            Step::Abandon {
+                scope,
+                id,
+                resumable,
+            } => {
                 let k = key(&scope_of(scope), i64::from(id));
                 if let Some(&t) = tickets.get(&k) {
                     let expect = matches!(model.entries.get(&k), Some((Model::Forwarded, _, _)));
@@ -378,7 +408,8 @@ async fn run_model(steps: Vec<Step>) {
             Step::Finish { scope, id } => {
                 let k = key(&scope_of(scope), i64::from(id));
                 if let Some(&t) = tickets.get(&k) {
-                    let expect = matches!(model.entries.get(&k), Some((m, _, _)) if *m != Model::Queued);
+                    let expect =
+                        matches!(model.entries.get(&k), Some((m, _, _)) if *m != Model::Queued);
                     assert_eq!(table.finish(&k, t, Outcome::Success), expect);
                     if expect {
                         model.entries.remove(&k);
@@ -395,9 +426,12 @@ async fn run_model(steps: Vec<Step>) {
                     .map(|(k, (m, _, _))| (k.clone(), *m != Model::Queued))
                     .collect();
                 expect.sort_by_key(|(k, _)| model.entries[k].2);
-                let got: Vec<(Key, bool)> = pending.into_iter().map(|p| (p.key, p.forwarded)).collect();
+                let got: Vec<(Key, bool)> =
+                    pending.into_iter().map(|p| (p.key, p.forwarded)).collect();
                 assert_eq!(got, expect);
-                model.entries.retain(|k, _| !s.as_ref().is_none_or(|s| &k.scope == s));
+                model
+                    .entries
+                    .retain(|k, _| !s.as_ref().is_none_or(|s| &k.scope == s));
             }
         }
         model.promote();
@@ -405,7 +439,11 @@ async fn run_model(steps: Vec<Step>) {
         for _ in 0..4 {
             tokio::task::yield_now().await;
         }
-        let done: Vec<Key> = admissions.iter().filter(|(_, h)| h.is_finished()).map(|(k, _)| k.clone()).collect();
+        let done: Vec<Key> = admissions
+            .iter()
+            .filter(|(_, h)| h.is_finished())
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in done {
             match admissions.remove(&k).unwrap().await.unwrap() {
                 Admission::Admitted(t) => {
@@ -420,14 +458,25 @@ async fn run_model(steps: Vec<Step>) {
         let metrics = &table.gate().metrics;
         assert!(snapshot.active <= MAX, "{snapshot:?}");
         assert_eq!(snapshot.active, model.running(), "{snapshot:?}");
-        let queued = model.entries.values().filter(|e| e.0 == Model::Queued).count();
+        let queued = model
+            .entries
+            .values()
+            .filter(|e| e.0 == Model::Queued)
+            .count();
         assert_eq!(snapshot.queued, queued, "{snapshot:?}");
         assert_eq!(table.len(), model.entries.len());
         assert!(table.len() <= MAX_IN_FLIGHT);
         assert_eq!(metrics.in_flight.get(), model.entries.len() as i64);
-        let held = model.entries.values().filter(|e| matches!(e.0, Model::Held(_))).count();
+        let held = model
+            .entries
+            .values()
+            .filter(|e| matches!(e.0, Model::Held(_)))
+            .count();
         assert_eq!(metrics.held_after_cancel.get(), held as i64);
-        assert_eq!(snapshot.admitted, snapshot.completed + snapshot.active as u64);
+        assert_eq!(
+            snapshot.admitted,
+            snapshot.completed + snapshot.active as u64
+        );
     }
     table.drain(None).await;
     let snapshot = table.gate().limiter.snapshot();

@@ -96,13 +96,27 @@ mod tests {
         let mut reader = tokio::io::BufReader::with_capacity(4, &input[..]);
         let mut spilled = Vec::new();
         let read = async |reader: &mut tokio::io::BufReader<&[u8]>, spilled: &mut Vec<u8>| {
-            read_line(reader, 8, |b| spilled.extend_from_slice(b)).await.unwrap()
+            read_line(reader, 8, |b| spilled.extend_from_slice(b))
+                .await
+                .unwrap()
         };
-        assert_eq!(read(&mut reader, &mut spilled).await, Line::Message(b"{\"a\":1}".to_vec()));
-        assert_eq!(read(&mut reader, &mut spilled).await, Line::TooLong { len: 16 });
+        assert_eq!(
+            read(&mut reader, &mut spilled).await,
+            Line::Message(b"{\"a\":1}".to_vec())
+        );
+        assert_eq!(
+            read(&mut reader, &mut spilled).await,
+            Line::TooLong { len: 16 }
+        );
         assert_eq!(spilled, b"0123456789abcdef");
-        assert_eq!(read(&mut reader, &mut spilled).await, Line::Message(Vec::new()));
-        assert_eq!(read(&mut reader, &mut spilled).await, Line::Message(b"last".to_vec()));
+        assert_eq!(
+            read(&mut reader, &mut spilled).await,
+            Line::Message(Vec::new())
+        );
+        assert_eq!(
+            read(&mut reader, &mut spilled).await,
+            Line::Message(b"last".to_vec())
+        );
         assert_eq!(read(&mut reader, &mut spilled).await, Line::Eof);
     }
 }

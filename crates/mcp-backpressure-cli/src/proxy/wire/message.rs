@@ -127,9 +127,7 @@ pub enum Malformed {
     #[error("invalid request: {0}")]
     Invalid(String),
     /// A request whose id is not a string or an integer (id null in the answer).
-    #[error(
-        "invalid request: the id must be a string or an integer within +/-(2^53 - 1), got {0}"
-    )]
+    #[error("invalid request: the id must be a string or an integer within +/-(2^53 - 1), got {0}")]
     BadId(String),
 }
 
@@ -298,7 +296,9 @@ fn classify(text: &str, from: From) -> Result<Kind, Malformed> {
         }
         (None, Some(raw)) if answers => {
             if envelope.result.is_some() && envelope.error.is_some() {
-                return Err(invalid("a response has a \"result\" or an \"error\", not both"));
+                return Err(invalid(
+                    "a response has a \"result\" or an \"error\", not both",
+                ));
             }
             if envelope.params.is_some() && from == From::Client {
                 return Err(invalid("a response has no \"params\""));
@@ -307,9 +307,7 @@ fn classify(text: &str, from: From) -> Result<Kind, Malformed> {
                 id: RequestId::parse(raw.get()),
             })
         }
-        _ => Err(invalid(
-            "neither a request, a notification nor a response",
-        )),
+        _ => Err(invalid("neither a request, a notification nor a response")),
     }
 }
 
@@ -419,7 +417,8 @@ fn copy_string(
                             return Err(lone_surrogate());
                         }
                         high_pending = true;
-                        if strict && !low_next(i + 6).is_some_and(|u| (0xDC00..0xE000).contains(&u)) {
+                        if strict && !low_next(i + 6).is_some_and(|u| (0xDC00..0xE000).contains(&u))
+                        {
                             return Err(lone_surrogate());
                         }
                     } else if (0xDC00..0xE000).contains(&unit) {
@@ -466,7 +465,7 @@ fn copy_string(
 /// Escapes U+0085, U+2028 and U+2029 in serialized JSON (where they can only
 /// stand inside strings), for the proxy's own messages.
 pub fn escape_separators(json: Vec<u8>) -> Vec<u8> {
-    let has = |w: &[u8]| w == [0xC2, 0x85] || w == [0xE2, 0x80] ;
+    let has = |w: &[u8]| w == [0xC2, 0x85] || w == [0xE2, 0x80];
     if !json.windows(2).any(has) {
         return json;
     }

@@ -135,8 +135,15 @@ fn client_messages_the_upstream_could_not_parse_are_refused() {
         "]".repeat(MAX_CLIENT_DEPTH)
     );
     assert!(matches!(client(&deep), Err(Malformed::Invalid(_))));
-    for bad in [r#""\ud800""#, r#""\udc00""#, r#""\ud800\ud800""#, "1e400", "-1e999"] {
-        let text = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"a":{bad}}}}}"#);
+    for bad in [
+        r#""\ud800""#,
+        r#""\udc00""#,
+        r#""\ud800\ud800""#,
+        "1e400",
+        "-1e999",
+    ] {
+        let text =
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"a":{bad}}}}}"#);
         assert!(matches!(client(&text), Err(Malformed::Invalid(_))), "{bad}");
         // The upstream's own output is routed whatever it holds.
         let response = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"a":{bad}}}}}"#);
@@ -165,7 +172,9 @@ fn upstream_messages_of_any_depth_are_routed() {
 #[test]
 fn cancellations_name_their_request() {
     assert_eq!(
-        one(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2.0,"reason":"x"}}"#),
+        one(
+            r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2.0,"reason":"x"}}"#
+        ),
         Kind::Notification {
             method: CANCELLED.into(),
             cancels: Some(RequestId::Int(2))
@@ -175,10 +184,9 @@ fn cancellations_name_their_request() {
 
 #[test]
 fn batches_are_classified_element_by_element() {
-    let parsed = client(
-        r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}, {"jsonrpc":"2.0","method":"n"}]"#,
-    )
-    .unwrap();
+    let parsed =
+        client(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}, {"jsonrpc":"2.0","method":"n"}]"#)
+            .unwrap();
     assert_eq!(
         parsed.kinds,
         Shape::Batch(vec![
