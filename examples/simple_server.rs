@@ -14,6 +14,7 @@ mod common;
 use clap::Parser;
 use common::Transport;
 use mcp_backpressure::Limiter;
+use mcp_backpressure::rmcp::Backpressure;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,12 +51,25 @@ async fn run(serve: common::TransportArgs, limiter: Limiter) -> anyhow::Result<(
         "starting"
     );
     match serve.transport {
-        Transport::Stdio => common::serve_stdio(limiter.clone()).await?,
+        Transport::Stdio => serve_stdio(limiter.clone()).await?,
         Transport::Http => {
             common::serve_until_interrupted(common::serve_http(serve.bind, limiter.clone()).await?)
                 .await?
         }
     }
     tracing::info!(metrics = ?limiter.snapshot(), "stopped");
+    Ok(())
+}
+
+/// Serves the guarded demo server over stdio until the client closes stdin.
+/// `Backpressure::serve` (not rmcp's `ServiceExt::serve`) makes the transport
+/// disconnect-aware: calls still queued when stdin closes leave the queue at
+/// once instead of being started during rmcp's 5 s shutdown drain.
+async fn serve_stdio(limiter: Limiter) -> anyhow::Result<()> {
+    let server = Backpressure::new(common::DemoServer::new(), limiter)
+        .serve(rmcp::transport::stdio())
+        .await?;
+    let reason = server.waiting().await?;
+    tracing::info!(?reason, "stdio session ended");
     Ok(())
 }

@@ -20,6 +20,7 @@ use ::rmcp::service::{
 use ::rmcp::{ErrorData, ServerHandler};
 use tokio_util::sync::CancellationToken;
 
+use super::disconnect::Disconnected;
 use super::options::{BackpressureOptions, CancelPolicy, OverloadResponse};
 use super::wire;
 use crate::limiter::{Limiter, Outcome, Permit};
@@ -46,6 +47,19 @@ use crate::overload::Overload;
 /// request whose client cancels it is stopped — its future dropped, its slot
 /// freed at once — unless [`CancelPolicy::RunToCompletion`] is set.
 ///
+/// # Disconnection
+///
+/// rmcp cancels nothing when a transport's input ends (stdin closed, a
+/// Streamable HTTP session deleted): it first waits up to 5 s for the
+/// responses in flight. Served with [`Backpressure::serve`] (or over a
+/// [`DisconnectAware`](super::DisconnectAware) transport), a request still
+/// queued when the client disconnects leaves the queue at once, counted in
+/// `cancelled_in_queue`; a running one keeps its slot until it ends or rmcp
+/// cancels it when its drain ends (once the responses in flight are written,
+/// at the first one that cannot be, or after 5 s). Served otherwise, queued
+/// requests wait for that drain to end, and may be admitted and started in
+/// the meantime.
+///
 /// # Tasks
 ///
 /// A `tools/call` answered with a task handle (SEP-2663) holds its slot only
@@ -61,6 +75,24 @@ pub struct Backpressure<H> {
 enum Refusal {
     Overload(Overload),
     Cancelled,
+    Disconnected,
+}
+
+/// What ends a guarded request's wait besides the limiter: its own
+/// cancellation token, and the disconnect signal of the transport it came
+/// through (when that was a [`DisconnectAware`](super::DisconnectAware) one).
+struct Exits {
+    ct: CancellationToken,
+    disconnected: Option<CancellationToken>,
+}
+
+impl Exits {
+    fn of(context: &RequestContext<RoleServer>) -> Self {
+        Self {
+            ct: context.ct.clone(),
+            disconnected: Disconnected::of(&context.extensions),
+        }
+    }
 }
 
 impl<H> Backpressure<H> {
@@ -103,11 +135,23 @@ impl<H> Backpressure<H> {
         self.inner
     }
 
-    /// Waits for a slot, giving up if the client cancels first.
-    async fn admit(&self, ct: &CancellationToken) -> Result<Permit, Refusal> {
+    /// Waits for a slot, giving up if the client cancels or disconnects
+    /// first (checked before the limiter: a request that arrives after its
+    /// client left is never admitted).
+    async fn admit(&self, exits: &Exits) -> Result<Permit, Refusal> {
+        let disconnected = async {
+            match &exits.disconnected {
+                Some(token) => token.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
-            () = ct.cancelled() => Err(Refusal::Cancelled),
+            () = exits.ct.cancelled() => Err(Refusal::Cancelled),
+            () = disconnected => {
+                tracing::debug!("request not admitted: the client disconnected");
+                Err(Refusal::Disconnected)
+            }
             acquired = self.limiter.acquire() => acquired.map_err(|overload| {
                 tracing::debug!(reason = %overload.reason, "request rejected: overloaded");
                 Refusal::Overload(overload)
@@ -140,16 +184,12 @@ impl<H> Backpressure<H> {
         match refusal {
             Refusal::Overload(overload) => wire::to_error_data(&overload, self.options.error_code),
             Refusal::Cancelled => wire::cancelled(),
+            Refusal::Disconnected => wire::disconnected(),
         }
     }
 
     /// Admits, then runs `work()` (built only once admitted), or refuses.
-    async fn guard<T, F, Fut>(
-        &self,
-        guarded: bool,
-        ct: CancellationToken,
-        work: F,
-    ) -> Result<T, ErrorData>
+    async fn guard<T, F, Fut>(&self, guarded: bool, exits: Exits, work: F) -> Result<T, ErrorData>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, ErrorData>>,
@@ -157,8 +197,8 @@ impl<H> Backpressure<H> {
         if !guarded {
             return work().await;
         }
-        match self.admit(&ct).await {
-            Ok(permit) => self.run(permit, ct, work()).await,
+        match self.admit(&exits).await {
+            Ok(permit) => self.run(permit, exits.ct, work()).await,
             Err(refusal) => Err(self.refused(refusal)),
         }
     }
@@ -208,8 +248,13 @@ impl<H: ServerHandler> ServerHandler for Backpressure<H> {
         request: CompleteRequestParams,
         context: RequestContext<RoleServer>,
     ) -> impl Future<Output = Result<CompleteResult, ErrorData>> + MaybeSendFuture + '_ {
-        let (guarded, ct) = (self.options.guarded.completion_complete, context.ct.clone());
-        self.guard(guarded, ct, move || self.inner.complete(request, context))
+        let (guarded, exits) = (
+            self.options.guarded.completion_complete,
+            Exits::of(&context),
+        );
+        self.guard(guarded, exits, move || {
+            self.inner.complete(request, context)
+        })
     }
 
     fn set_level(
@@ -225,8 +270,10 @@ impl<H: ServerHandler> ServerHandler for Backpressure<H> {
         request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> impl Future<Output = Result<GetPromptResponse, ErrorData>> + MaybeSendFuture + '_ {
-        let (guarded, ct) = (self.options.guarded.prompts_get, context.ct.clone());
-        self.guard(guarded, ct, move || self.inner.get_prompt(request, context))
+        let (guarded, exits) = (self.options.guarded.prompts_get, Exits::of(&context));
+        self.guard(guarded, exits, move || {
+            self.inner.get_prompt(request, context)
+        })
     }
 
     fn list_prompts(
@@ -259,8 +306,8 @@ impl<H: ServerHandler> ServerHandler for Backpressure<H> {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> impl Future<Output = Result<ReadResourceResponse, ErrorData>> + MaybeSendFuture + '_ {
-        let (guarded, ct) = (self.options.guarded.resources_read, context.ct.clone());
-        self.guard(guarded, ct, move || {
+        let (guarded, exits) = (self.options.guarded.resources_read, Exits::of(&context));
+        self.guard(guarded, exits, move || {
             self.inner.read_resource(request, context)
         })
     }
@@ -305,10 +352,10 @@ impl<H: ServerHandler> ServerHandler for Backpressure<H> {
         if !self.options.guarded.tools_call {
             return self.inner.call_tool(request, context).await;
         }
-        let ct = context.ct.clone();
-        match self.admit(&ct).await {
+        let exits = Exits::of(&context);
+        match self.admit(&exits).await {
             Ok(permit) => {
-                self.run(permit, ct, self.inner.call_tool(request, context))
+                self.run(permit, exits.ct, self.inner.call_tool(request, context))
                     .await
             }
             Err(Refusal::Overload(overload))

@@ -34,6 +34,17 @@ pub(crate) fn cancelled() -> ErrorData {
     )
 }
 
+/// The error returned for a request that was still waiting for a slot when
+/// its client disconnected. rmcp sends it if the transport can still write
+/// (a client that closed only its end of stdin reads it on stdout).
+pub(crate) fn disconnected() -> ErrorData {
+    ErrorData::new(
+        ErrorCode::INTERNAL_ERROR,
+        "request not started: the client disconnected while it waited for a slot",
+        None,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

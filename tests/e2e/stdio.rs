@@ -117,6 +117,94 @@ async fn cancellation_frees_queue_places_and_slots() {
     s.child.kill().await.unwrap();
 }
 
+/// The counter `name` of the metrics the server logs when it stops
+/// (`stopped metrics=MetricsSnapshot { active: 0, ... }`).
+fn logged_counter(log: &[String], name: &str) -> u64 {
+    let line = log
+        .iter()
+        .find(|l| l.contains("stopped") && l.contains("MetricsSnapshot {"))
+        .unwrap_or_else(|| panic!("no `stopped` metrics line in the log: {log:#?}"));
+    let fields = &line[line.find("MetricsSnapshot {").unwrap()..];
+    fields
+        .split(['{', ',', '}'])
+        .filter_map(|field| field.trim().split_once(": "))
+        .find(|(key, _)| *key == name)
+        .and_then(|(_, value)| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no counter `{name}` in: {line}"))
+}
+
+/// A client that closes stdin while calls wait in the queue: the queued calls
+/// leave it at once and never start (each is answered with an error on
+/// stdout, which the client may still read); the running call finishes and is
+/// answered; the server exits as soon as it has. Before the fix, rmcp's 5 s
+/// shutdown drain admitted a queued call as soon as the running one ended and
+/// kept the process alive for the full 5 s.
+#[tokio::test]
+async fn closing_stdin_frees_the_queue_at_once_and_starts_nothing() {
+    const RUNNING_MS: u64 = 2_500;
+    let args = [
+        "--max-concurrent",
+        "1",
+        "--queue-size",
+        "5",
+        "--queue-timeout",
+        "30",
+    ];
+    let (mut s, log) = RawSession::start_logged(&args).await;
+    s.call_sleep(1, RUNNING_MS).await;
+    s.started(1).await;
+    let contenders = [2, 3, 4, 5, 6, 7];
+    for id in contenders {
+        s.call_sleep(id, LONG_MS).await;
+    }
+    // Six contenders for five places: one is turned away, so five are queued.
+    let (rejected, error) = s.first_response(&contenders).await;
+    assert_eq!(error["error"]["data"]["reason"], "queue_full", "{error}");
+    let queued: Vec<u64> = contenders
+        .into_iter()
+        .filter(|&id| id != rejected)
+        .collect();
+
+    let closed_at = tokio::time::Instant::now();
+    s.close();
+    assert_eq!(s.exit_code().await, Some(0));
+    let took = closed_at.elapsed();
+
+    let log = tokio::time::timeout(PATIENCE, log)
+        .await
+        .expect("stderr closed in time")
+        .expect("the log task");
+    assert_eq!(
+        logged_counter(&log, "admitted"),
+        1,
+        "a queued call was started after stdin closed"
+    );
+    assert_eq!(logged_counter(&log, "cancelled_in_queue"), 5);
+    assert_eq!(logged_counter(&log, "rejected_queue_full"), 1);
+    assert_eq!(logged_counter(&log, "active"), 0);
+    assert_eq!(logged_counter(&log, "queued"), 0);
+    assert!(
+        took < std::time::Duration::from_millis(4_500),
+        "the server took {took:?} to exit after stdin closed: it should exit once the \
+         running call ({RUNNING_MS} ms) is answered, not after rmcp's 5 s drain"
+    );
+
+    let done = s.response(1).await;
+    assert_eq!(
+        done["result"]["content"][0]["text"],
+        format!("slept {RUNNING_MS} ms"),
+        "the running call is still answered: {done}"
+    );
+    for id in queued {
+        let refused = s.response(id).await;
+        assert_eq!(
+            refused["error"]["message"],
+            "request not started: the client disconnected while it waited for a slot",
+            "{refused}"
+        );
+    }
+}
+
 fn sleep_call(ms: u64) -> ClientRequest {
     ClientRequest::CallToolRequest(CallToolRequest::new(
         CallToolRequestParams::new("sleep")

@@ -73,4 +73,22 @@ impl LineSession {
         session.initialize().await;
         session
     }
+
+    /// [`Self::start`], keeping what the server logs: the task ends with
+    /// every stderr line once the server has closed its stderr (exited).
+    pub async fn start_logged(args: &[&str]) -> (Self, tokio::task::JoinHandle<Vec<String>>) {
+        let mut child = spawn_server(args);
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            let mut kept = Vec::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                kept.push(line);
+            }
+            kept
+        });
+        let mut session = Self::attach(child, "simple_server");
+        session.initialize().await;
+        (session, log)
+    }
 }
