@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use mcp_backpressure::config::seconds;
 use mcp_backpressure::rmcp::Backpressure;
 use mcp_backpressure::{ConfigError, Limiter, LimiterConfig};
@@ -243,6 +244,14 @@ where
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind {bind}: {e}"))?;
     let addr = listener.local_addr()?;
+    // rmcp writes a response in parts (the SSE event, then the end of the
+    // chunked body): without TCP_NODELAY, Nagle's algorithm holds the last
+    // part until the client ACKs the first, which it delays by up to 40 ms.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
         axum::serve(listener, router)

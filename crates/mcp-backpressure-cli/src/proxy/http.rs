@@ -56,9 +56,16 @@ pub async fn run(gate: Arc<Gate>, listen: SocketAddr, upstream: Url) -> anyhow::
     if !bound.ip().is_loopback() {
         tracing::warn!(%bound, "listening on a non-loopback address");
     }
+    let settings = super::listener::ListenerSettings {
+        max_connections: gate.settings.max_connections,
+        header_read_timeout: gate.settings.header_read_timeout,
+        grace: GRACE,
+    };
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
+        // reqwest's default, relied upon: no Nagle delay on requests upstream.
+        .tcp_nodelay(true)
         .build()
         .context("cannot build the HTTP client")?;
     let proxy = Arc::new(Proxy::new(gate, client, upstream));
@@ -70,22 +77,15 @@ pub async fn run(gate: Arc<Gate>, listen: SocketAddr, upstream: Url) -> anyhow::
     let app = axum::Router::new()
         .fallback(exchange::handle)
         .with_state(proxy);
-    let (stop, mut stopping) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let shutdown = async {
         shutdown_signal().await;
         tracing::info!("shutting down");
-        let _ = stop.send(true);
-    });
+    };
     // Event streams may stay open for ever: after the signal, connections
     // get GRACE to finish.
-    let deadline = async move {
-        let _ = stopping.wait_for(|stopped| *stopped).await;
-        tokio::time::sleep(GRACE).await;
-    };
-    tokio::select! {
-        result = server => result.context("the HTTP server failed")?,
-        () = deadline => tracing::warn!(?GRACE, "connections still open; closing them"),
-    }
+    super::listener::serve(listener, settings, app, shutdown)
+        .await
+        .context("the HTTP server failed")?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -198,6 +198,7 @@ fn builder(settings: &ListenerSettings) -> http1::Builder {
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
         .max_buf_size(MAX_BUF_SIZE)
+        .max_header_size(MAX_BUF_SIZE)
         .keep_alive(true);
     builder
 }
@@ -224,7 +225,10 @@ async fn connection(
     let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
     let result = tokio::select! {
         result = conn.as_mut() => result,
-        _ = closing.wait_for(|closing| *closing) => {
+        () = async {
+            // Also when the sender is gone: the server is going away.
+            let _ = closing.wait_for(|closing| *closing).await;
+        } => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
@@ -253,5 +257,283 @@ fn log_panic(ended: Result<(), tokio::task::JoinError>) {
         && error.is_panic()
     {
         tracing::error!(%error, "a connection's task panicked");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Real sockets on 127.0.0.1, paused time: hyper's timer is tokio's, so
+    //! the timeouts pass in virtual time, and every wait is bounded by it.
+
+    use std::sync::Arc;
+
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::sync::{Notify, mpsc, oneshot};
+    use tokio::task::JoinHandle;
+    use tokio::time::{Instant, timeout};
+
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+    /// Virtual time: passes at once when nothing else can happen.
+    const PATIENCE: Duration = Duration::from_secs(600);
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: test\r\n\r\n";
+
+    struct Server {
+        addr: SocketAddr,
+        stop: Option<oneshot::Sender<()>>,
+        task: JoinHandle<io::Result<()>>,
+        /// `/hold` tells here that it started, then waits for `release`.
+        held: mpsc::UnboundedReceiver<()>,
+        release: Arc<Notify>,
+    }
+
+    impl Server {
+        async fn start(settings: ListenerSettings) -> Self {
+            let (started, held) = mpsc::unbounded_channel();
+            let release = Arc::new(Notify::new());
+            let hold = {
+                let release = Arc::clone(&release);
+                move || async move {
+                    let _ = started.send(());
+                    release.notified().await;
+                    "released"
+                }
+            };
+            let app = axum::Router::new()
+                .route("/", get(|| async { "ok" }))
+                .route("/hold", get(hold))
+                .route("/never", get(std::future::pending::<&str>));
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (stop, stopped) = oneshot::channel::<()>();
+            let task = tokio::spawn(serve(listener, settings, app, async move {
+                let _ = stopped.await;
+            }));
+            Self {
+                addr,
+                stop: Some(stop),
+                task,
+                held,
+                release,
+            }
+        }
+
+        async fn connect(&self) -> TcpStream {
+            TcpStream::connect(self.addr).await.unwrap()
+        }
+
+        fn shut_down(&mut self) {
+            self.stop.take().unwrap().send(()).unwrap();
+        }
+    }
+
+    fn settings(max_connections: usize, header_read_timeout: Duration) -> ListenerSettings {
+        ListenerSettings {
+            max_connections,
+            header_read_timeout,
+            ..ListenerSettings::default()
+        }
+    }
+
+    /// Reads until the peer closes (or resets); returns what came.
+    async fn until_closed(stream: &mut TcpStream) -> String {
+        let mut out = Vec::new();
+        let read = timeout(PATIENCE, async {
+            let mut buf = [0; 4096];
+            while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                out.extend_from_slice(&buf[..n]);
+            }
+        });
+        read.await.expect("the server closed the connection");
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Reads one response with a short body (`ok`, `released`).
+    async fn response(stream: &mut TcpStream) -> String {
+        let mut out = Vec::new();
+        let mut buf = [0; 4096];
+        timeout(PATIENCE, async {
+            loop {
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed before a response: {out:?}");
+                out.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&out);
+                if text.ends_with("\r\n\r\nok") || text.ends_with("\r\n\r\nreleased") {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("a response");
+        String::from_utf8(out).unwrap()
+    }
+
+    fn within(elapsed: Duration, low: Duration, high: Duration) {
+        assert!(
+            low <= elapsed && elapsed <= high,
+            "{elapsed:?} not in {low:?}..={high:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_a_header_line_is_closed_at_the_header_timeout() {
+        let server = Server::start(settings(64, 10 * SECOND)).await;
+        let started = Instant::now();
+        let mut clients = Vec::new();
+        for _ in 0..20 {
+            let mut client = server.connect().await;
+            client
+                .write_all(b"POST /mcp HTTP/1.1\r\nhost: te")
+                .await
+                .unwrap();
+            clients.push(client);
+        }
+        for client in &mut clients {
+            assert_eq!(until_closed(client).await, "");
+        }
+        within(started.elapsed(), 10 * SECOND, 10 * SECOND + SECOND / 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_header_timeout_is_total_not_per_byte() {
+        let server = Server::start(settings(64, 10 * SECOND)).await;
+        let mut client = server.connect().await;
+        let started = Instant::now();
+        // A byte a second: never quite a request.
+        for byte in b"GET / HTTP/1.1\r\nhost: a-very-slow-client\r\n".iter() {
+            if client.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(SECOND).await;
+            if started.elapsed() > 10 * SECOND {
+                break;
+            }
+        }
+        assert_eq!(until_closed(&mut client).await, "");
+        within(started.elapsed(), 10 * SECOND, 11 * SECOND + SECOND / 10);
+    }
+
+    /// hyper's `header_read_timeout` starts whenever the connection waits
+    /// for a request's head, after a response too: an idle kept-alive
+    /// connection cannot hold a slot for longer (no idle timeout of our own
+    /// is needed).
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_kept_alive_connection_is_closed_at_the_header_timeout() {
+        let server = Server::start(settings(64, 10 * SECOND)).await;
+        let mut client = server.connect().await;
+        for _ in 0..3 {
+            client.write_all(GET).await.unwrap();
+            assert!(response(&mut client).await.starts_with("HTTP/1.1 200 OK"));
+            tokio::time::sleep(9 * SECOND).await;
+        }
+        let idle = Instant::now();
+        assert_eq!(until_closed(&mut client).await, "");
+        within(idle.elapsed(), SECOND, SECOND + SECOND / 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_the_cap_the_next_connection_waits_until_one_closes() {
+        let server = Server::start(settings(2, 60 * SECOND)).await;
+        // Two connections, served (kept alive, idle): the cap.
+        let mut a = server.connect().await;
+        let mut b = server.connect().await;
+        for client in [&mut a, &mut b] {
+            client.write_all(GET).await.unwrap();
+            assert!(response(client).await.starts_with("HTTP/1.1 200 OK"));
+        }
+        // The third is in the kernel's backlog: its request is not read.
+        let mut c = server.connect().await;
+        c.write_all(GET).await.unwrap();
+        let mut buf = [0; 64];
+        assert!(
+            timeout(30 * SECOND, c.read(&mut buf)).await.is_err(),
+            "the third connection was served while two were open"
+        );
+        // One closes: the third is accepted and served.
+        drop(a);
+        assert!(response(&mut c).await.starts_with("HTTP/1.1 200 OK"));
+        // b is still served, c holds the other slot.
+        b.write_all(GET).await.unwrap();
+        assert!(response(&mut b).await.starts_with("HTTP/1.1 200 OK"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn headers_over_the_buffer_are_refused() {
+        let server = Server::start(settings(64, 10 * SECOND)).await;
+        let mut client = server.connect().await;
+        let half = "x".repeat(MAX_BUF_SIZE / 2);
+        let request = format!("GET / HTTP/1.1\r\nhost: test\r\nx-half: {half}\r\n\r\n");
+        client.write_all(request.as_bytes()).await.unwrap();
+        assert!(response(&mut client).await.starts_with("HTTP/1.1 200 OK"));
+        let big = "x".repeat(MAX_BUF_SIZE);
+        let request = format!("GET / HTTP/1.1\r\nhost: test\r\nx-big: {big}\r\n\r\n");
+        // The server may close before it has read everything.
+        let _ = client.write_all(request.as_bytes()).await;
+        let answer = until_closed(&mut client).await;
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_finishes_requests_in_flight_and_stops_accepting() {
+        let mut server = Server::start(settings(64, 10 * SECOND)).await;
+        let mut idle = server.connect().await;
+        idle.write_all(GET).await.unwrap();
+        assert!(response(&mut idle).await.starts_with("HTTP/1.1 200 OK"));
+        let mut busy = server.connect().await;
+        busy.write_all(b"GET /hold HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .unwrap();
+        server.held.recv().await.unwrap();
+        let started = Instant::now();
+        server.shut_down();
+        // The idle connection closes at once; new ones are refused.
+        assert_eq!(until_closed(&mut idle).await, "");
+        assert!(started.elapsed() < SECOND / 10);
+        let refused = timeout(PATIENCE, async {
+            while TcpStream::connect(server.addr).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        refused.await.expect("the listener was closed");
+        // The request in flight is answered, then its connection closes.
+        server.release.notify_one();
+        let answer = until_closed(&mut busy).await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer:?}");
+        assert!(answer.ends_with("released"), "{answer:?}");
+        timeout(PATIENCE, server.task)
+            .await
+            .expect("serve returned")
+            .unwrap()
+            .unwrap();
+        assert!(started.elapsed() < DEFAULT_GRACE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connections_still_open_after_the_grace_are_dropped() {
+        let mut server = Server::start(settings(64, 10 * SECOND)).await;
+        let mut stuck = server.connect().await;
+        stuck
+            .write_all(b"GET /never HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .unwrap();
+        // Nothing comes back: the handler never answers.
+        let mut buf = [0; 64];
+        assert!(timeout(SECOND, stuck.read(&mut buf)).await.is_err());
+        let started = Instant::now();
+        server.shut_down();
+        timeout(PATIENCE, server.task)
+            .await
+            .expect("serve returned")
+            .unwrap()
+            .unwrap();
+        within(
+            started.elapsed(),
+            DEFAULT_GRACE,
+            DEFAULT_GRACE + SECOND / 10,
+        );
+        assert_eq!(until_closed(&mut stuck).await, "");
     }
 }

@@ -18,6 +18,7 @@ mod gate;
 mod http;
 mod inflight;
 mod limits;
+mod listener;
 
 mod metrics;
 mod router;

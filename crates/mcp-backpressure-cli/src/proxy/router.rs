@@ -41,6 +41,10 @@ pub enum FromClient {
     /// The cancellation of a request still waiting for a slot: it is leaving
     /// the queue; forward nothing.
     Swallow(Left),
+    /// Forward nothing, answer nothing: a cancellation from an HTTP exchange
+    /// without a session, which can name none of its own requests — passed
+    /// on, it could stop another client's call on a sessionless upstream.
+    Drop,
     /// Answer the client with `error` (one response per id; an array for a
     /// batch); forward nothing.
     Answer {
@@ -136,6 +140,7 @@ impl Router {
                 cancels: Some(id), ..
             }) => match self.cancel(scope, id) {
                 Some(left) => FromClient::Swallow(left),
+                None if matches!(scope, Scope::Exchange(_)) => FromClient::Drop,
                 None => FromClient::Forward {
                     bytes,
                     requests: Vec::new(),

@@ -40,10 +40,6 @@ use super::wire::scan::TopLevelScanner;
 
 /// Messages queued towards each peer (their bytes are bounded by the budget).
 const CHANNEL: usize = 1024;
-/// Guarded requests that may be waiting for admission or for their overload
-/// error to be written at once; past that, the proxy stops reading the
-/// client until some are done.
-const MAX_PENDING_ADMISSIONS: usize = 1024;
 /// How long the child gets to exit after its stdin is closed.
 const GRACE: Duration = Duration::from_secs(5);
 /// How long output still in flight gets to reach the client at the end.
@@ -348,7 +344,12 @@ async fn read_client<R: AsyncRead + Unpin>(
     let max = gate.settings.max_message_bytes;
     let code = gate.settings.error_code;
     let mut reader = BufReader::with_capacity(64 * 1024, input);
-    let pending = Arc::new(Semaphore::new(MAX_PENDING_ADMISSIONS));
+    // Guarded requests waiting for admission, or for their overload error to
+    // be written: as many as the table holds (at least max_concurrent +
+    // queue_size, so a full queue never stops the reader — a ping or a
+    // cancellation still gets through); past that, the proxy stops reading
+    // the client until some are done.
+    let pending = Arc::new(Semaphore::new(gate.settings.max_in_flight));
     loop {
         let mut scanner = TopLevelScanner::new();
         let line = match line::read_line(&mut reader, max, |b| scanner.push(b)).await? {
@@ -397,6 +398,7 @@ async fn read_client<R: AsyncRead + Unpin>(
                 .await;
             }
             FromClient::Swallow(left) => left.wait().await,
+            FromClient::Drop => {}
             FromClient::Answer { error, ids, batch } => {
                 tracing::debug!(%error, "answered by the proxy");
                 pipes

@@ -6,6 +6,7 @@ mod built_examples;
 mod config;
 mod conformance;
 mod faults;
+mod hardening;
 mod http;
 mod http_client;
 mod http_faults;

@@ -139,6 +139,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
                 Admission::Cancelled => StatusCode::ACCEPTED.into_response(),
             }
         }
+        FromClient::Drop => StatusCode::ACCEPTED.into_response(),
         FromClient::Swallow(left) => {
             // Answer once it has left the limiter's queue.
             left.wait().await;

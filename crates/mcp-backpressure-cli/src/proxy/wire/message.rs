@@ -78,7 +78,7 @@ impl RequestId {
         #[allow(clippy::cast_precision_loss)]
         let exact = f.is_finite() && f.fract() == 0.0 && f.abs() <= MAX_SAFE_INTEGER as f64;
         #[allow(clippy::cast_possible_truncation)]
-        exact.then(|| Self::Int(f as i64))
+        exact.then_some(Self::Int(f as i64))
     }
 
     /// Reads an id from a parsed JSON value (see [`RequestId::parse`]).

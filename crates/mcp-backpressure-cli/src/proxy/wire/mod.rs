@@ -1,5 +1,5 @@
 //! What the proxy reads off the wire, independent of the transport: one
-//! JSON-RPC message ([`message`]), stdio lines ([`line`]), server-sent events
+//! JSON-RPC message ([`message`]), stdio lines ([`mod@line`]), server-sent events
 //! ([`sse`]) and a streaming scanner for messages too large to hold
 //! ([`scan`]). Every parser here is bounded in memory, never panics, and is
 //! property-tested (and fuzzed: `crates/mcp-backpressure-cli/fuzz/`).

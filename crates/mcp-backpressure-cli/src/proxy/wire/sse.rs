@@ -24,6 +24,17 @@
 //! The parser works on bytes and does not decode UTF-8: the data is handed
 //! over exactly as sent (a browser would replace invalid UTF-8 with U+FFFD).
 //!
+//! # Strict peers
+//!
+//! rmcp's client (through the `sse-stream` crate) is stricter than the
+//! standard: it fails the stream at a line without a colon, a field other
+//! than `data`, `event`, `id` and `retry`, a second `event`, `id` or `retry`
+//! in one event, a value that is not UTF-8, or a `retry` that is not an
+//! integer; it then never reads the rest of that stream. The parser follows
+//! the standard but flags such a stream ([`SseEvent::lenient`],
+//! [`SseParser::lenient`]) so the proxy can tell that an rmcp client would
+//! not see an event.
+//!
 //! # Bounded memory
 //!
 //! An event's data is held up to `max_event_bytes`. When it grows past that,
@@ -82,6 +93,10 @@ pub struct SseEvent {
     /// `id` or `last_event_id` is only the first [`MAX_FIELD_BYTES`] of a
     /// longer id.
     pub id_truncated: bool,
+    /// This event, or an earlier line of the stream, has a line that a
+    /// strict parser refuses (see the module docs): an rmcp client never
+    /// gets this event.
+    pub lenient: bool,
 }
 
 impl SseEvent {
@@ -121,6 +136,84 @@ enum Line {
     Skip,
     /// In a field's value; `fresh` while the optional space may come.
     Value { field: Field, fresh: bool },
+}
+
+/// An incremental UTF-8 check of one field value.
+#[derive(Debug, Clone, Copy, Default)]
+struct Utf8 {
+    /// Continuation bytes still expected, and the range of the next one.
+    need: u8,
+    low: u8,
+    high: u8,
+    bad: bool,
+}
+
+impl Utf8 {
+    fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.bad {
+                return;
+            }
+            if self.need > 0 {
+                self.bad = !(self.low..=self.high).contains(&b);
+                (self.need, self.low, self.high) = (self.need - 1, 0x80, 0xbf);
+                continue;
+            }
+            (self.need, self.low, self.high) = match b {
+                0x00..=0x7f => continue,
+                0xc2..=0xdf => (1, 0x80, 0xbf),
+                0xe0 => (2, 0xa0, 0xbf),
+                0xe1..=0xec | 0xee..=0xef => (2, 0x80, 0xbf),
+                0xed => (2, 0x80, 0x9f),
+                0xf0 => (3, 0x90, 0xbf),
+                0xf1..=0xf3 => (3, 0x80, 0xbf),
+                0xf4 => (3, 0x80, 0x8f),
+                _ => {
+                    self.bad = true;
+                    return;
+                }
+            };
+        }
+    }
+
+    fn valid(self) -> bool {
+        !self.bad && self.need == 0
+    }
+}
+
+/// A `retry` value as Rust's `str::trim_ascii().parse::<u64>()` reads it
+/// (rmcp's parser).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Retry {
+    #[default]
+    Leading,
+    Plus,
+    Digits(u64),
+    Trailing,
+    Bad,
+}
+
+impl Retry {
+    fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            let space = matches!(b, b' ' | b'\t' | b'\x0c');
+            *self = match (*self, b) {
+                (Retry::Leading, _) if space => Retry::Leading,
+                (Retry::Leading, b'+') => Retry::Plus,
+                (Retry::Leading | Retry::Plus, b'0'..=b'9') => Retry::Digits(u64::from(b - b'0')),
+                (Retry::Digits(n), b'0'..=b'9') => n
+                    .checked_mul(10)
+                    .and_then(|n| n.checked_add(u64::from(b - b'0')))
+                    .map_or(Retry::Bad, Retry::Digits),
+                (Retry::Digits(_) | Retry::Trailing, _) if space => Retry::Trailing,
+                _ => Retry::Bad,
+            };
+        }
+    }
+
+    fn valid(self) -> bool {
+        matches!(self, Retry::Digits(_) | Retry::Trailing)
+    }
 }
 
 /// An event's data, held or scanned.
@@ -182,6 +275,16 @@ pub struct SseParser {
     id_buffer_truncated: bool,
     /// The last event ID string (set from the buffer at each dispatch).
     last_event_id: Bytes,
+    // What a strict parser checks.
+    /// The current value's UTF-8 check.
+    utf8: Utf8,
+    /// The current `retry` value.
+    retry: Retry,
+    /// The `event`, `id` and `retry` fields seen in the current event
+    /// (bits 0, 1, 2).
+    fields: u8,
+    /// The stream had a line a strict parser refuses.
+    lenient: bool,
 }
 
 impl SseParser {
@@ -205,6 +308,10 @@ impl SseParser {
             id_buffer: Bytes::new(),
             id_buffer_truncated: false,
             last_event_id: Bytes::new(),
+            utf8: Utf8::default(),
+            retry: Retry::default(),
+            fields: 0,
+            lenient: false,
         }
     }
 
@@ -245,6 +352,13 @@ impl SseParser {
         self.line = Line::Start;
         self.value.clear();
         self.reset_event();
+        self.lenient = false;
+    }
+
+    /// Whether the stream so far had a line that a strict parser (rmcp's)
+    /// refuses; see the module docs. Reset by [`finish`](Self::finish).
+    pub fn lenient(&self) -> bool {
+        self.lenient
     }
 
     /// The last event ID string: the id as of the last dispatch, including
@@ -295,6 +409,9 @@ impl SseParser {
                         name[len] = b;
                         self.line = Line::Name(name, len as u8 + 1);
                     } else {
+                        // No field has so long a name: with a colon or without,
+                        // a strict parser refuses the line.
+                        self.lenient = true;
                         self.line = Line::Skip;
                     }
                     chunk = rest;
@@ -314,6 +431,12 @@ impl SseParser {
                         }
                     }
                     let run = line_run(chunk);
+                    if !self.lenient {
+                        self.utf8.feed(&chunk[..run]);
+                        if field == Field::Retry {
+                            self.retry.feed(&chunk[..run]);
+                        }
+                    }
                     match field {
                         Field::Data => self.data_bytes(&chunk[..run]),
                         Field::Id | Field::Event => self.value.extend(&chunk[..run]),
@@ -334,6 +457,7 @@ impl SseParser {
             b"retry" => Field::Retry,
             // A comment (empty name) or a field the standard ignores.
             _ => {
+                self.lenient |= !name.is_empty();
                 self.line = Line::Skip;
                 return;
             }
@@ -343,6 +467,8 @@ impl SseParser {
     }
 
     fn start_field(&mut self, field: Field) {
+        self.utf8 = Utf8::default();
+        self.retry = Retry::default();
         match field {
             Field::Data => {
                 if self.has_data {
@@ -361,6 +487,7 @@ impl SseParser {
             Line::Skip => return,
             Line::Name(name, len) => {
                 // No colon: the whole line is the name, the value is empty.
+                self.lenient = true;
                 let field = match &name[..usize::from(len)] {
                     b"data" => Field::Data,
                     b"id" => Field::Id,
@@ -372,6 +499,7 @@ impl SseParser {
             }
             Line::Value { field, .. } => field,
         };
+        self.check_strictly(field);
         match field {
             Field::Id if !self.value.nul => {
                 let id = Bytes::copy_from_slice(&self.value.bytes);
@@ -389,6 +517,23 @@ impl SseParser {
         if self.value.bytes.capacity() > MAX_FIELD_BYTES {
             self.value.bytes = Vec::new();
         }
+    }
+
+    /// What a strict parser checks at the end of a field's line.
+    fn check_strictly(&mut self, field: Field) {
+        let bit = match field {
+            // rmcp's parser ignores an id with NUL before any other check.
+            Field::Id if self.value.nul => return,
+            Field::Data => 0,
+            Field::Event => 1,
+            Field::Id => 2,
+            Field::Retry => 4,
+        };
+        let valid = self.utf8.valid() && (field != Field::Retry || self.retry.valid());
+        if !valid || self.fields & bit != 0 {
+            self.lenient = true;
+        }
+        self.fields |= bit;
     }
 
     /// An empty line: dispatch the event.
@@ -419,12 +564,14 @@ impl SseParser {
             id: self.id.take(),
             last_event_id: self.last_event_id.clone(),
             id_truncated: self.id_buffer_truncated,
+            lenient: self.lenient,
         };
         self.reset_event();
         out(event);
     }
 
     fn reset_event(&mut self) {
+        self.fields = 0;
         self.has_data = false;
         self.event = None;
         self.id = None;
@@ -517,6 +664,8 @@ mod tests {
         let mut own_id: Option<Vec<u8>> = None;
         let mut last_event_id = Vec::new();
         let mut events = Vec::new();
+        // What rmcp's parser (sse-stream 0.2) refuses, written its way.
+        let (mut lenient, mut fields) = (false, 0u8);
         let cut = |value: &[u8]| value[..value.len().min(MAX_FIELD_BYTES)].to_vec();
         for line in lines {
             if line.is_empty() {
@@ -539,8 +688,10 @@ mod tests {
                         id: own_id.as_deref().map(|id| Bytes::from(cut(id))),
                         last_event_id: Bytes::from(cut(&last_event_id)),
                         id_truncated: last_event_id.len() > MAX_FIELD_BYTES,
+                        lenient,
                     });
                 }
+                fields = 0;
                 data.clear();
                 event_type.clear();
                 own_id = None;
@@ -554,8 +705,31 @@ mod tests {
                     let value = &line[at + 1..];
                     (&line[..at], value.strip_prefix(b" ").unwrap_or(value))
                 }
-                None => (line, &b""[..]),
+                None => {
+                    lenient = true;
+                    (line, &b""[..])
+                }
             };
+            let text = std::str::from_utf8(value);
+            let bit = match name {
+                b"data" => Some(0),
+                b"event" => Some(1),
+                b"id" if value.contains(&0) => None,
+                b"id" => Some(2),
+                b"retry" => {
+                    let retry = text.ok().and_then(|v| v.trim_ascii().parse::<u64>().ok());
+                    lenient |= retry.is_none();
+                    Some(4)
+                }
+                _ => {
+                    lenient = true;
+                    None
+                }
+            };
+            if let Some(bit) = bit {
+                lenient |= text.is_err() || fields & bit != 0;
+                fields |= bit;
+            }
             match name {
                 b"data" => {
                     data.extend_from_slice(value);
@@ -728,6 +902,43 @@ mod tests {
     }
 
     #[test]
+    fn what_a_strict_parser_refuses_is_flagged() {
+        let lenient = |stream: &[u8]| {
+            let mut parser = SseParser::new(64);
+            parser.push(stream, &mut |_| {});
+            parser.lenient()
+        };
+        for fine in [
+            &b": comment\n:\n\n"[..],
+            b"data: \xC3\xA9\nid: 1\nevent: e\nretry: 10\n\nid: 2\nevent: f\nretry:  +7 \t\n\n",
+            b"id: 1\nid: a\0b\n\n",
+            b"data: a\ndata: b\n\n",
+        ] {
+            assert!(!lenient(fine), "{fine:?}");
+        }
+        for refused in [
+            &b"data\n\n"[..],
+            b"foo: 1\n\n",
+            b"dataX: 1\n\n",
+            b"averylongname\n",
+            b"event: a\nevent: b\n\n",
+            b"id: 1\nid: 2\n\n",
+            b"retry: 1\nretry: 2\n\n",
+            b"retry: x\n",
+            b"retry:\n",
+            b"retry: 18446744073709551616\n",
+            b"data: \xC3\n",
+            b"id: \xFF\n",
+        ] {
+            assert!(lenient(refused), "{refused:?}");
+        }
+        // Sticky: later events are flagged too, until the stream ends.
+        let events = parse(64, b"data: 1\n\nfoo\ndata: 2\n\ndata: 3\n\n");
+        let flags: Vec<_> = events.iter().map(|event| event.lenient).collect();
+        assert_eq!(flags, [false, true, true]);
+    }
+
+    #[test]
     fn an_unterminated_event_is_discarded() {
         assert!(parse(64, b"data: a\n").is_empty());
         assert!(parse(64, b"data: a").is_empty());
@@ -840,6 +1051,11 @@ mod tests {
             Just(&b"message"[..]),
             Just(&b"x"[..]),
             Just(&b"\xC3\xA9"[..]),
+            Just(&b"\xC3"[..]),
+            Just(&b"\t"[..]),
+            Just(&b"+"[..]),
+            Just(&b"18446744073709551616"[..]),
+            Just(&b"9"[..]),
         ];
         prop::collection::vec(piece, 0..40).prop_map(|pieces| pieces.concat())
     }
