@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# HTTP per-call latency: the official MCP Python client (PyPI `mcp`,
-# Streamable HTTP) making sequential `echo` calls, one at a time, against an
+# HTTP per-call latency, sequential `echo` calls one at a time, against an
 # rmcp upstream (examples/bare_server) and a Python SDK upstream
 # (tests/fixtures/python_server.py), each reached three ways: directly,
 # through `mcp-backpressure proxy` (limit 64, never reached) and through
-# HAProxy 2.6 (mode http, one backend) for comparison. Every configuration
-# runs once per round, the order rotated each round; the latencies of all
-# rounds are pooled into p50/p99. "added" is the p50 over the same
-# upstream's direct p50.
+# HAProxy 2.6 (mode http, one backend) for comparison. Two clients
+# (bench/http_client.py): the official MCP Python client (PyPI `mcp`,
+# Streamable HTTP), and Python's http.client on one kept-alive connection,
+# reading every response to its end (where a server that writes a response
+# in parts without TCP_NODELAY costs 40 ms of delayed ACK per call). Every
+# configuration runs once per round, the order rotated each round; the
+# latencies of all rounds are pooled into p50/p99. "added" is the p50 over
+# the direct p50 of the same client and upstream.
 #
-#   bench/http.sh                         # 5 rounds x 2000 calls x 6 configurations (~4 min + build)
+#   bench/http.sh                         # 5 rounds x 2000 calls x 12 configurations (~8 min + build)
 #   ROUNDS=2 CALLS=500 bench/http.sh
+#   NO_BUILD=1 PROXY_BIN=/path/to/mcp-backpressure BARE_BIN=/path/to/bare_server bench/http.sh
+#                                         # other binaries (e.g. an older build), no build
 #
-# Needs the Python SDK venv (scripts/setup-test-deps.sh) and haproxy
-# (installed with apt-get when missing, as root).
+# Needs the Python SDK venv (scripts/setup-test-deps.sh, run when missing)
+# and haproxy (installed with apt-get when missing, as root).
 source "$(dirname "$0")/lib.sh"
 ROUNDS="${ROUNDS:-5}"
 CALLS="${CALLS:-2000}"
@@ -47,12 +52,14 @@ serve() {
     SERVER_PID=""
 }
 
-build
+[ "${NO_BUILD:-0}" = 1 ] || build
+PROXY_BIN="${PROXY_BIN:-$LOAD}"
+BARE_BIN="${BARE_BIN:-$BARE}"
 machine
 echo "python: $("$VPY" --version), mcp $("$VPY" -c 'import importlib.metadata as m; print(m.version("mcp"))'); $(haproxy -v | head -1 | cut -d' ' -f1-3)"
 
 PORT="$(free_port)"; RMCP_PORT="$PORT"
-serve rmcp-upstream "$BARE" --transport http --bind "127.0.0.1:$PORT"
+serve rmcp-upstream "$BARE_BIN" --transport http --bind "127.0.0.1:$PORT"
 PORT="$(free_port)"; PY_PORT="$PORT"
 serve python-upstream "$VPY" "$PY_SERVER" http "$PORT"
 declare -A URL
@@ -60,7 +67,7 @@ URL[rmcp-direct]="http://127.0.0.1:$RMCP_PORT/mcp"
 URL[python-direct]="http://127.0.0.1:$PY_PORT/mcp"
 for upstream in rmcp python; do
     PORT="$(free_port)"
-    serve "$upstream-proxy" "$LOAD" proxy --max-concurrent 64 --listen "127.0.0.1:$PORT" \
+    serve "$upstream-proxy" "$PROXY_BIN" proxy --max-concurrent 64 --listen "127.0.0.1:$PORT" \
         --upstream "${URL[$upstream-direct]}"
     URL[$upstream-proxy]="http://127.0.0.1:$PORT/mcp"
 done
@@ -89,15 +96,21 @@ serve haproxy haproxy -db -f "$DIR/haproxy.cfg"
 URL[rmcp-haproxy]="http://127.0.0.1:$HA_RMCP/mcp"
 URL[python-haproxy]="http://127.0.0.1:$HA_PY/mcp"
 
-CONFIGS=(rmcp-direct rmcp-proxy rmcp-haproxy python-direct python-proxy python-haproxy)
+CONFIGS=()
+for client in sdk raw; do
+    for config in rmcp-direct rmcp-proxy rmcp-haproxy python-direct python-proxy python-haproxy; do
+        CONFIGS+=("$client:$config")
+    done
+done
 k=${#CONFIGS[@]}
 echo "== $ROUNDS rounds x $k configurations x $CALLS sequential echo calls ($WARMUP warm-up calls each)" >&2
 for r in $(seq 1 "$ROUNDS"); do
     for i in $(seq 0 $((k - 1))); do
-        config="${CONFIGS[$(((i + r - 1) % k))]}"
-        echo "   round $r/$ROUNDS: $config" >&2
-        "${NICE[@]}" "$VPY" "$ROOT/bench/http_client.py" "${URL[$config]}" "$CALLS" "$WARMUP" \
-            "$DIR/$config-$r.json"
+        entry="${CONFIGS[$(((i + r - 1) % k))]}"
+        client="${entry%%:*}" config="${entry#*:}"
+        echo "   round $r/$ROUNDS: $client $config" >&2
+        "${NICE[@]}" "$VPY" "$ROOT/bench/http_client.py" "$client" "${URL[$config]}" "$CALLS" \
+            "$WARMUP" "$DIR/$client-$config-$r.json"
     done
 done
 
@@ -112,34 +125,31 @@ def pct(values, p):
     return values[min(len(values) - 1, int(p / 100 * len(values)))]
 
 
-stats = {}
-for upstream in ("rmcp", "python"):
-    for path in ("direct", "proxy", "haproxy"):
-        name = f"{upstream}-{path}"
-        per_round = []
-        for file in sorted(glob.glob(os.path.join(directory, f"{name}-*.json"))):
-            with open(file) as f:
-                per_round.append(json.load(f))
-        pooled = [v for r in per_round for v in r]
-        stats[name] = {
-            "p50": pct(pooled, 50),
-            "p99": pct(pooled, 99),
-            "rounds": [statistics.median(r) for r in per_round],
-        }
-print()
-print(f"{rounds} rounds x {calls} sequential `echo` calls per configuration (official Python "
-      "client, one session per run, one call at a time); ms per call, all rounds pooled; "
-      "added = p50 over the direct p50 of the same upstream.")
-print()
-print("| upstream | path | p50 ms | p99 ms | added p50 ms | round p50s ms |")
-print("|---|---|---:|---:|---:|---|")
-labels = {"rmcp": "rmcp (bare_server)", "python": "Python SDK (python_server.py)"}
+clients = {"sdk": "MCP Python SDK", "raw": "http.client, kept alive"}
+upstreams = {"rmcp": "rmcp (bare_server)", "python": "Python SDK (python_server.py)"}
 paths = {"direct": "direct", "proxy": "mcp-backpressure proxy", "haproxy": "HAProxy 2.6"}
-for upstream in ("rmcp", "python"):
-    direct = stats[f"{upstream}-direct"]["p50"]
-    for path in ("direct", "proxy", "haproxy"):
-        s = stats[f"{upstream}-{path}"]
-        added = "-" if path == "direct" else f"{s['p50'] - direct:+.2f}"
-        spread = " ".join(f"{v:.2f}" for v in s["rounds"])
-        print(f"| {labels[upstream]} | {paths[path]} | {s['p50']:.2f} | {s['p99']:.2f} | {added} | {spread} |")
+print()
+print(f"{rounds} rounds x {calls} sequential `echo` calls per configuration, one at a time; "
+      "ms per call, all rounds pooled; added = p50 over the direct p50 of the same client "
+      "and upstream; round p50s = the median of each round.")
+print()
+print("| client | upstream | path | p50 ms | p99 ms | added p50 ms | round p50s ms |")
+print("|---|---|---|---:|---:|---:|---|")
+for client in clients:
+    for upstream in upstreams:
+        stats = {}
+        for path in paths:
+            per_round = []
+            pattern = os.path.join(directory, f"{client}-{upstream}-{path}-*.json")
+            for file in sorted(glob.glob(pattern)):
+                with open(file) as f:
+                    per_round.append(json.load(f))
+            pooled = [v for r in per_round for v in r]
+            stats[path] = (pct(pooled, 50), pct(pooled, 99), [statistics.median(r) for r in per_round])
+        direct = stats["direct"][0]
+        for path, (p50, p99, medians) in stats.items():
+            added = "-" if path == "direct" else f"{p50 - direct:+.2f}"
+            spread = " ".join(f"{v:.2f}" for v in medians)
+            print(f"| {clients[client]} | {upstreams[upstream]} | {paths[path]} | "
+                  f"{p50:.2f} | {p99:.2f} | {added} | {spread} |")
 EOF

@@ -333,6 +333,10 @@ impl InFlight {
     /// never comes); else the caller cancels it upstream and it waits for the
     /// upstream to finish. Returns whether it was still in flight (then start
     /// the grace timer).
+    ///
+    /// A request without a slot is simply over: holding it would protect no
+    /// capacity, and would let a client that abandons requests fill the table
+    /// that every client shares.
     pub fn abandon(&self, key: &Key, ticket: Ticket, resumable: bool) -> bool {
         let mut table = self.lock();
         let Some(entry) = table.entries.get_mut(key) else {
@@ -344,6 +348,12 @@ impl InFlight {
         let State::Forwarded(slot) = &mut entry.state else {
             return false;
         };
+        if slot.is_none() {
+            table.entries.remove(key);
+            drop(table);
+            self.gate.metrics.in_flight.dec();
+            return true;
+        }
         let slot = slot.take();
         entry.state = if resumable {
             State::Detached(slot)

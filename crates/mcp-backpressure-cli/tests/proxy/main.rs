@@ -13,5 +13,6 @@ mod http_faults;
 #[path = "../../../../tests/support/line_session.rs"]
 mod line_session;
 mod python;
+mod resume;
 mod stdio;
 mod support;

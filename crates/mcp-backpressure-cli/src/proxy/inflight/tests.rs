@@ -391,7 +391,12 @@ async fn run_model(steps: Vec<Step>) {
                     let expect = matches!(model.entries.get(&k), Some((Model::Forwarded, _, _)));
                     assert_eq!(table.abandon(&k, t, resumable), expect);
                     if expect {
-                        model.entries.get_mut(&k).unwrap().0 = Model::Held(resumable);
+                        if model.entries[&k].1 {
+                            model.entries.get_mut(&k).unwrap().0 = Model::Held(resumable);
+                        } else {
+                            // No slot to protect: an abandoned request is over.
+                            model.entries.remove(&k);
+                        }
                     }
                 }
             }

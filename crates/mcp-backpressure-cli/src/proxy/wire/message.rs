@@ -69,8 +69,15 @@ impl RequestId {
             let f: f64 = raw.parse().ok()?;
             return Self::from_float(f);
         }
-        let value: Value = serde_json::from_str(raw).ok()?;
-        Self::from_value(&value)
+        // Only a JSON string: never through `Value`, which (with serde_json's
+        // `raw_value` feature) reads `{"$serde_json::private::RawValue": "5"}`
+        // as the number 5 where every peer sees an object.
+        if raw.starts_with('"') {
+            return serde_json::from_str::<String>(raw)
+                .ok()
+                .map(|s| Self::Str(Arc::from(s)));
+        }
+        None
     }
 
     fn from_float(f: f64) -> Option<Self> {
@@ -79,23 +86,6 @@ impl RequestId {
         let exact = f.is_finite() && f.fract() == 0.0 && f.abs() <= MAX_SAFE_INTEGER as f64;
         #[allow(clippy::cast_possible_truncation)]
         exact.then_some(Self::Int(f as i64))
-    }
-
-    /// Reads an id from a parsed JSON value (see [`RequestId::parse`]).
-    pub fn from_value(value: &Value) -> Option<Self> {
-        match value {
-            Value::String(s) => Some(Self::Str(Arc::from(s.as_str()))),
-            Value::Number(n) => {
-                if let Some(i) = n.as_i64() {
-                    return (i.abs() <= MAX_SAFE_INTEGER).then_some(Self::Int(i));
-                }
-                if n.is_u64() {
-                    return None; // above i64::MAX
-                }
-                Self::parse(&n.to_string())
-            }
-            _ => None,
-        }
     }
 
     /// The id as JSON, for the proxy's own messages.

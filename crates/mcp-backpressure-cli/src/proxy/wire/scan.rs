@@ -816,9 +816,59 @@ mod tests {
         IdScan::Raw(bytes.to_vec())
     }
 
-    /// Whether serde_json, as the proxy and rmcp use it, accepts the bytes.
+    /// Any JSON value, read as `serde_json::Value` is (same string, number
+    /// and depth checks) but without `Value`'s magic: with serde_json's
+    /// `raw_value` feature on, `Value` reads an object whose first key is
+    /// `$serde_json::private::RawValue` as the JSON text in its string.
+    struct Any;
+
+    impl<'de> serde::Deserialize<'de> for Any {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_any(AnyVisitor)
+        }
+    }
+
+    struct AnyVisitor;
+
+    impl<'de> serde::de::Visitor<'de> for AnyVisitor {
+        type Value = Any;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Any, E> {
+            Ok(Any)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Any, E> {
+            Ok(Any)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Any, E> {
+            Ok(Any)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Any, E> {
+            Ok(Any)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Any, E> {
+            Ok(Any)
+        }
+        fn visit_unit<E>(self) -> Result<Any, E> {
+            Ok(Any)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Any, A::Error> {
+            while seq.next_element::<Any>()?.is_some() {}
+            Ok(Any)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Any, A::Error> {
+            while map.next_key::<String>()?.is_some() {
+                map.next_value::<Any>()?;
+            }
+            Ok(Any)
+        }
+    }
+
+    /// Whether serde_json accepts the bytes as JSON (see [`Any`]).
     fn serde_accepts(bytes: &[u8]) -> bool {
-        serde_json::from_slice::<Value>(bytes).is_ok()
+        serde_json::from_slice::<Any>(bytes).is_ok()
     }
 
     #[test]
@@ -948,6 +998,10 @@ mod tests {
             b"\xef\xbb\xbf{}",
             b"{\"a\"\x0c:1}",
             b"{\"a\":1}\x00",
+            // serde_json's `Value` (with `raw_value`) reads this as `[1`, an
+            // error; it is an object with one odd key to any other parser.
+            br#"{"$serde_json::private::RawValue":"[1"}"#,
+            br#"{"\u0024serde_json::private::RawValue":"{\"id\":1,\"result\":{}}"}"#,
         ];
         for sample in samples {
             let r = scan(sample);
@@ -961,6 +1015,13 @@ mod tests {
                 assert_eq!(scan_chunks([&sample[..i], &sample[i..]]), r);
             }
         }
+    }
+
+    #[test]
+    fn serde_private_keys_are_plain_keys() {
+        let text = br#"{"$serde_json::private::RawValue":"{\"id\":1,\"result\":{}}"}"#;
+        let r = scan(text);
+        assert!(r.is_well_formed() && r.is_object && !r.has_id && !r.has_result);
     }
 
     #[test]

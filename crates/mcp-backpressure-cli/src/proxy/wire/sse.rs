@@ -281,7 +281,7 @@ pub struct SseParser {
     /// The current `retry` value.
     retry: Retry,
     /// The `event`, `id` and `retry` fields seen in the current event
-    /// (bits 0, 1, 2).
+    /// (bits 1, 2 and 4).
     fields: u8,
     /// The stream had a line a strict parser refuses.
     lenient: bool,

@@ -53,6 +53,8 @@ fn ids_that_are_not_strings_or_safe_integers_are_refused() {
         "18446744073709551616",
         "1e300",
         "4503599627370495.5",
+        r#"{"$serde_json::private::RawValue":"5"}"#,
+        r#"{"$serde_json::private::RawValue":"\"a\""}"#,
     ] {
         let text = format!(r#"{{"jsonrpc":"2.0","id":{bad},"method":"tools/call"}}"#);
         assert_eq!(client(&text), Err(Malformed::BadId(bad.into())), "{bad}");
@@ -166,6 +168,17 @@ fn upstream_messages_of_any_depth_are_routed() {
         Shape::One(Kind::Response {
             id: Some(RequestId::Int(7))
         })
+    );
+}
+
+#[test]
+fn serde_jsons_private_raw_value_key_is_just_an_object() {
+    let cancel = r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":{"$serde_json::private::RawValue":"5"}}}"#;
+    assert!(matches!(client(cancel), Err(Malformed::BadId(_))));
+    let response = r#"{"jsonrpc":"2.0","id":{"$serde_json::private::RawValue":"5"},"result":{}}"#;
+    assert_eq!(
+        parse(response.as_bytes(), From::Upstream).unwrap().kinds,
+        Shape::One(Kind::Response { id: None })
     );
 }
 
