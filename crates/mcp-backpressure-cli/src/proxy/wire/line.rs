@@ -88,7 +88,55 @@ pub fn is_blank(line: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// Reads every line of `input` through a reader that hands out at most
+    /// `chunk` bytes at a time.
+    fn lines(input: &[u8], chunk: usize, max: usize) -> Vec<(Line, Vec<u8>)> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut reader = tokio::io::BufReader::with_capacity(chunk, input);
+            let mut out = Vec::new();
+            loop {
+                let mut spilled = Vec::new();
+                let line = read_line(&mut reader, max, |b| spilled.extend_from_slice(b))
+                    .await
+                    .unwrap();
+                if line == Line::Eof {
+                    return out;
+                }
+                out.push((line, spilled));
+            }
+        })
+    }
+
+    proptest! {
+        /// Framing does not depend on how the bytes arrive; an oversized
+        /// line spills exactly its bytes; no line holds a LF.
+        #[test]
+        fn lines_do_not_depend_on_chunking(
+            input in prop::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), any::<u8>()], 0..300),
+            chunk in 1usize..40,
+            max in 1usize..50,
+        ) {
+            let whole = lines(&input, 4096, max);
+            prop_assert_eq!(&lines(&input, chunk, max), &whole);
+            for (line, spilled) in &whole {
+                match line {
+                    Line::Message(bytes) => {
+                        prop_assert!(bytes.len() <= max && !bytes.contains(&b'\n'));
+                        prop_assert!(spilled.is_empty());
+                    }
+                    Line::TooLong { len } => prop_assert_eq!(*len, spilled.len()),
+                    Line::Eof => unreachable!(),
+                }
+            }
+        }
+    }
 
     #[tokio::test]
     async fn lines_are_bounded_and_overflow_is_streamed() {

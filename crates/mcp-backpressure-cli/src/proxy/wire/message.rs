@@ -144,6 +144,9 @@ pub enum Kind {
         /// The id of the request it answers.
         id: Option<RequestId>,
     },
+    /// From the upstream only: valid JSON that is none of the above (no
+    /// `jsonrpc`, an odd id…). Forwarded as it is, routed nowhere.
+    Other,
 }
 
 /// A parsed message: what it is, and the bytes to forward for it.
@@ -238,38 +241,56 @@ fn invalid(why: impl Into<String>) -> Malformed {
 }
 
 fn classify(text: &str, from: From) -> Result<Kind, Malformed> {
+    // The client's messages must be JSON-RPC the proxy fully understands;
+    // the upstream's are forwarded whatever they are (the client judges
+    // them), and only routed when they clearly answer a request.
+    let strict = from == From::Client;
+    let other = |why: &str| {
+        if strict {
+            Err(invalid(why))
+        } else {
+            Ok(Kind::Other)
+        }
+    };
     if !text.starts_with('{') {
-        return Err(invalid("a message must be a JSON object"));
+        return other("a message must be a JSON object");
     }
+    // A key twice among the routing keys is refused either way: peers
+    // disagree on which one counts.
     let envelope: Envelope<'_> = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
-    if envelope.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
+    if strict && envelope.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
         return Err(invalid("\"jsonrpc\" must be \"2.0\""));
     }
     let method = match envelope.method {
         None => None,
-        Some(raw) => Some(
-            serde_json::from_str::<String>(raw.get())
-                .map_err(|_| invalid("\"method\" must be a string"))?,
-        ),
+        Some(raw) => match serde_json::from_str::<String>(raw.get()) {
+            Ok(method) => Some(method),
+            Err(_) => return other("\"method\" must be a string"),
+        },
     };
     let answers = envelope.result.is_some() || envelope.error.is_some();
     match (method, envelope.id) {
-        (Some(_), _) if answers => Err(invalid(
-            "a message with a \"method\" cannot carry \"result\" or \"error\"",
-        )),
+        (Some(_), _) if answers => {
+            other("a message with a \"method\" cannot carry \"result\" or \"error\"")
+        }
         (Some(method), Some(raw)) => {
-            check_params(envelope.params)?;
+            if strict {
+                check_params(envelope.params)?;
+            }
             match RequestId::parse(raw.get()) {
                 Some(id) => Ok(Kind::Request { id, method }),
-                None => Err(Malformed::BadId(raw.get().to_owned())),
+                None if strict => Err(Malformed::BadId(raw.get().to_owned())),
+                None => Ok(Kind::Other),
             }
         }
         (Some(method), None) => {
-            check_params(envelope.params)?;
+            if strict {
+                check_params(envelope.params)?;
+            }
             // A cancellation is forwarded only if the proxy knows what it
             // cancels: the upstream must not stop a call whose slot the proxy
             // still counts as running normally, or the other way round.
-            let cancels = if method == CANCELLED {
+            let cancels = if method == CANCELLED && strict {
                 let params = envelope
                     .params
                     .and_then(|p| serde_json::from_str::<CancelParams<'_>>(p.get()).ok())
@@ -285,19 +306,19 @@ fn classify(text: &str, from: From) -> Result<Kind, Malformed> {
             Ok(Kind::Notification { method, cancels })
         }
         (None, Some(raw)) if answers => {
-            if envelope.result.is_some() && envelope.error.is_some() {
+            if strict && envelope.result.is_some() && envelope.error.is_some() {
                 return Err(invalid(
                     "a response has a \"result\" or an \"error\", not both",
                 ));
             }
-            if envelope.params.is_some() && from == From::Client {
+            if strict && envelope.params.is_some() {
                 return Err(invalid("a response has no \"params\""));
             }
             Ok(Kind::Response {
                 id: RequestId::parse(raw.get()),
             })
         }
-        _ => Err(invalid("neither a request, a notification nor a response")),
+        _ => other("neither a request, a notification nor a response"),
     }
 }
 

@@ -183,6 +183,38 @@ fn serde_jsons_private_raw_value_key_is_just_an_object() {
 }
 
 #[test]
+fn upstream_messages_are_forwarded_whatever_their_shape() {
+    for (text, kind) in [
+        ("3", Kind::Other),
+        (
+            r#"{"id":1,"result":{}}"#,
+            Kind::Response {
+                id: Some(RequestId::Int(1)),
+            },
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#,
+            Kind::Response {
+                id: Some(RequestId::Int(1)),
+            },
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","result":{}}"#,
+            Kind::Other,
+        ),
+        (r#"{"jsonrpc":"2.0","id":[1],"method":"x"}"#, Kind::Other),
+        (r#"{"jsonrpc":"2.0","method":7}"#, Kind::Other),
+        (r#"{"a":1}"#, Kind::Other),
+    ] {
+        let parsed = parse(text.as_bytes(), From::Upstream).unwrap();
+        assert_eq!(parsed.kinds, Shape::One(kind), "{text}");
+    }
+    // Routing keys twice: peers disagree on which counts; refused both ways.
+    let twice = r#"{"jsonrpc":"2.0","id":1,"id":2,"result":{}}"#;
+    assert!(parse(twice.as_bytes(), From::Upstream).is_err());
+}
+
+#[test]
 fn cancellations_name_their_request() {
     assert_eq!(
         one(
