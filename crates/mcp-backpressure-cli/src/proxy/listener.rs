@@ -46,9 +46,12 @@ use tokio::time::Instant;
 use super::limits::{DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 
 /// The most a connection buffers of what it reads or writes, in bytes: a
-/// request's headers must fit (hyper answers 431 otherwise), bodies pass
-/// through in chunks of at most this size.
-pub const MAX_BUF_SIZE: usize = 64 * 1024;
+/// request's headers must fit (hyper answers 431 otherwise: 32 KiB is about
+/// what nginx allows, and room for any bearer token), bodies pass through
+/// in chunks of at most this size. Memory for connections is then at most
+/// about `max_connections` × 2 × 32 KiB (64 MiB at the default cap), on top
+/// of the request bodies' byte budget (`body::ByteBudget`).
+pub const MAX_BUF_SIZE: usize = 32 * 1024;
 
 /// The default [`ListenerSettings::grace`].
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
@@ -64,9 +67,12 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 #[derive(Clone, Debug)]
 pub struct ListenerSettings {
     /// Client connections open at once (at least 1). Default 1024
-    /// (`--max-connections`): far above what one MCP server's clients open,
-    /// far below the usual file descriptor limit, and at most 1024 ×
-    /// [`MAX_BUF_SIZE`] × 2 of connection buffers.
+    /// (`--max-connections`): far above what one MCP server's clients open
+    /// at once, and at most 64 MiB of connection buffers (see
+    /// [`MAX_BUF_SIZE`]). Each connection is a file descriptor: where the
+    /// soft limit on open files is 1024 too (`ulimit -n`), raise it or lower
+    /// the cap; when `accept` fails for want of descriptors the loop pauses
+    /// briefly and retries.
     pub max_connections: usize,
     /// Longest time to receive a request's headers, and the longest a kept
     /// alive connection may stay idle between requests. Default 10 s

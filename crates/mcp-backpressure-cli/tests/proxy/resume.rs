@@ -26,7 +26,9 @@ use tokio::process::Child;
 use tokio::sync::{mpsc, watch};
 
 use crate::http_client::client;
-use crate::support::{PATIENCE, assert_overload, http_proxy, metric, metrics_url, wait_metric};
+use crate::support::{
+    PATIENCE, Stderr, assert_overload, http_proxy, metric, metrics_url, wait_metric,
+};
 
 const ACTIVE: &str = "mcp_backpressure_active";
 const HELD: &str = "mcp_backpressure_held_after_cancel";
@@ -351,6 +353,13 @@ impl Sse {
 /// The proxy in front of `upstream`, one slot and no queue, with metrics;
 /// returns it, its URL and its metrics URL.
 async fn proxy(upstream: &str, grace: &str) -> (Child, String, String) {
+    let (child, _log, url, metrics) = proxy_with_log(upstream, grace).await;
+    // The log is drained on its own task; the handle is not needed.
+    (child, url, metrics)
+}
+
+/// [`proxy`], with its log.
+async fn proxy_with_log(upstream: &str, grace: &str) -> (Child, Stderr, String, String) {
     let (child, mut log, url) = http_proxy(
         &[
             "--max-concurrent",
@@ -366,9 +375,7 @@ async fn proxy(upstream: &str, grace: &str) -> (Child, String, String) {
     )
     .await;
     let metrics = metrics_url(&mut log).await;
-    // The log is drained on its own task; the handle is not needed.
-    drop(log);
-    (child, url, metrics)
+    (child, log, url, metrics)
 }
 
 /// Starts call `id` with `tool` in `session`; reads its first event, then
@@ -547,7 +554,7 @@ async fn http_unresumable_call_is_held_until_the_upstream_answers_it() {
 }
 
 /// A stream without event ids, in a session, that the upstream never ends:
-/// the grace frees the slot.
+/// the grace frees the slot, and counts as an expiry.
 #[tokio::test]
 async fn http_unresumable_call_is_freed_by_the_grace() {
     let (mock, upstream) = Mock::start().await;
@@ -557,10 +564,14 @@ async fn http_unresumable_call_is_freed_by_the_grace() {
     mock.cancellation("s2", 1).await;
     wait_metric(&metrics, HELD, 1.0).await;
     assert_eq!(metric(&metrics, ACTIVE).await, 1.0);
-    wait_metric(&metrics, EXPIRED, 1.0).await;
     wait_metric(&metrics, ACTIVE, 0.0).await;
     assert_eq!(metric(&metrics, HELD).await, 0.0);
     assert_slot_free(&url, 2).await;
+    assert_eq!(
+        metric(&metrics, EXPIRED).await,
+        1.0,
+        "the slot was freed by the grace, but not counted as such"
+    );
     // The background read of the upstream's stream ended with the grace.
     mock.closed("POST s2 1").await;
     assert_eq!(mock.cancellations().len(), 1, "{:#?}", mock.cancellations());
@@ -659,5 +670,29 @@ async fn http_upstream_closing_a_resumable_stream_keeps_the_slot_until_the_get()
         "{:#?}",
         mock.cancellations()
     );
+    kill(proxy).await;
+}
+
+/// The priming event (an id and empty data, which MCP servers send so that
+/// the client can resume) is not a malformed message: the proxy passes it
+/// without warning that it "cannot be passed on".
+#[tokio::test]
+async fn http_priming_event_is_not_taken_for_a_malformed_message() {
+    let (_mock, upstream) = Mock::start().await;
+    let (proxy, mut log, url, metrics) = proxy_with_log(&upstream, "30").await;
+
+    let mut stream = Sse::new(post(&url, Some("s1"), &call(1, "resumable")).await);
+    assert_eq!(stream.event().await.as_deref(), Some("id: e1\ndata: "));
+    assert_slot_taken(&url, 2).await;
+    // The rejection is logged after the priming event was routed.
+    log.wait_for("the rejection", |l| l.contains("request rejected"))
+        .await;
+    let all = log.all();
+    assert!(
+        !all.contains("cannot be passed on"),
+        "a priming event was taken for a malformed message:\n{all}"
+    );
+    assert_eq!(metric(&metrics, ACTIVE).await, 1.0);
+    drop(stream);
     kill(proxy).await;
 }

@@ -101,6 +101,8 @@ impl Watch {
             return;
         }
         match &event.data {
+            // A priming event (an id, empty data) carries no message.
+            SseData::Held(data) if data.iter().all(u8::is_ascii_whitespace) => {}
             SseData::Held(data) => self.route(data),
             SseData::Scanned { scan, .. } => {
                 if let Some(id) = self.proxy.router.salvage(&self.scope, scan) {
@@ -359,12 +361,15 @@ impl Drop for Events {
                     }
                 }
             };
-            let _ = tokio::time::timeout(grace, read).await;
-            // The upstream ended the stream (or the grace passed, and the
-            // timer freed the slots): whatever is left is over.
-            for watched in std::mem::take(&mut watch.requests) {
-                watch.proxy.finish(&watched, Outcome::Ignore);
+            let ended = tokio::time::timeout(grace, read).await.is_ok();
+            let left = std::mem::take(&mut watch.requests);
+            if ended {
+                // The upstream ended the stream: whatever is left is over.
+                for watched in left {
+                    watch.proxy.finish(&watched, Outcome::Ignore);
+                }
             }
+            // Otherwise the grace passed: the grace timer frees (and counts) them.
         });
     }
 }
