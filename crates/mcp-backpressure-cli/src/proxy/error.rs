@@ -37,7 +37,7 @@ pub enum ProxyError {
         /// The bound.
         max: usize,
     },
-    /// A batch holds a guarded request.
+    /// A batch holds a guarded request or a cancellation.
     #[error(
         "invalid request: a batch may not contain {method} requests behind this proxy; send them one by one"
     )]
@@ -45,6 +45,9 @@ pub enum ProxyError {
         /// The guarded method found.
         method: String,
     },
+    /// The proxy is stopping (SIGTERM or SIGINT) before the request was answered.
+    #[error("the proxy is shutting down")]
+    ShuttingDown,
     /// The upstream cannot be reached, died, or broke off the response.
     #[error("the upstream server is unavailable")]
     UpstreamUnavailable,
@@ -81,7 +84,8 @@ impl ProxyError {
             Self::Overloaded(_) => overload_code,
             Self::UpstreamUnavailable
             | Self::UpstreamResponse(_)
-            | Self::ResponseTooLarge { .. } => INTERNAL_ERROR,
+            | Self::ResponseTooLarge { .. }
+            | Self::ShuttingDown => INTERNAL_ERROR,
         }
     }
 

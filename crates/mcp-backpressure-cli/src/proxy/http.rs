@@ -69,8 +69,10 @@ pub async fn run(gate: Arc<Gate>, listen: SocketAddr, upstream: Url) -> anyhow::
         .build()
         .context("cannot build the HTTP client")?;
     let proxy = Arc::new(Proxy::new(gate, client, upstream));
-    tracing::info!(
-        "listening on http://{bound}{} (upstream {})",
+    // Always said (whatever the log level): with `--listen 0` it is the only
+    // way to learn the port.
+    eprintln!(
+        "mcp-backpressure: listening on http://{bound}{} (upstream {})",
         proxy.upstream().path(),
         proxy.upstream()
     );

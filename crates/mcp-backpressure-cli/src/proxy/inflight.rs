@@ -159,8 +159,14 @@ enum State {
 }
 
 impl State {
+    /// Cancelled or detached.
     fn held(&self) -> bool {
         matches!(self, State::Cancelling(_) | State::Detached(_))
+    }
+
+    /// Cancelled or detached, and holding a slot (what the gauge counts).
+    fn holds_slot_after_cancel(&self) -> bool {
+        matches!(self, State::Cancelling(Some(_)) | State::Detached(Some(_)))
     }
 }
 
@@ -251,7 +257,7 @@ impl InFlight {
         let entry = table.entries.remove(key)?;
         drop(table);
         self.gate.metrics.in_flight.dec();
-        if entry.state.held() {
+        if entry.state.holds_slot_after_cancel() {
             self.gate.metrics.held_after_cancel.dec();
         }
         Some(entry)
@@ -304,8 +310,10 @@ impl InFlight {
         match &mut entry.state {
             State::Forwarded(slot) => {
                 let slot = slot.take();
+                if slot.is_some() {
+                    self.gate.metrics.held_after_cancel.inc();
+                }
                 entry.state = State::Cancelling(slot);
-                self.gate.metrics.held_after_cancel.inc();
                 Cancel::Forwarded(ticket)
             }
             State::Detached(slot) => {
@@ -367,7 +375,9 @@ impl InFlight {
     /// The grace of a cancelled or detached request passed: frees its slot.
     pub fn expire(&self, key: &Key, ticket: Ticket) -> Option<Expired> {
         let mut entry = self.remove_if(key, |e| e.ticket == ticket.0 && e.state.held())?;
-        self.gate.metrics.cancel_grace_expired.inc();
+        if entry.state.holds_slot_after_cancel() {
+            self.gate.metrics.cancel_grace_expired.inc();
+        }
         match &mut entry.state {
             State::Cancelling(slot) => {
                 set_outcome(slot, Outcome::Ignore);
@@ -434,7 +444,7 @@ impl InFlight {
         let mut pending = Vec::with_capacity(entries.len());
         for (key, entry) in entries {
             self.gate.metrics.in_flight.dec();
-            if entry.state.held() {
+            if entry.state.holds_slot_after_cancel() {
                 self.gate.metrics.held_after_cancel.dec();
             }
             let forwarded = match entry.state {

@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use super::error::ProxyError;
 use super::gate::Gate;
+#[cfg(test)]
+use super::inflight::Admission;
 use super::inflight::{Begun, Cancel, Expired, InFlight, Key, Left, Queued, Scope, Ticket};
 use super::wire::message::{self, From, Kind, Parsed, RequestId, Shape};
 use super::wire::scan::{IdScan, ScanResult};
@@ -41,9 +43,8 @@ pub enum FromClient {
     /// The cancellation of a request still waiting for a slot: it is leaving
     /// the queue; forward nothing.
     Swallow(Left),
-    /// Forward nothing, answer nothing: a cancellation from an HTTP exchange
-    /// without a session, which can name none of its own requests — passed
-    /// on, it could stop another client's call on a sessionless upstream.
+    /// Forward nothing, answer nothing: a cancellation of a request that is
+    /// not in flight in its scope.
     Drop,
     /// Answer the client with `error` (one response per id; an array for a
     /// batch); forward nothing.
@@ -55,6 +56,14 @@ pub enum FromClient {
         /// Whether the message was a batch.
         batch: bool,
     },
+}
+
+/// What a client's cancellation found.
+#[derive(Debug)]
+enum Cancelled {
+    Queued(Left),
+    Forwarded,
+    Unknown,
 }
 
 /// What to do with an upstream message.
@@ -139,12 +148,17 @@ impl Router {
             Shape::One(Kind::Notification {
                 cancels: Some(id), ..
             }) => match self.cancel(scope, id) {
-                Some(left) => FromClient::Swallow(left),
-                None if matches!(scope, Scope::Exchange(_)) => FromClient::Drop,
-                None => FromClient::Forward {
+                Cancelled::Queued(left) => FromClient::Swallow(left),
+                Cancelled::Forwarded => FromClient::Forward {
                     bytes,
                     requests: Vec::new(),
                 },
+                // Every request of the client went through this table: a
+                // cancellation of an id not in flight in its scope cancels
+                // nothing of its own (the spec lets a receiver ignore it), and
+                // passed on it could stop another client's call on an upstream
+                // that does not keep sessions apart.
+                Cancelled::Unknown => FromClient::Drop,
             },
             Shape::One(_) => FromClient::Forward {
                 bytes,
@@ -154,10 +168,9 @@ impl Router {
         }
     }
 
-    /// A cancellation of `id` in `scope`: `Some` if the request was queued
-    /// (it leaves; forward nothing); a forwarded one keeps its slot for the
-    /// cancel grace.
-    fn cancel(&self, scope: &Scope, id: RequestId) -> Option<Left> {
+    /// A cancellation of `id` in `scope`: a queued request leaves the queue;
+    /// a forwarded one keeps its slot for the cancel grace.
+    fn cancel(&self, scope: &Scope, id: RequestId) -> Cancelled {
         let key = Key {
             scope: scope.clone(),
             id,
@@ -165,14 +178,17 @@ impl Router {
         match self.inflight.cancel(&key) {
             Cancel::Queued(left) => {
                 tracing::debug!(id = %key.id, "cancelled while queued; not forwarded");
-                Some(left)
+                Cancelled::Queued(left)
             }
             Cancel::Forwarded(ticket) => {
                 let grace = self.gate().settings.cancel_grace;
                 self.inflight.expire_after(key, ticket, grace, |_| {});
-                None
+                Cancelled::Forwarded
             }
-            Cancel::Unknown => None,
+            Cancel::Unknown => {
+                tracing::debug!(id = %key.id, "cancellation of a request not in flight; dropped");
+                Cancelled::Unknown
+            }
         }
     }
 
@@ -185,10 +201,19 @@ impl Router {
                 _ => None,
             })
             .collect();
+        // Guarded requests and cancellations go one by one: each is decided
+        // on (admitted, or matched to its own call) before it is forwarded.
         if let Some(method) = kinds.iter().find_map(|k| match k {
             Kind::Request { method, .. } if settings.is_guarded(method) => Some(method.clone()),
+            Kind::Notification {
+                cancels: Some(_),
+                method,
+            } => Some(method.clone()),
             _ => None,
         }) {
+            if ids.is_empty() {
+                return FromClient::Drop;
+            }
             return FromClient::Answer {
                 error: ProxyError::GuardedBatch { method },
                 ids,
@@ -221,16 +246,6 @@ impl Router {
                         batch: true,
                     };
                 }
-            }
-        }
-        // Cancellations in a batch: a queued request leaves the queue (the
-        // upstream ignores a cancellation of a request it never saw).
-        for kind in kinds {
-            if let Kind::Notification {
-                cancels: Some(id), ..
-            } = kind
-            {
-                let _ = self.cancel(scope, id);
             }
         }
         FromClient::Forward { bytes, requests }
@@ -312,5 +327,100 @@ impl Router {
         self.inflight
             .expire_after(watched.key.clone(), watched.ticket, grace, on_expiry);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mcp_backpressure::LimiterConfig;
+
+    use super::*;
+    use crate::proxy::limits::Settings;
+    use crate::proxy::metrics::ProxyMetrics;
+
+    fn router() -> Router {
+        let settings = Settings::with_defaults(LimiterConfig::new(1).with_queue_size(1));
+        let limiter = settings.limiter().unwrap();
+        Router::new(Arc::new(Gate {
+            limiter,
+            settings,
+            metrics: ProxyMetrics::default(),
+        }))
+    }
+
+    const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#;
+    const CANCEL: &str =
+        r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#;
+
+    #[tokio::test]
+    async fn a_cancellation_reaches_only_its_own_scopes_calls() {
+        let router = router();
+        let a = Scope::Session("a".into());
+        let b = Scope::Session("b".into());
+        let FromClient::Admit { queued, .. } = router.client(&a, CALL.as_bytes()) else {
+            panic!("a call is admitted");
+        };
+        assert!(matches!(queued.admit().await, Admission::Admitted(_)));
+        // Another session (or an exchange without one) naming id 1: nothing
+        // of its own, so nothing is forwarded.
+        assert!(matches!(
+            router.client(&b, CANCEL.as_bytes()),
+            FromClient::Drop
+        ));
+        assert!(matches!(
+            router.client(&Scope::Exchange(9), CANCEL.as_bytes()),
+            FromClient::Drop
+        ));
+        // Its own session's cancellation is forwarded; the slot is held for the grace.
+        assert!(matches!(
+            router.client(&a, CANCEL.as_bytes()),
+            FromClient::Forward { .. }
+        ));
+        assert_eq!(router.gate().limiter.snapshot().active, 1);
+        // Once cancelled, a second cancellation finds nothing more.
+        assert!(matches!(
+            router.client(&a, CANCEL.as_bytes()),
+            FromClient::Drop
+        ));
+    }
+
+    #[tokio::test]
+    async fn batches_cannot_carry_guarded_calls_or_cancellations() {
+        let router = router();
+        let s = Scope::Stdio;
+        let batch = format!(r#"[{CALL},{{"jsonrpc":"2.0","id":2,"method":"ping"}}]"#);
+        let FromClient::Answer {
+            ids, batch: true, ..
+        } = router.client(&s, batch.as_bytes())
+        else {
+            panic!("a batch with a guarded call is answered by the proxy");
+        };
+        assert_eq!(ids, [Some(RequestId::Int(1)), Some(RequestId::Int(2))]);
+        let batch = format!("[{CANCEL}]");
+        assert!(matches!(
+            router.client(&s, batch.as_bytes()),
+            FromClient::Drop
+        ));
+        let batch = format!(r#"[{CANCEL},{{"jsonrpc":"2.0","id":3,"method":"ping"}}]"#);
+        assert!(matches!(
+            router.client(&s, batch.as_bytes()),
+            FromClient::Answer { .. }
+        ));
+        // Nothing was entered in the table by the refused batches.
+        assert_eq!(router.inflight().len(), 0);
+        let ok = r#"[{"jsonrpc":"2.0","id":4,"method":"ping"}]"#;
+        let FromClient::Forward { requests, .. } = router.client(&s, ok.as_bytes()) else {
+            panic!("a plain batch passes");
+        };
+        assert_eq!(requests.len(), 1);
+        // A ping reusing a tracked id is refused.
+        let again = r#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#;
+        assert!(matches!(
+            router.client(&s, again.as_bytes()),
+            FromClient::Answer {
+                error: ProxyError::Refused(_),
+                ..
+            }
+        ));
     }
 }

@@ -122,7 +122,7 @@ pub async fn run(gate: Arc<Gate>, command: &[String]) -> anyhow::Result<ExitCode
         let client = read_client(client_input(), router.clone(), pipes.clone());
         tokio::select! {
             result = client => Ending::Client(result.err()),
-            () = shutdown_signal() => Ending::Client(None),
+            () = shutdown_signal() => Ending::Signal,
             _ = &mut upstream_reader => Ending::Upstream,
             status = child.wait() => Ending::Exited(status.ok()),
         }
@@ -135,16 +135,38 @@ pub async fn run(gate: Arc<Gate>, command: &[String]) -> anyhow::Result<ExitCode
     } = pipes;
 
     match ending {
-        Ending::Client(error) => {
-            match error {
-                Some(error) => tracing::warn!(%error, "cannot read from the client; shutting down"),
-                None => tracing::info!("the client closed the session; shutting down"),
+        Ending::Client(_) | Ending::Signal => {
+            let signalled = matches!(ending, Ending::Signal);
+            match ending {
+                Ending::Client(Some(error)) => {
+                    tracing::warn!(%error, "cannot read from the client; shutting down");
+                }
+                Ending::Signal => tracing::info!("stopped by a signal; shutting down"),
+                _ => tracing::info!("the client closed the session; shutting down"),
             }
+            let code = gate.settings.error_code;
+            let reason = if signalled {
+                "the proxy is shutting down"
+            } else {
+                "the client disconnected"
+            };
             for pending in router.inflight().drain(None).await {
+                if signalled {
+                    // The client is still there: nothing it sent goes unanswered.
+                    let error = ProxyError::ShuttingDown.to_response(Some(&pending.key.id), code);
+                    let line = error::to_line(&error);
+                    let lease = client_budget.reserve(line.len()).await;
+                    let _ = to_client
+                        .send(Out {
+                            line,
+                            _lease: lease,
+                        })
+                        .await;
+                }
                 if !pending.forwarded {
                     continue;
                 }
-                let cancel = error::cancellation(&pending.key.id, "the client disconnected");
+                let cancel = error::cancellation(&pending.key.id, reason);
                 let line = error::to_line(&cancel);
                 let lease = upstream_budget.reserve(line.len()).await;
                 if to_upstream
@@ -236,6 +258,8 @@ fn client_output() -> Box<dyn AsyncWrite + Unpin + Send> {
 enum Ending {
     /// The client went away (or the read failed, with the error).
     Client(Option<std::io::Error>),
+    /// SIGTERM or SIGINT.
+    Signal,
     /// The upstream closed its stdout.
     Upstream,
     /// The upstream exited.

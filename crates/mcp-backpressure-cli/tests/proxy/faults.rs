@@ -238,13 +238,18 @@ async fn stdio_slow_client_is_bounded() {
     assert!(status.success(), "{status}");
 }
 
-/// SIGTERM: like a client disconnect, every call in flight is cancelled
-/// upstream and the proxy exits cleanly.
+/// SIGTERM: every call in flight is cancelled upstream, and — the client
+/// being still there — every call running or queued is answered with an
+/// error before the proxy exits cleanly.
 #[tokio::test]
-async fn stdio_sigterm_cancels_upstream() {
-    let mut s = StdioSession::fixture(&["--max-concurrent", "4"]).await;
+async fn stdio_sigterm_cancels_upstream_and_answers_every_pending_call() {
+    let mut s = StdioSession::fixture(&["--max-concurrent", "1", "--queue-size", "1"]).await;
     s.call_sleep(1, LONG_MS).await;
     s.started(1).await;
+    s.call_sleep(2, LONG_MS).await; // queued behind 1
+    s.send(json!({"jsonrpc": "2.0", "id": "barrier", "method": "ping"}))
+        .await;
+    s.response("barrier").await;
     let pid = s.child.id().expect("the proxy runs").to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])
@@ -257,5 +262,10 @@ async fn stdio_sigterm_cancels_upstream() {
             l == "fixture: cancel received 1"
         })
         .await;
+    for id in [1, 2] {
+        let error = s.response(id).await;
+        assert_eq!(error["error"]["code"], -32603, "{error}");
+        assert_eq!(error["error"]["message"], "the proxy is shutting down");
+    }
     assert_eq!(s.exit_code().await, Some(0));
 }

@@ -14,5 +14,6 @@ mod http_faults;
 mod line_session;
 mod python;
 mod resume;
+mod review;
 mod stdio;
 mod support;

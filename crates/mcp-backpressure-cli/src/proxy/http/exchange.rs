@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use mcp_backpressure::Outcome;
@@ -23,7 +23,7 @@ use crate::proxy::error::{self, ProxyError};
 use crate::proxy::gate::Gate;
 use crate::proxy::inflight::{Admission, Scope};
 use crate::proxy::router::{FromClient, Router, Watched};
-use crate::proxy::wire::message::RequestId;
+use crate::proxy::wire::message::{Malformed, RequestId};
 
 /// The HTTP proxy's shared state.
 #[derive(Debug)]
@@ -92,6 +92,28 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
             return error_status(&error);
         }
     };
+    if let Some(name) = repeated_header(&parts.headers) {
+        let why = format!("the {name} header is given more than once");
+        let error = ProxyError::Malformed(Malformed::Invalid(why));
+        return proxy.error_response(&error, &[None], false);
+    }
+    // Only a POST carries a message. A body on GET, HEAD, DELETE or OPTIONS
+    // means nothing to an MCP server and is not forwarded (a `tools/call` in
+    // a GET would take a slot for a call the upstream never runs); other
+    // methods with a message in them are refused.
+    let bytes = match parts.method {
+        Method::POST => bytes,
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS => Bytes::new(),
+        _ if !bytes.is_empty() && (target.mcp || looks_like_json(&parts.headers, &bytes)) => {
+            return (
+                StatusCode::METHOD_NOT_ALLOWED,
+                [(header::ALLOW, "GET, POST, DELETE")],
+                "a message is sent with POST\n",
+            )
+                .into_response();
+        }
+        _ => bytes,
+    };
     let scope = match target::session(&parts.headers) {
         Some(session) => Scope::Session(Arc::from(session)),
         None => Scope::Exchange(proxy.exchanges.fetch_add(1, Ordering::Relaxed)),
@@ -100,7 +122,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
         // No message in it (GET, DELETE, OAuth forms…): passes as it is. A
         // GET's event stream is still routed: responses resumed on it free
         // their slots.
-        let delete = target.mcp && parts.method == axum::http::Method::DELETE;
+        let delete = target.mcp && parts.method == Method::DELETE;
         let response = proxy
             .forward(&parts, &target, bytes, scope.clone(), Vec::new())
             .await;
@@ -112,7 +134,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
     }
     if let Some(mismatch) = header_mismatch(&parts.headers, &bytes) {
         return proxy.error_response(
-            &ProxyError::Malformed(crate::proxy::wire::message::Malformed::Invalid(mismatch)),
+            &ProxyError::Malformed(Malformed::Invalid(mismatch)),
             &[None],
             false,
         );
@@ -164,6 +186,20 @@ fn looks_like_json(headers: &HeaderMap, bytes: &[u8]) -> bool {
             .iter()
             .find(|b| !b.is_ascii_whitespace())
             .is_some_and(|b| matches!(b, b'{' | b'['))
+}
+
+/// A header that decides routing, given twice: the proxy would check one
+/// value and an upstream might act on the other (or on both, joined).
+fn repeated_header(headers: &HeaderMap) -> Option<&'static str> {
+    [
+        "mcp-method",
+        "mcp-name",
+        SESSION,
+        "mcp-protocol-version",
+        "content-type",
+    ]
+    .into_iter()
+    .find(|name| headers.get_all(*name).iter().count() > 1)
 }
 
 /// MCP 2026-07-28 carries the method (and tool name) in `Mcp-Method` /

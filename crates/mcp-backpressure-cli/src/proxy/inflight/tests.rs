@@ -475,7 +475,7 @@ async fn run_model(steps: Vec<Step>) {
         let held = model
             .entries
             .values()
-            .filter(|e| matches!(e.0, Model::Held(_)))
+            .filter(|e| e.1 && matches!(e.0, Model::Held(_)))
             .count();
         assert_eq!(metrics.held_after_cancel.get(), held as i64);
         assert_eq!(

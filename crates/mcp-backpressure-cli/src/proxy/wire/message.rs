@@ -214,9 +214,10 @@ where
 pub fn parse(bytes: &[u8], from: From) -> Result<Parsed, Malformed> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| Malformed::NotJson(format!("the message is not UTF-8: {e}")))?;
-    let bytes = reframe(text, from)?;
+    let mut bytes = reframe(text, from)?;
     // Re-framing removed nothing but white space: parse what is forwarded.
     let text = std::str::from_utf8(&bytes).expect("re-framing keeps UTF-8");
+    let mut splices = Vec::new();
     let kinds = match text.as_bytes().first() {
         Some(b'[') => {
             let items: Vec<&RawValue> = serde_json::from_str(text)
@@ -227,20 +228,57 @@ pub fn parse(bytes: &[u8], from: From) -> Result<Parsed, Malformed> {
             Shape::Batch(
                 items
                     .into_iter()
-                    .map(|raw| classify(raw.get(), from))
+                    .map(|raw| classify(raw.get(), from, text, &mut splices))
                     .collect::<Result<_, _>>()?,
             )
         }
-        _ => Shape::One(classify(text, from)?),
+        _ => Shape::One(classify(text, from, text, &mut splices)?),
     };
+    // Ids written in another form than the integer they are (`1.0`, `1e0`,
+    // `-0`) go upstream as that integer: peers disagree on such forms (the
+    // Python SDK reads a request with id `1.0` as a notification).
+    splices.sort_by_key(|s: &Splice| std::cmp::Reverse(s.at));
+    for splice in splices {
+        bytes.splice(splice.at..splice.at + splice.len, splice.with.into_bytes());
+    }
     Ok(Parsed { kinds, bytes })
+}
+
+/// A number id to write in its canonical form.
+struct Splice {
+    at: usize,
+    len: usize,
+    with: String,
+}
+
+/// Records a splice if the raw id `raw` (a slice of `full`) is a number not
+/// written canonically.
+fn canonical(raw: &RawValue, id: &RequestId, full: &str, splices: &mut Vec<Splice>) {
+    let RequestId::Int(n) = id else {
+        return;
+    };
+    let text = raw.get();
+    let with = n.to_string();
+    if text != with {
+        let at = text.as_ptr() as usize - full.as_ptr() as usize;
+        splices.push(Splice {
+            at,
+            len: text.len(),
+            with,
+        });
+    }
 }
 
 fn invalid(why: impl Into<String>) -> Malformed {
     Malformed::Invalid(why.into())
 }
 
-fn classify(text: &str, from: From) -> Result<Kind, Malformed> {
+fn classify(
+    text: &str,
+    from: From,
+    full: &str,
+    splices: &mut Vec<Splice>,
+) -> Result<Kind, Malformed> {
     // The client's messages must be JSON-RPC the proxy fully understands;
     // the upstream's are forwarded whatever they are (the client judges
     // them), and only routed when they clearly answer a request.
@@ -278,7 +316,12 @@ fn classify(text: &str, from: From) -> Result<Kind, Malformed> {
                 check_params(envelope.params)?;
             }
             match RequestId::parse(raw.get()) {
-                Some(id) => Ok(Kind::Request { id, method }),
+                Some(id) => {
+                    if strict {
+                        canonical(raw, &id, full, splices);
+                    }
+                    Ok(Kind::Request { id, method })
+                }
                 None if strict => Err(Malformed::BadId(raw.get().to_owned())),
                 None => Ok(Kind::Other),
             }
@@ -296,10 +339,10 @@ fn classify(text: &str, from: From) -> Result<Kind, Malformed> {
                     .and_then(|p| serde_json::from_str::<CancelParams<'_>>(p.get()).ok())
                     .and_then(|p| p.request_id)
                     .ok_or_else(|| invalid("a cancellation needs params.requestId, once"))?;
-                Some(
-                    RequestId::parse(params.get())
-                        .ok_or_else(|| Malformed::BadId(params.get().to_owned()))?,
-                )
+                let id = RequestId::parse(params.get())
+                    .ok_or_else(|| Malformed::BadId(params.get().to_owned()))?;
+                canonical(params, &id, full, splices);
+                Some(id)
             } else {
                 None
             };
@@ -322,10 +365,29 @@ fn classify(text: &str, from: From) -> Result<Kind, Malformed> {
     }
 }
 
+#[derive(Deserialize)]
+struct Params<'a> {
+    #[serde(borrow, rename = "_meta", default, deserialize_with = "present")]
+    meta: Option<&'a RawValue>,
+}
+
+/// MCP's rules for `params` (stricter than JSON-RPC's, and what the SDKs
+/// parse): an object, whose `_meta`, if any, is an object too. A request the
+/// upstream cannot read is never answered, so the proxy refuses it instead.
 fn check_params(params: Option<&RawValue>) -> Result<(), Malformed> {
-    match params.map(|p| p.get().as_bytes()[0]) {
-        None | Some(b'{' | b'[') => Ok(()),
-        Some(_) => Err(invalid("\"params\" must be an object or an array")),
+    let Some(params) = params else {
+        return Ok(());
+    };
+    if !params.get().starts_with('{') {
+        return Err(invalid("\"params\" must be an object"));
+    }
+    let params: Params<'_> = serde_json::from_str(params.get())
+        .map_err(|_| invalid("\"params\" holds \"_meta\" twice"))?;
+    match params.meta {
+        Some(meta) if !meta.get().starts_with('{') => {
+            Err(invalid("\"params._meta\" must be an object"))
+        }
+        _ => Ok(()),
     }
 }
 

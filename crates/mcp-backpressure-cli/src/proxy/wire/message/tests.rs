@@ -41,6 +41,37 @@ fn ids_compare_by_value() {
 }
 
 #[test]
+fn ids_go_upstream_in_their_integer_form() {
+    let parsed =
+        client(r#"{"jsonrpc":"2.0","id":1.0,"method":"tools/call","params":{"a":1.0}}"#).unwrap();
+    assert_eq!(
+        parsed.bytes,
+        br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"a":1.0}}"#
+    );
+    let parsed = client(
+        r#"[{"jsonrpc":"2.0","id":1e1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":-0}}]"#,
+    )
+    .unwrap();
+    assert_eq!(
+        parsed.bytes,
+        br#"[{"jsonrpc":"2.0","id":10,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":0}}]"#
+    );
+    let string = br#"{"jsonrpc":"2.0","id":"1.0","method":"ping"}"#;
+    assert_eq!(parse(string, From::Client).unwrap().bytes, string);
+}
+
+#[test]
+fn params_follow_mcps_rules() {
+    for bad in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":[]}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":5}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{},"_meta":{}}}"#,
+    ] {
+        assert!(matches!(client(bad), Err(Malformed::Invalid(_))), "{bad}");
+    }
+}
+
+#[test]
 fn ids_that_are_not_strings_or_safe_integers_are_refused() {
     for bad in [
         "null",
