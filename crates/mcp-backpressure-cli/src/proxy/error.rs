@@ -92,7 +92,7 @@ impl ProxyError {
     /// Whether the answer must carry id null whatever the request said
     /// (JSON-RPC: when the id could not be determined).
     fn id_unknown(&self) -> bool {
-        matches!(self, Self::Malformed(_))
+        matches!(self, Self::Malformed(m) if !matches!(m, Malformed::Request { .. }))
     }
 
     /// The JSON-RPC error object.
@@ -118,6 +118,7 @@ impl ProxyError {
     /// get 400, oversized ones 413.
     pub fn http_status(&self) -> u16 {
         match self {
+            Self::Malformed(Malformed::Request { .. }) => 200,
             Self::Malformed(_) => 400,
             Self::TooLarge { .. } => 413,
             _ => 200,

@@ -11,7 +11,7 @@ use super::gate::Gate;
 #[cfg(test)]
 use super::inflight::Admission;
 use super::inflight::{Begun, Cancel, Expired, InFlight, Key, Left, Queued, Scope, Ticket};
-use super::wire::message::{self, From, Kind, Parsed, RequestId, Shape};
+use super::wire::message::{self, From, Kind, Malformed, Parsed, RequestId, Shape};
 use super::wire::scan::{IdScan, ScanResult};
 
 /// A forwarded request whose answer is awaited.
@@ -115,9 +115,13 @@ impl Router {
         let Parsed { kinds, bytes } = match message::parse(bytes, From::Client) {
             Ok(parsed) => parsed,
             Err(malformed) => {
+                let id = match &malformed {
+                    Malformed::Request { id, .. } => Some(id.clone()),
+                    _ => None,
+                };
                 return FromClient::Answer {
                     error: malformed.into(),
-                    ids: vec![None],
+                    ids: vec![id],
                     batch: false,
                 };
             }

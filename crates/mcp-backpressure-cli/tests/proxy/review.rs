@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::http_client::{HttpSession, client};
+use crate::http_client::HttpSession;
 use crate::support::{StdioSession, http_proxy, http_server, metric, metrics_url};
 
 /// A GET carrying a `tools/call` body: the upstream treats a GET as its

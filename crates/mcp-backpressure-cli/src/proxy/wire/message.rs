@@ -116,6 +116,15 @@ pub enum Malformed {
     /// JSON, but not a JSON-RPC 2.0 message the proxy can forward.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A request with a valid id, but not one the proxy forwards (its
+    /// `params`): answered under its id.
+    #[error("invalid request: {why}")]
+    Request {
+        /// The request's id.
+        id: RequestId,
+        /// What is wrong.
+        why: String,
+    },
     /// A request whose id is not a string or an integer (id null in the answer).
     #[error("invalid request: the id must be a string or an integer within +/-(2^53 - 1), got {0}")]
     BadId(String),
@@ -311,21 +320,19 @@ fn classify(
         (Some(_), _) if answers => {
             other("a message with a \"method\" cannot carry \"result\" or \"error\"")
         }
-        (Some(method), Some(raw)) => {
-            if strict {
-                check_params(envelope.params)?;
-            }
-            match RequestId::parse(raw.get()) {
-                Some(id) => {
-                    if strict {
-                        canonical(raw, &id, full, splices);
+        (Some(method), Some(raw)) => match RequestId::parse(raw.get()) {
+            Some(id) => {
+                if strict {
+                    if let Err(Malformed::Invalid(why)) = check_params(envelope.params) {
+                        return Err(Malformed::Request { id, why });
                     }
-                    Ok(Kind::Request { id, method })
+                    canonical(raw, &id, full, splices);
                 }
-                None if strict => Err(Malformed::BadId(raw.get().to_owned())),
-                None => Ok(Kind::Other),
+                Ok(Kind::Request { id, method })
             }
-        }
+            None if strict => Err(Malformed::BadId(raw.get().to_owned())),
+            None => Ok(Kind::Other),
+        },
         (Some(method), None) => {
             if strict {
                 check_params(envelope.params)?;
