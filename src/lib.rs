@@ -14,7 +14,7 @@
 //! use mcp_backpressure::rmcp::Backpressure;
 //! use mcp_backpressure::{Limiter, LimiterConfig};
 //! use rmcp::model::{ServerCapabilities, ServerConfig};
-//! use rmcp::{ServerHandler, ServiceExt};
+//! use rmcp::ServerHandler;
 //!
 //! #[derive(Clone)]
 //! struct MyServer;
