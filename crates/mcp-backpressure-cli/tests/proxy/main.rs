@@ -10,6 +10,7 @@ mod hardening;
 mod http;
 mod http_client;
 mod http_faults;
+mod http_listener;
 #[path = "../../../../tests/support/line_session.rs"]
 mod line_session;
 mod python;
