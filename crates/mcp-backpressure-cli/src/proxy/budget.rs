@@ -63,7 +63,7 @@ impl Budget {
                     wanted = more,
                     in_use = self.in_use(),
                     total = self.total,
-                    "the request body budget is spent; waiting"
+                    "the byte budget is spent; waiting"
                 );
                 Arc::clone(&self.bytes)
                     .acquire_many_owned(more)

@@ -180,7 +180,7 @@ async fn http_stalled_bodies_hold_the_budget_until_they_time_out() {
             "2",
         ],
         &nowhere(),
-        "info,mcp_backpressure::proxy::body=debug",
+        "info,mcp_backpressure::proxy::budget=debug",
     )
     .await;
     let first_sent = Instant::now();
@@ -195,7 +195,7 @@ async fn http_stalled_bodies_hold_the_budget_until_they_time_out() {
         stalled.push(client);
     }
     log.wait_for("the body budget spent", |l| {
-        l.contains("the request body budget is spent; waiting")
+        l.contains("the byte budget is spent; waiting")
     })
     .await;
     let mut small = connect(addr).await;
