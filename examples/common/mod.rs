@@ -159,9 +159,15 @@ impl DemoServer {
     ) -> String {
         if let Some(token) = context.meta.get_progress_token() {
             let started = ProgressNotificationParam::new(token, 0.0).with_message("started");
-            if let Err(error) = context.peer.notify_progress(started).await {
-                tracing::debug!(%error, "could not announce the start");
-            }
+            // Not awaited by the call: once its input has ended, rmcp no
+            // longer confirms a notification as sent, and a call waiting for
+            // that would never reach its work.
+            let peer = context.peer.clone();
+            tokio::spawn(async move {
+                if let Err(error) = peer.notify_progress(started).await {
+                    tracing::debug!(%error, "could not announce the start");
+                }
+            });
         }
         tokio::time::sleep(Duration::from_millis(ms)).await;
         format!("slept {ms} ms")

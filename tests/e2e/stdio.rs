@@ -181,7 +181,7 @@ async fn closing_stdin_frees_the_queue_at_once_and_starts_nothing() {
     );
     assert_eq!(logged_counter(&log, "cancelled_in_queue"), 5);
     assert_eq!(logged_counter(&log, "rejected_queue_full"), 1);
-    assert_eq!(logged_counter(&log, "active"), 0);
+    assert_eq!(logged_counter(&log, "active"), 0, "{log:#?}");
     assert_eq!(logged_counter(&log, "queued"), 0);
     assert!(
         took < std::time::Duration::from_millis(4_500),
