@@ -62,18 +62,23 @@ struct Pipes {
     upstream_budget: Budget,
 }
 
+/// Sends a message of the proxy's own, once `budget` has room for it.
+/// Returns whether the peer's writer is still there.
+async fn send_value(to: &Lines, budget: &Budget, value: &serde_json::Value) -> bool {
+    let line = error::to_line(value);
+    let lease = budget.reserve(line.len()).await;
+    to.send(Out {
+        line,
+        _lease: lease,
+    })
+    .await
+    .is_ok()
+}
+
 impl Pipes {
     /// Sends a line of the proxy's own to the client (waits for budget).
     async fn answer(&self, value: &serde_json::Value) {
-        let line = error::to_line(value);
-        let lease = self.client_budget.reserve(line.len()).await;
-        let _ = self
-            .to_client
-            .send(Out {
-                line,
-                _lease: lease,
-            })
-            .await;
+        send_value(&self.to_client, &self.client_budget, value).await;
     }
 }
 
@@ -154,29 +159,13 @@ pub async fn run(gate: Arc<Gate>, command: &[String]) -> anyhow::Result<ExitCode
                 if signalled {
                     // The client is still there: nothing it sent goes unanswered.
                     let error = ProxyError::ShuttingDown.to_response(Some(&pending.key.id), code);
-                    let line = error::to_line(&error);
-                    let lease = client_budget.reserve(line.len()).await;
-                    let _ = to_client
-                        .send(Out {
-                            line,
-                            _lease: lease,
-                        })
-                        .await;
+                    send_value(&to_client, &client_budget, &error).await;
                 }
                 if !pending.forwarded {
                     continue;
                 }
                 let cancel = error::cancellation(&pending.key.id, reason);
-                let line = error::to_line(&cancel);
-                let lease = upstream_budget.reserve(line.len()).await;
-                if to_upstream
-                    .send(Out {
-                        line,
-                        _lease: lease,
-                    })
-                    .await
-                    .is_err()
-                {
+                if !send_value(&to_upstream, &upstream_budget, &cancel).await {
                     break;
                 }
             }
@@ -206,16 +195,7 @@ pub async fn run(gate: Arc<Gate>, command: &[String]) -> anyhow::Result<ExitCode
             for pending in router.inflight().drain(None).await {
                 let error =
                     ProxyError::UpstreamUnavailable.to_response(Some(&pending.key.id), code);
-                let line = error::to_line(&error);
-                let lease = client_budget.reserve(line.len()).await;
-                if to_client
-                    .send(Out {
-                        line,
-                        _lease: lease,
-                    })
-                    .await
-                    .is_err()
-                {
+                if !send_value(&to_client, &client_budget, &error).await {
                     break;
                 }
             }
@@ -513,14 +493,12 @@ async fn read_upstream<R: AsyncRead + Unpin>(
                 );
                 if let Some(id) = router.salvage(&Scope::Stdio, &scan) {
                     let error = ProxyError::ResponseTooLarge { len, max };
-                    let line = error::to_line(&error.to_response(Some(&id), code));
-                    let lease = client_budget.reserve(line.len()).await;
-                    let _ = to_client
-                        .send(Out {
-                            line,
-                            _lease: lease,
-                        })
-                        .await;
+                    send_value(
+                        &to_client,
+                        &client_budget,
+                        &error.to_response(Some(&id), code),
+                    )
+                    .await;
                 } else if scan.has_method
                     && let super::wire::scan::IdScan::Raw(raw) = &scan.id
                     && let Some(id) = std::str::from_utf8(raw).ok().and_then(RequestId::parse)
@@ -530,15 +508,9 @@ async fn read_upstream<R: AsyncRead + Unpin>(
                         len: Some(len),
                         max,
                     };
-                    let line = error::to_line(&error.to_response(Some(&id), code));
-                    let lease = upstream_budget.reserve(line.len()).await;
                     if let Some(to_upstream) = to_upstream.upgrade() {
-                        let _ = to_upstream
-                            .send(Out {
-                                line,
-                                _lease: lease,
-                            })
-                            .await;
+                        let answer = error.to_response(Some(&id), code);
+                        send_value(&to_upstream, &upstream_budget, &answer).await;
                     }
                 }
                 continue;
