@@ -294,11 +294,15 @@ impl Settings {
         let in_flight_input = pick(&args.max_in_flight, &file.max_in_flight);
         let max_in_flight = MAX_IN_FLIGHT
             .get(in_flight_input)?
-            .unwrap_or(DEFAULT_MAX_IN_FLIGHT);
+            // Unset, it grows with the queue: every queued call is tracked.
+            .unwrap_or_else(|| {
+                DEFAULT_MAX_IN_FLIGHT.max(defaults.max_concurrent.saturating_add(queue_size))
+            });
         let buffer_input = pick(&args.buffer_bytes, &file.buffer_bytes);
         let buffer_bytes = BUFFER_BYTES
             .get(buffer_input)?
-            .unwrap_or(DEFAULT_BUFFER_BYTES);
+            // Unset, it grows with the largest message: one always fits.
+            .unwrap_or_else(|| DEFAULT_BUFFER_BYTES.max(max_message_bytes));
         let max_connections = pick(&args.max_connections, &file.max_connections);
         let max_connections = MAX_CONNECTIONS
             .get(max_connections)?
@@ -795,6 +799,16 @@ mod tests {
 
     #[test]
     fn defaults() {
+        // Unset bounds grow with what they bound.
+        let grown = Settings::merge(
+            &LimitArgs::default(),
+            &file("max_concurrent = 2\nqueue_size = 5000\nmax_message_bytes = 33554432"),
+        )
+        .unwrap();
+        assert_eq!(
+            (grown.max_in_flight, grown.buffer_bytes),
+            (5002, 33_554_432)
+        );
         let settings = Settings::merge(&LimitArgs::default(), &file("max_concurrent = 1")).unwrap();
         assert_eq!(settings.config, LimiterConfig::new(1));
         assert_eq!(settings.error_code, jsonrpc::DEFAULT_OVERLOAD_CODE);
@@ -1019,16 +1033,8 @@ mod tests {
                 "invalid max_in_flight: must be at least max_concurrent + queue_size (5 + 10 = 15), got 14",
             ),
             (
-                &["--queue-size", "5000"],
-                "invalid max_in_flight: must be at least max_concurrent + queue_size (1 + 5000 = 5001), got 4096 (the default)",
-            ),
-            (
                 &["--max-message-bytes", "100000", "--buffer-bytes", "65536"],
                 "invalid buffer_bytes: must be at least max_message_bytes (100000), got 65536",
-            ),
-            (
-                &["--max-message-bytes", "33554432"],
-                "invalid buffer_bytes: must be at least max_message_bytes (33554432), got 16777216 (the default)",
             ),
         ] {
             assert_eq!(flag_error(argv), expected, "{argv:?}");
