@@ -64,7 +64,7 @@
 //! # Features
 //!
 //! - `rmcp` (default): the [`rmcp::Backpressure`] wrapper for the official
-//!   Rust MCP SDK (rmcp 3.9).
+//!   Rust MCP SDK (rmcp 3.11).
 //!
 //! # Layout
 //!

@@ -329,3 +329,51 @@ async fn a_tools_own_timeout_is_not_an_overload() {
     let s = h.limiter.snapshot();
     assert_eq!((s.total_rejected, s.admitted, s.completed), (0, 1, 1));
 }
+
+/// Advertises tools only and implements nothing else.
+#[derive(Clone)]
+struct ToolsOnly;
+
+impl ServerHandler for ToolsOnly {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+    }
+}
+
+/// Since rmcp 3.11 its default `prompts/list`, `resources/list`,
+/// `resources/templates/list` and `completion/complete` answer "method not
+/// found" unless the handler's `get_info` advertises the capability (before,
+/// an empty list). The wrapper forwards these methods and `get_info`, so the
+/// wrapped handler's capabilities decide, as without the wrapper.
+#[tokio::test]
+async fn unadvertised_capabilities_answer_method_not_found_through_the_wrapper() {
+    let limiter = Limiter::new(LimiterConfig::new(1)).unwrap();
+    let server = Backpressure::with_options(
+        ToolsOnly,
+        limiter.clone(),
+        BackpressureOptions::default().with_guarded(GuardedMethods::ALL_WORK),
+    );
+    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        if let Ok(running) = server.serve(server_io).await {
+            let _ = running.waiting().await;
+        }
+    });
+    let client = tokio::time::timeout(PATIENCE, ().serve(client_io))
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+
+    let tools = client.list_tools(None).await.expect("tools are advertised");
+    assert!(tools.tools.is_empty());
+    let prompts = client.list_prompts(None).await;
+    assert!(
+        matches!(prompts, Err(ServiceError::McpError(ref e)) if e.code.0 == -32601),
+        "{prompts:?}"
+    );
+    let resources = client.list_resources(None).await;
+    assert!(
+        matches!(resources, Err(ServiceError::McpError(ref e)) if e.code.0 == -32601),
+        "{resources:?}"
+    );
+}

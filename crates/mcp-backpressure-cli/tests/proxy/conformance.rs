@@ -116,7 +116,11 @@ async fn conformance_rust_server_bare_wrapped_and_behind_the_proxy() {
         passed(&with_library),
         passed(&proxied)
     );
-    assert!(passed(&direct) >= 10, "{direct:?}");
+    // The demo server advertises tools only. Since rmcp 3.11 its default
+    // prompts/list, resources/list and completion/complete answer "method not
+    // found" for a capability the server does not advertise (before, an empty
+    // result), so those three scenarios fail now, the same three ways: 7 pass.
+    assert!(passed(&direct) >= 7, "{direct:?}");
     assert_same(&direct, &with_library);
     assert_same(&direct, &proxied);
 }
