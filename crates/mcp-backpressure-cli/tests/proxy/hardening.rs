@@ -11,7 +11,6 @@
 //! splits its input at a bare CR), `bare_server` (rmcp), and an in-test HTTP
 //! upstream that records what reaches it.
 
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,13 +20,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
 
 use crate::http_client::client;
 use crate::python::venv_python;
 use crate::support::{
     PATIENCE, Stderr, StdioSession, assert_overload, example, fixture, http_proxy, metric,
-    metrics_url, proxy_bin, python3, wait_metric,
+    metrics_url, python3, wait_metric,
 };
 
 const ACTIVE: &str = "mcp_backpressure_active";
@@ -402,19 +400,7 @@ struct Raw {
 
 impl Raw {
     fn spawn(args: &[&str], upstream: &[&str]) -> Self {
-        let mut child = Command::new(proxy_bin())
-            .arg("proxy")
-            .args(args)
-            .arg("--")
-            .args(upstream)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the proxy");
-        let stderr = Stderr::capture(&mut child, "proxy");
+        let (mut child, stderr) = crate::support::stdio_proxy(args, upstream);
         let stdin = child.stdin.take().unwrap();
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
         Self {

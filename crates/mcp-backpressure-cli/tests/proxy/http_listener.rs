@@ -6,16 +6,15 @@
 //! (TCP_NODELAY on the proxy's sockets and on the demo servers').
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::time::{Instant, timeout};
 
-use crate::support::{PATIENCE, Stderr, http_example, proxy_bin};
+use crate::support::{PATIENCE, Stderr, http_example};
 
 /// Slack on top of a timeout for the proxy to act on it (a loaded machine,
 /// a debug build).
@@ -24,23 +23,14 @@ const SLACK: Duration = Duration::from_secs(4);
 /// Starts the proxy with `args` in front of `upstream`, logging at `log`
 /// (`RUST_LOG`); returns it, its stderr and its address.
 async fn proxy(args: &[&str], upstream: &str, log: &str) -> (Child, Stderr, SocketAddr) {
-    let mut child = Command::new(proxy_bin())
-        .args(["proxy", "--listen", "127.0.0.1:0", "--upstream", upstream])
-        .args(["--max-concurrent", "8"])
-        .args(args)
-        .env("RUST_LOG", log)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the proxy");
-    let mut stderr = Stderr::capture(&mut child, "proxy");
-    let line = stderr
-        .wait_for("listening on", |l| l.contains("listening on http://"))
-        .await;
-    let start = line.find("http://").unwrap() + "http://".len();
-    let addr = line[start..].split('/').next().unwrap().parse().unwrap();
+    let args = [&["--max-concurrent", "8"], args].concat();
+    let (child, stderr, url) = crate::support::http_proxy_logging(&args, upstream, log).await;
+    let addr = url["http://".len()..]
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     (child, stderr, addr)
 }
 

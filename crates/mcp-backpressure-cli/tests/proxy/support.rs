@@ -106,19 +106,7 @@ impl std::ops::DerefMut for StdioSession {
 impl StdioSession {
     /// Starts the proxy with `proxy_args`, in front of `upstream`.
     pub fn spawn(proxy_args: &[&str], upstream: &[&str]) -> Self {
-        let mut child = Command::new(proxy_bin())
-            .arg("proxy")
-            .args(proxy_args)
-            .arg("--")
-            .args(upstream)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the proxy");
-        let stderr = Stderr::capture(&mut child, "proxy");
+        let (child, stderr) = stdio_proxy(proxy_args, upstream);
         Self {
             session: LineSession::attach(child, "the proxy"),
             stderr,
@@ -199,12 +187,40 @@ pub async fn http_example(name: &str, bind: &str, args: &[&str]) -> (Child, Stde
     (child, stderr, url)
 }
 
+/// Starts the stdio proxy in front of the `upstream` command, its stdin and
+/// stdout piped; returns it and its stderr (the child still holds its pipes).
+pub fn stdio_proxy(proxy_args: &[&str], upstream: &[&str]) -> (Child, Stderr) {
+    let mut child = Command::new(proxy_bin())
+        .arg("proxy")
+        .args(proxy_args)
+        .arg("--")
+        .args(upstream)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the proxy");
+    let stderr = Stderr::capture(&mut child, "proxy");
+    (child, stderr)
+}
+
 /// Starts the HTTP proxy in front of `upstream`; returns it, its stderr and its URL.
 pub async fn http_proxy(args: &[&str], upstream: &str) -> (Child, Stderr, String) {
+    http_proxy_logging(args, upstream, "info").await
+}
+
+/// As [`http_proxy`], with the log filter `log` (`RUST_LOG`).
+pub async fn http_proxy_logging(
+    args: &[&str],
+    upstream: &str,
+    log: &str,
+) -> (Child, Stderr, String) {
     let mut child = Command::new(proxy_bin())
         .args(["proxy", "--listen", "127.0.0.1:0", "--upstream", upstream])
         .args(args)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", log)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
