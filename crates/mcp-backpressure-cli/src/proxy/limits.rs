@@ -42,7 +42,9 @@ use toml::Spanned;
 /// The default bound on one JSON-RPC message (one stdio line, one HTTP body).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// The default time a forwarded call keeps its slot after its client
-/// cancelled it or went away. Provisional: the final value is still open.
+/// cancelled it or went away: rmcp never answers a cancelled request and gives
+/// its own handlers 5 s to finish after its input ends; the Python SDK answers
+/// once the tool has really stopped, which frees the slot sooner.
 pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(5);
 /// The default bound on requests forwarded and not yet answered (all sessions).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;

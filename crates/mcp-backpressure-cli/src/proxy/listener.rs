@@ -50,7 +50,7 @@ use super::limits::{DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 /// what nginx allows, and room for any bearer token), bodies pass through
 /// in chunks of at most this size. Memory for connections is then at most
 /// about `max_connections` × 2 × 32 KiB (64 MiB at the default cap), on top
-/// of the request bodies' byte budget (`body::ByteBudget`).
+/// of the request bodies' byte budget (`budget::Budget`).
 pub const MAX_BUF_SIZE: usize = 32 * 1024;
 
 /// The default [`ListenerSettings::grace`].
