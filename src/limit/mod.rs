@@ -5,9 +5,11 @@
 //! [`Limit::current`] says after each sample, so an adaptive algorithm can be
 //! swapped in without touching enforcement.
 
+mod aimd;
 mod fixed;
 mod sample;
 
+pub use aimd::Aimd;
 pub use fixed::FixedLimit;
 pub use sample::Sample;
 
@@ -24,4 +26,11 @@ pub trait Limit: Send + 'static {
 
     /// Feeds one sample.
     fn on_sample(&mut self, sample: &Sample);
+}
+
+/// Bounds as the adaptive algorithms apply them: `min_limit` at least 1,
+/// `max_limit` at least `min_limit`.
+fn normalize_bounds(min_limit: usize, max_limit: usize) -> (usize, usize) {
+    let min_limit = min_limit.max(1);
+    (min_limit, max_limit.max(min_limit))
 }
