@@ -7,10 +7,12 @@
 
 mod aimd;
 mod fixed;
+mod gradient2;
 mod sample;
 
 pub use aimd::Aimd;
 pub use fixed::FixedLimit;
+pub use gradient2::Gradient2;
 pub use sample::Sample;
 
 /// A concurrency-limit algorithm.
