@@ -9,11 +9,13 @@ mod aimd;
 mod fixed;
 mod gradient2;
 mod sample;
+mod vegas;
 
 pub use aimd::Aimd;
 pub use fixed::FixedLimit;
 pub use gradient2::Gradient2;
 pub use sample::Sample;
+pub use vegas::Vegas;
 
 /// A concurrency-limit algorithm.
 ///
