@@ -4,14 +4,33 @@
 //! knows nothing of queues. The [`Limiter`](crate::Limiter) enforces whatever
 //! [`Limit::current`] says after each sample, so an adaptive algorithm can be
 //! swapped in without touching enforcement.
+//!
+//! | Algorithm | Moves the limit on | Origin |
+//! |---|---|---|
+//! | [`FixedLimit`] | nothing: `max_concurrent` | — |
+//! | [`Aimd`] | failures (drops, timeouts): +1 / ×0.9 | Netflix concurrency-limits `AIMDLimit` |
+//! | [`Gradient2`] | latency against its long-term average | Netflix concurrency-limits `Gradient2Limit` |
+//! | [`Vegas`] | latency above the no-load latency (estimated queueing) | Netflix concurrency-limits `VegasLimit`, after TCP Vegas |
+//!
+//! The adaptive algorithms are independent rewrites of the Java originals in
+//! <https://github.com/Netflix/concurrency-limits>; each type's documentation
+//! gives its formula, its parameters and where it departs from the original.
+//! All of them stay within `[min_limit, max_limit]` (never below 1), do O(1)
+//! work per sample and allocate nothing, read no clock and draw no random
+//! numbers: the same samples always give the same limits.
+//!
+//! [`LimitAlgorithm`] selects one by name (`"fixed"`, `"aimd"`, `"gradient2"`,
+//! `"vegas"`) and builds it; [`check_bounds`] validates the bounds first.
 
 mod aimd;
+mod algorithm;
 mod fixed;
 mod gradient2;
 mod sample;
 mod vegas;
 
 pub use aimd::Aimd;
+pub use algorithm::{LimitAlgorithm, ParseLimitAlgorithmError, check_bounds};
 pub use fixed::FixedLimit;
 pub use gradient2::Gradient2;
 pub use sample::Sample;
