@@ -5,21 +5,36 @@
 //! [`Limiter::builder`](crate::Limiter::builder), which validate it. Every
 //! invalid value is a [`ConfigError`] that names the setting; nothing panics.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use crate::limit::LimitAlgorithm;
 
 /// Configuration of a [`Limiter`](crate::Limiter).
 ///
 /// | setting | meaning | default |
 /// |---|---|---|
-/// | `max_concurrent` | requests allowed to run at once, `>= 1` | required |
+/// | `max_concurrent` | slots: requests allowed to run at once (a call of weight `w` takes `w`), `>= 1`; the initial limit of an adaptive algorithm | required |
 /// | `queue_size` | requests allowed to wait for a slot, `0` = reject at once | `0` |
 /// | `queue_timeout` | longest wait in the queue, `> 0` | 30 s |
 /// | `retry_after_min` / `retry_after_max` | bounds of the advertised `retry_after_ms` | 10 ms / 60 s |
 /// | `initial_service_time` | service time assumed before the first request completes | 1 s |
+/// | `limit` | the global limit's algorithm: fixed, AIMD, Gradient2, Vegas | fixed |
+/// | `min_limit` / `max_limit` | bounds of an adaptive global limit | 1 / `max_concurrent` |
+/// | `tools` | per-tool limits and weights, by tool name | none |
+/// | `default_tool_limit` | the limit of every tool not in `tools` (each tool on its own) | none |
+/// | `client_limit` | slots one client key may hold at once; queued calls are served round-robin across client keys | none |
+/// | `max_tracked_keys` | client keys (and unconfigured tool names) tracked at once; more share one entry | 10 000 |
+/// | `discipline` | the order the queue is served in: FIFO, CoDel, adaptive LIFO | FIFO |
+///
+/// Unless `max_limit` is set, an adaptive limit never goes above
+/// `max_concurrent`: the configured number stays a hard ceiling, and the
+/// algorithm only finds a lower one when the upstream is struggling.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LimiterConfig {
-    /// Requests allowed to run at once. Must be at least 1.
+    /// Slots: requests allowed to run at once (a call of weight `w` takes `w`
+    /// of them). Must be at least 1. With an adaptive `limit`, its starting point.
     pub max_concurrent: usize,
     /// Requests allowed to wait for a slot; `0` rejects at once when every slot is busy.
     pub queue_size: usize,
@@ -33,10 +48,183 @@ pub struct LimiterConfig {
     /// Service time assumed by the retry estimate until the first request completes.
     /// Must be greater than zero.
     pub initial_service_time: Duration,
+    /// The algorithm of the global limit.
+    pub limit: LimitAlgorithm,
+    /// Lower bound of an adaptive global limit, `>= 1`.
+    pub min_limit: usize,
+    /// Upper bound of an adaptive global limit; `None` = `max_concurrent`.
+    pub max_limit: Option<usize>,
+    /// Per-tool limits and weights, by tool name.
+    pub tools: BTreeMap<String, ToolConfig>,
+    /// The limit of each tool not named in `tools`, each on its own; `None` =
+    /// such tools are bounded by the global limit only.
+    pub default_tool_limit: Option<usize>,
+    /// Slots one client key may hold at once; `None` = no per-client cap.
+    /// Queued calls are served round-robin across client keys whether or not
+    /// this is set.
+    pub client_limit: Option<usize>,
+    /// Client keys (and unconfigured tool names) tracked at once, `>= 1`. A key
+    /// is tracked while it has a call running or queued; keys beyond this many
+    /// share one overflow entry (and so one per-client cap and one turn).
+    pub max_tracked_keys: usize,
+    /// The order in which the queue is served.
+    pub discipline: QueueDiscipline,
+}
+
+/// Limits and weight of one tool (see [`LimiterConfig::tools`]).
+///
+/// ```
+/// use mcp_backpressure::LimiterConfig;
+/// use mcp_backpressure::config::ToolConfig;
+///
+/// // 8 slots; the report tool takes 4 of them per call and runs 2 at most.
+/// let config = LimiterConfig::new(8)
+///     .with_queue_size(20)
+///     .with_tool("report", ToolConfig::new().with_max_concurrent(2).with_weight(4));
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ToolConfig {
+    /// Calls of this tool allowed to run at once; `None` = the global limit
+    /// only. With an adaptive `limit`, its starting point.
+    pub max_concurrent: Option<usize>,
+    /// Slots of the global limit (and of the caller's `client_limit`) one
+    /// call of this tool takes, `>= 1`. A weight above the limit in force
+    /// takes the whole limit.
+    pub weight: usize,
+    /// The algorithm of this tool's limit (needs `max_concurrent`).
+    pub limit: LimitAlgorithm,
+    /// Lower bound of an adaptive tool limit, `>= 1`.
+    pub min_limit: usize,
+    /// Upper bound of an adaptive tool limit; `None` = `max_concurrent`.
+    pub max_limit: Option<usize>,
+}
+
+impl Default for ToolConfig {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ToolConfig {
+    /// No limit of its own, weight 1.
+    pub fn new() -> Self {
+        Self {
+            max_concurrent: None,
+            weight: 1,
+            limit: LimitAlgorithm::Fixed,
+            min_limit: 1,
+            max_limit: None,
+        }
+    }
+
+    /// Sets how many calls of this tool may run at once.
+    pub fn with_max_concurrent(mut self, max_concurrent: usize) -> Self {
+        self.max_concurrent = Some(max_concurrent);
+        self
+    }
+
+    /// Sets how many slots one call takes.
+    pub fn with_weight(mut self, weight: usize) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// Makes this tool's limit adaptive, between `min_limit` and `max_limit`.
+    pub fn with_limit(
+        mut self,
+        limit: LimitAlgorithm,
+        min_limit: usize,
+        max_limit: Option<usize>,
+    ) -> Self {
+        self.limit = limit;
+        self.min_limit = min_limit;
+        self.max_limit = max_limit;
+        self
+    }
+}
+
+/// The order in which waiting requests are served (within one client key;
+/// across client keys the queue is always round-robin).
+///
+/// Deadlines are unaffected: whatever the discipline, a request leaves the
+/// queue with `queue_timeout` exactly `queue_timeout` after it arrived (on
+/// tokio's clock).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueueDiscipline {
+    /// First in, first out.
+    #[default]
+    Fifo,
+    /// FIFO, shedding waiters while the queue stands (CoDel, Nichols and
+    /// Jacobson, "Controlling Queue Delay", ACM Queue 2012): when the time the
+    /// served requests waited has stayed above `target` for a whole
+    /// `interval`, the request about to be served is rejected with
+    /// `queue_shed` instead, and again after `interval / sqrt(n)` for the
+    /// `n`-th shed in a row, until a request is served that waited less than
+    /// `target`.
+    CoDel {
+        /// Acceptable standing queue delay.
+        target: Duration,
+        /// How long the delay must stay above `target` before shedding starts.
+        interval: Duration,
+    },
+    /// FIFO while the queue drains; newest first once it has been non-empty
+    /// for `interval` (adaptive LIFO, Maurer, "Fail at Scale", ACM Queue
+    /// 2015): under a standing queue the newest requests, whose callers are
+    /// most likely still waiting, are served first, and the oldest time out.
+    AdaptiveLifo {
+        /// How long the queue must stay non-empty before it is served LIFO.
+        interval: Duration,
+    },
+}
+
+impl QueueDiscipline {
+    /// CoDel with target 100 ms and interval 1 s: tool calls last from
+    /// milliseconds to seconds, so the network defaults (5 ms / 100 ms) would
+    /// shed calls that only waited for one ordinary call to finish.
+    pub const CODEL: QueueDiscipline = QueueDiscipline::CoDel {
+        target: Duration::from_millis(100),
+        interval: Duration::from_secs(1),
+    };
+
+    /// Adaptive LIFO with interval 100 ms (the figure "Fail at Scale" gives).
+    pub const ADAPTIVE_LIFO: QueueDiscipline = QueueDiscipline::AdaptiveLifo {
+        interval: Duration::from_millis(100),
+    };
+
+    /// Its name in flags and config files: `fifo`, `codel`, `adaptive-lifo`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            QueueDiscipline::Fifo => "fifo",
+            QueueDiscipline::CoDel { .. } => "codel",
+            QueueDiscipline::AdaptiveLifo { .. } => "adaptive-lifo",
+        }
+    }
+}
+
+impl std::str::FromStr for QueueDiscipline {
+    type Err = String;
+
+    /// `fifo`, `codel` or `adaptive-lifo`, with their default parameters.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fifo" => Ok(QueueDiscipline::Fifo),
+            "codel" => Ok(QueueDiscipline::CODEL),
+            "adaptive-lifo" | "adaptive_lifo" => Ok(QueueDiscipline::ADAPTIVE_LIFO),
+            other => Err(format!(
+                "unknown queue discipline {other:?}: expected fifo, codel or adaptive-lifo"
+            )),
+        }
+    }
 }
 
 /// The default queue timeout, as in the Python package: 30 seconds.
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default of [`LimiterConfig::max_tracked_keys`].
+pub const DEFAULT_MAX_TRACKED_KEYS: usize = 10_000;
 
 impl LimiterConfig {
     /// A configuration allowing `max_concurrent` requests at once, with no queue.
@@ -48,6 +236,14 @@ impl LimiterConfig {
             retry_after_min: Duration::from_millis(10),
             retry_after_max: Duration::from_secs(60),
             initial_service_time: Duration::from_secs(1),
+            limit: LimitAlgorithm::Fixed,
+            min_limit: 1,
+            max_limit: None,
+            tools: BTreeMap::new(),
+            default_tool_limit: None,
+            client_limit: None,
+            max_tracked_keys: DEFAULT_MAX_TRACKED_KEYS,
+            discipline: QueueDiscipline::Fifo,
         }
     }
 
@@ -74,6 +270,55 @@ impl LimiterConfig {
     pub fn with_initial_service_time(mut self, service_time: Duration) -> Self {
         self.initial_service_time = service_time;
         self
+    }
+
+    /// Makes the global limit adaptive: it starts at `max_concurrent` and
+    /// stays within `min_limit..=max_limit` (`None` = `max_concurrent`).
+    pub fn with_limit(
+        mut self,
+        limit: LimitAlgorithm,
+        min_limit: usize,
+        max_limit: Option<usize>,
+    ) -> Self {
+        self.limit = limit;
+        self.min_limit = min_limit;
+        self.max_limit = max_limit;
+        self
+    }
+
+    /// Sets the limits and weight of one tool.
+    pub fn with_tool(mut self, name: impl Into<String>, tool: ToolConfig) -> Self {
+        self.tools.insert(name.into(), tool);
+        self
+    }
+
+    /// Sets the limit of every tool not configured with [`with_tool`](Self::with_tool).
+    pub fn with_default_tool_limit(mut self, limit: usize) -> Self {
+        self.default_tool_limit = Some(limit);
+        self
+    }
+
+    /// Caps the slots one client key may hold at once.
+    pub fn with_client_limit(mut self, limit: usize) -> Self {
+        self.client_limit = Some(limit);
+        self
+    }
+
+    /// Sets how many client keys (and unconfigured tool names) are tracked at once.
+    pub fn with_max_tracked_keys(mut self, keys: usize) -> Self {
+        self.max_tracked_keys = keys;
+        self
+    }
+
+    /// Sets the queue discipline.
+    pub fn with_discipline(mut self, discipline: QueueDiscipline) -> Self {
+        self.discipline = discipline;
+        self
+    }
+
+    /// The upper bound of the global limit: `max_limit`, or `max_concurrent`.
+    pub fn effective_max_limit(&self) -> usize {
+        self.max_limit.unwrap_or(self.max_concurrent)
     }
 
     /// Checks every setting; the error names the first one that is invalid.
@@ -104,8 +349,105 @@ impl LimiterConfig {
                 ),
             });
         }
+        check_bounds("", self.max_concurrent, self.min_limit, self.max_limit)?;
+        if self.max_tracked_keys == 0 {
+            return Err(ConfigError::invalid(
+                "max_tracked_keys",
+                "must be at least 1",
+            ));
+        }
+        if self.default_tool_limit == Some(0) {
+            return Err(ConfigError::invalid(
+                "default_tool_limit",
+                "must be at least 1",
+            ));
+        }
+        if self.client_limit == Some(0) {
+            return Err(ConfigError::invalid("client_limit", "must be at least 1"));
+        }
+        match self.discipline {
+            QueueDiscipline::Fifo => {}
+            QueueDiscipline::CoDel { target, interval } => {
+                if target.is_zero() {
+                    return Err(ConfigError::invalid(
+                        "codel_target",
+                        "must be greater than zero",
+                    ));
+                }
+                if interval.is_zero() {
+                    return Err(ConfigError::invalid(
+                        "codel_interval",
+                        "must be greater than zero",
+                    ));
+                }
+            }
+            QueueDiscipline::AdaptiveLifo { interval } => {
+                if interval.is_zero() {
+                    return Err(ConfigError::invalid(
+                        "lifo_interval",
+                        "must be greater than zero",
+                    ));
+                }
+            }
+        }
+        for (name, tool) in &self.tools {
+            let prefix = format!("tools.{name:?}.");
+            if tool.weight == 0 {
+                return Err(ConfigError::Invalid {
+                    setting: format!("{prefix}weight"),
+                    reason: "must be at least 1".into(),
+                });
+            }
+            match tool.max_concurrent {
+                Some(max) => check_bounds(&prefix, max, tool.min_limit, tool.max_limit)?,
+                None if tool.limit != LimitAlgorithm::Fixed => {
+                    return Err(ConfigError::Invalid {
+                        setting: format!("{prefix}max_concurrent"),
+                        reason: format!(
+                            "an adaptive limit ({}) needs a starting max_concurrent",
+                            tool.limit
+                        ),
+                    });
+                }
+                None => {}
+            }
+        }
         Ok(())
     }
+}
+
+/// `1 <= min_limit <= max_concurrent <= max_limit`, named with `prefix`.
+fn check_bounds(
+    prefix: &str,
+    max_concurrent: usize,
+    min_limit: usize,
+    max_limit: Option<usize>,
+) -> Result<(), ConfigError> {
+    let invalid = |setting: &str, reason: String| ConfigError::Invalid {
+        setting: format!("{prefix}{setting}"),
+        reason,
+    };
+    if max_concurrent == 0 {
+        return Err(invalid("max_concurrent", "must be at least 1".into()));
+    }
+    if min_limit == 0 {
+        return Err(invalid("min_limit", "must be at least 1".into()));
+    }
+    if min_limit > max_concurrent {
+        return Err(invalid(
+            "min_limit",
+            format!("must not be above max_concurrent ({min_limit} > {max_concurrent})"),
+        ));
+    }
+    if let Some(max_limit) = max_limit
+        && max_limit < max_concurrent
+    {
+        return Err(invalid(
+            "max_limit",
+            format!("must not be below max_concurrent ({max_limit} < {max_concurrent})"),
+        ));
+    }
+    Ok(())
 }
 
 /// Converts a number of seconds (fractions allowed) into a [`Duration`],
@@ -137,6 +479,15 @@ pub enum ConfigError {
         /// The rejected value.
         value: usize,
     },
+    /// Another setting was out of range.
+    #[error("invalid {setting}: {reason}")]
+    Invalid {
+        /// The setting's name, as in [`LimiterConfig`] (`tools."NAME".weight`
+        /// for a tool's own settings).
+        setting: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A duration setting was out of range.
     #[error("invalid {setting}: {reason}")]
     Duration {
@@ -149,10 +500,18 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// The name of the offending setting, as in [`LimiterConfig`].
-    pub fn setting(&self) -> &'static str {
+    pub fn setting(&self) -> &str {
         match self {
             ConfigError::MaxConcurrent { .. } => "max_concurrent",
+            ConfigError::Invalid { setting, .. } => setting,
             ConfigError::Duration { setting, .. } => setting,
+        }
+    }
+
+    fn invalid(setting: &str, reason: &str) -> Self {
+        ConfigError::Invalid {
+            setting: setting.into(),
+            reason: reason.into(),
         }
     }
 }

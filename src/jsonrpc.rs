@@ -96,7 +96,8 @@ mod tests {
                 "data": {
                     "reason": "queue_full", "active": 5, "queued": 10,
                     "max_concurrent": 5, "queue_size": 10,
-                    "queue_timeout_ms": 30000, "retry_after_ms": 240
+                    "queue_timeout_ms": 30000, "retry_after_ms": 240,
+                    "scope": "global"
                 }
             }})
         );

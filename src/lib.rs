@@ -87,10 +87,10 @@ mod sync;
 #[cfg_attr(docsrs, doc(cfg(feature = "rmcp")))]
 pub mod rmcp;
 
-pub use config::{ConfigError, LimiterConfig};
-pub use limiter::{Limiter, LimiterBuilder, OnOverload, Outcome, Permit};
-pub use metrics::MetricsSnapshot;
-pub use overload::{Overload, OverloadData, OverloadReason};
+pub use config::{ConfigError, LimiterConfig, QueueDiscipline, ToolConfig};
+pub use limiter::{Limiter, LimiterBuilder, OnOverload, Outcome, Permit, Request};
+pub use metrics::{MetricsSnapshot, ToolSnapshot};
+pub use overload::{Overload, OverloadData, OverloadReason, Scope};
 
 /// The README's code blocks, compiled as doctests so they cannot rot.
 #[cfg(all(doctest, feature = "rmcp"))]

@@ -10,15 +10,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::overload::OverloadReason;
 
-/// A consistent view of a limiter's counters and gauges.
+/// A consistent view of a limiter's global counters and gauges.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct MetricsSnapshot {
-    /// Requests holding a slot now (running, or handed a slot and about to run).
+    /// Slots in use now (a call of weight `w` holds `w`; with weights of 1,
+    /// the requests running or handed a slot and about to run).
     pub active: usize,
+    /// Requests holding slots now, whatever their weight.
+    pub running: usize,
     /// Requests waiting in the queue now.
     pub queued: usize,
-    /// The concurrency limit in force.
+    /// The concurrency limit in force (the current value of an adaptive limit).
     pub max_concurrent: usize,
     /// The queue bound.
     pub queue_size: usize,
@@ -36,6 +39,29 @@ pub struct MetricsSnapshot {
     pub rejected_queue_full: u64,
     /// Rejections with reason `queue_timeout`.
     pub rejected_queue_timeout: u64,
+    /// Rejections with reason `queue_shed`.
+    pub rejected_queue_shed: u64,
+    /// Client keys (and unconfigured tool names) tracked now.
+    pub tracked_keys: usize,
+}
+
+/// A consistent view of one tool's partition (see
+/// [`Limiter::tool_snapshots`](crate::Limiter::tool_snapshots)).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ToolSnapshot {
+    /// The tool's name; `*` for every tool without a configuration of its own.
+    pub tool: String,
+    /// Calls of this tool holding a slot now.
+    pub running: usize,
+    /// Calls of this tool waiting now.
+    pub queued: usize,
+    /// The tool's limit in force (current value if adaptive); `None` = none.
+    pub limit: Option<usize>,
+    /// Calls of this tool ever given a slot.
+    pub admitted: u64,
+    /// Calls of this tool rejected, for any reason and by any limit.
+    pub rejected: u64,
 }
 
 impl MetricsSnapshot {
@@ -45,6 +71,7 @@ impl MetricsSnapshot {
             OverloadReason::ConcurrencyLimit => self.rejected_concurrency_limit,
             OverloadReason::QueueFull => self.rejected_queue_full,
             OverloadReason::QueueTimeout => self.rejected_queue_timeout,
+            OverloadReason::QueueShed => self.rejected_queue_shed,
         }
     }
 }

@@ -27,14 +27,18 @@ pub enum OverloadReason {
     QueueFull,
     /// The request waited `queue_timeout` in the queue without getting a slot.
     QueueTimeout,
+    /// The queue was standing and the request was shed before its deadline
+    /// (the CoDel discipline, see [`QueueDiscipline`](crate::config::QueueDiscipline)).
+    QueueShed,
 }
 
 impl OverloadReason {
     /// All reasons, in a fixed order.
-    pub const ALL: [OverloadReason; 3] = [
+    pub const ALL: [OverloadReason; 4] = [
         OverloadReason::ConcurrencyLimit,
         OverloadReason::QueueFull,
         OverloadReason::QueueTimeout,
+        OverloadReason::QueueShed,
     ];
 
     /// The reason as it appears on the wire and in metric labels.
@@ -43,6 +47,7 @@ impl OverloadReason {
             OverloadReason::ConcurrencyLimit => "concurrency_limit",
             OverloadReason::QueueFull => "queue_full",
             OverloadReason::QueueTimeout => "queue_timeout",
+            OverloadReason::QueueShed => "queue_shed",
         }
     }
 }
@@ -50,6 +55,31 @@ impl OverloadReason {
 impl fmt::Display for OverloadReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Which limit refused a request.
+///
+/// On the wire (`data.scope`): `global`, `tool:NAME` or `client`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Scope {
+    /// The global limit (or the global queue).
+    #[default]
+    Global,
+    /// The limit of the named tool.
+    Tool(String),
+    /// The caller's per-client limit, or its share of the queue.
+    Client,
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::Global => f.write_str("global"),
+            Scope::Tool(name) => write!(f, "tool:{name}"),
+            Scope::Client => f.write_str("client"),
+        }
     }
 }
 
@@ -71,6 +101,8 @@ pub struct Overload {
     pub retry_after: Duration,
     /// The configured queue timeout.
     pub queue_timeout: Duration,
+    /// The limit that refused the request.
+    pub scope: Scope,
 }
 
 impl Overload {
@@ -87,11 +119,18 @@ impl Overload {
             snapshot,
             retry_after,
             queue_timeout,
+            scope: Scope::Global,
         }
     }
 
+    /// The same error, attributed to `scope`.
+    pub fn with_scope(mut self, scope: Scope) -> Self {
+        self.scope = scope;
+        self
+    }
+
     /// The `data` object of the wire error: the Python package's seven fields
-    /// with the same names and meanings.
+    /// with the same names and meanings, and `scope`.
     pub fn data(&self) -> OverloadData {
         OverloadData {
             reason: self.reason,
@@ -101,6 +140,7 @@ impl Overload {
             queue_size: self.snapshot.queue_size,
             queue_timeout_ms: duration_ms(self.queue_timeout),
             retry_after_ms: duration_ms(self.retry_after),
+            scope: self.scope.to_string(),
         }
     }
 }
@@ -117,16 +157,19 @@ fn duration_ms(d: Duration) -> u64 {
 /// # use mcp_backpressure::{OverloadData, OverloadReason};
 /// let data: OverloadData = serde_json::from_str(r#"{
 ///     "reason": "queue_full", "active": 5, "queued": 10, "max_concurrent": 5,
-///     "queue_size": 10, "queue_timeout_ms": 30000, "retry_after_ms": 240
+///     "queue_size": 10, "queue_timeout_ms": 30000, "retry_after_ms": 240,
+///     "scope": "tool:report"
 /// }"#).unwrap();
 /// assert_eq!(data.reason, OverloadReason::QueueFull);
+/// assert_eq!(data.scope, "tool:report");
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct OverloadData {
-    /// `concurrency_limit`, `queue_full` or `queue_timeout`.
+    /// `concurrency_limit`, `queue_full`, `queue_timeout` or `queue_shed`.
     pub reason: OverloadReason,
-    /// Requests running when the rejection was counted.
+    /// Slots in use when the rejection was counted (a call of weight `w`
+    /// holds `w`; with weights of 1, the requests running).
     pub active: usize,
     /// Requests waiting in the queue when the rejection was counted.
     pub queued: usize,
@@ -136,8 +179,17 @@ pub struct OverloadData {
     pub queue_size: usize,
     /// The queue timeout in milliseconds.
     pub queue_timeout_ms: u64,
-    /// Suggested delay before retrying, in milliseconds.
+    /// Suggested delay before retrying, in milliseconds, for the limit that
+    /// refused.
     pub retry_after_ms: u64,
+    /// The limit that refused: `global`, `tool:NAME` or `client` (absent in
+    /// the Python package's errors; read as `global`).
+    #[serde(default = "global_scope")]
+    pub scope: String,
+}
+
+fn global_scope() -> String {
+    "global".into()
 }
 
 /// The overload used by unit tests across the crate: `queue_full` with 5
@@ -182,7 +234,8 @@ mod tests {
                 "queue_timeout_ms",
                 "queued",
                 "reason",
-                "retry_after_ms"
+                "retry_after_ms",
+                "scope"
             ]
         );
         assert_eq!(value["reason"], "queue_full");
@@ -193,6 +246,24 @@ mod tests {
         assert_eq!(value["queue_timeout_ms"], 30_000);
         // Rounded up, never down to a shorter delay than advised.
         assert_eq!(value["retry_after_ms"], 2201);
+        assert_eq!(value["scope"], "global");
+    }
+
+    #[test]
+    fn scopes_name_the_limit() {
+        let tool = overload().with_scope(Scope::Tool("report".into()));
+        assert_eq!(tool.data().scope, "tool:report");
+        assert_eq!(overload().with_scope(Scope::Client).data().scope, "client");
+    }
+
+    #[test]
+    fn a_python_payload_without_scope_reads_as_global() {
+        let data: OverloadData = serde_json::from_str(
+            r#"{"reason": "queue_full", "active": 5, "queued": 10, "max_concurrent": 5,
+                "queue_size": 10, "queue_timeout_ms": 30000, "retry_after_ms": 240}"#,
+        )
+        .unwrap();
+        assert_eq!(data.scope, "global");
     }
 
     #[test]

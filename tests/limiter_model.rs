@@ -110,7 +110,7 @@ struct Harness<'l> {
     /// Pending futures dropped.
     abandoned: u64,
     /// Rejections received, by reason.
-    rejected: [u64; 3],
+    rejected: [u64; 4],
 }
 
 fn reason_index(reason: OverloadReason) -> usize {
@@ -129,7 +129,10 @@ fn assert_snapshot_consistent(s: &MetricsSnapshot, config: &Config) {
     assert_eq!(s.admitted, s.completed + s.active as u64, "{s:?}");
     assert_eq!(
         s.total_rejected,
-        s.rejected_concurrency_limit + s.rejected_queue_full + s.rejected_queue_timeout,
+        s.rejected_concurrency_limit
+            + s.rejected_queue_full
+            + s.rejected_queue_timeout
+            + s.rejected_queue_shed,
         "{s:?}"
     );
     if s.queued > 0 {
@@ -151,7 +154,7 @@ impl<'l> Harness<'l> {
             granted: 0,
             released: 0,
             abandoned: 0,
-            rejected: [0; 3],
+            rejected: [0; 4],
         }
     }
 
@@ -194,7 +197,8 @@ impl<'l> Harness<'l> {
                     admissible,
                     "#{seq} admitted past busy slots or a queue: {before:?}"
                 );
-                assert_eq!(permit.admitted_at(), now);
+                // Timed or not, never stamped with another time.
+                assert!(permit.admitted_at().is_none_or(|at| at == now));
                 self.granted += 1;
                 self.held.push(permit);
             }
@@ -275,7 +279,9 @@ impl<'l> Harness<'l> {
                         "FIFO: #{seq} got a slot while #{} still waits",
                         self.pending[0].seq
                     );
-                    assert!(arrived <= permit.admitted_at() && permit.admitted_at() <= now);
+                    // From the queue, always timed.
+                    let at = permit.admitted_at().expect("a waiter's permit is timed");
+                    assert!(arrived <= at && at <= now);
                     self.granted += 1;
                     self.held.push(permit);
                 }

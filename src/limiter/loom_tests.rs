@@ -20,14 +20,15 @@ use loom::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use loom::thread;
 use tokio::time::Instant;
 
-use super::fifo::{Limiter, Shared};
+use super::admission::{Limiter, Shared};
 use super::permit::Permit;
-use super::state::Admission;
+use super::queue::Grant;
+use super::request::Request;
+use super::state::{Admission, LazyNow, WakeList};
 use super::waiter::Waiter;
-use super::waiters::Grant;
 use crate::config::LimiterConfig;
 use crate::metrics::MetricsSnapshot;
-use crate::overload::OverloadReason;
+use crate::overload::{Overload, OverloadReason, Scope};
 use crate::sync::Arc;
 
 /// Runs a model with at most 4 preemptions per execution (unless
@@ -47,31 +48,45 @@ fn limiter(max_concurrent: usize, queue_size: usize) -> Limiter {
         .expect("valid configuration")
 }
 
+/// Admits `request` the way `acquire_with` does, waking whom it evicted.
+fn admit(shared: &Shared, request: Request<'_>) -> Admission {
+    let mut wake = WakeList::default();
+    let admission = shared
+        .lock()
+        .admit(&request, &mut LazyNow::at(Instant::now()), &mut wake);
+    wake.wake_all();
+    admission
+}
+
 /// Takes a slot, which must be free.
 fn hold(shared: &Arc<Shared>) -> Permit {
-    match shared.lock().admit() {
-        Admission::Admitted { inflight } => Permit::new(shared.clone(), Instant::now(), inflight),
+    match admit(shared, Request::new()) {
+        Admission::Admitted(grant) => Permit::new(shared.clone(), grant),
         _ => panic!("expected a free slot"),
     }
 }
 
 /// Queues a request, which must find every slot busy; returns its key.
 fn enqueue(shared: &Shared) -> usize {
-    match shared.lock().admit() {
-        Admission::Enqueued { key } => key,
+    enqueue_as(shared, Request::new())
+}
+
+fn enqueue_as(shared: &Shared, request: Request<'_>) -> usize {
+    match admit(shared, request) {
+        Admission::Enqueued { key, .. } => key,
         _ => panic!("expected to be queued"),
     }
 }
 
 /// Polls a waiter once with a waker that does nothing, as an executor would
 /// before the waiter's timer fires.
-fn poll_once(waiter: &mut Waiter<'_>) -> Poll<Grant> {
+fn poll_once(waiter: &mut Waiter<'_>) -> Poll<Result<Grant, Overload>> {
     Pin::new(waiter).poll(&mut Context::from_waker(Waker::noop()))
 }
 
-/// The permit `acquire` turns a grant into.
-fn permit(shared: &Arc<Shared>, grant: Grant) -> Permit {
-    Permit::new(shared.clone(), grant.at, grant.inflight)
+/// The permit `acquire` turns a grant into; a rejection is a bug here.
+fn permit(shared: &Arc<Shared>, grant: Result<Grant, Overload>) -> Permit {
+    Permit::new(shared.clone(), grant.expect("granted, not rejected"))
 }
 
 /// Nothing held, nothing queued, every admission given back.
@@ -94,7 +109,7 @@ fn loom_release_hands_the_slot_to_a_blocked_waiter() {
 
         let releaser = thread::spawn(move || drop(holder));
         let grant = loom::future::block_on(Waiter::new(&shared, key));
-        assert_eq!(grant.inflight, 1);
+        assert_eq!(grant.as_ref().unwrap().inflight, 1);
         let permit = permit(&shared, grant);
         // The holder's release is what granted the slot.
         let s = limiter.snapshot();
@@ -192,13 +207,13 @@ fn loom_release_racing_a_timeout_decides_once() {
         // `acquire` polls the waiter, then finds its deadline passed.
         let mut waiter = Waiter::new(&shared, key);
         let result = match poll_once(&mut waiter) {
-            Poll::Ready(grant) => Ok(grant),
+            Poll::Ready(decided) => decided,
             Poll::Pending => waiter.time_out(),
         };
         match result {
             Ok(grant) => {
                 assert_eq!(grant.inflight, 1);
-                let permit = permit(&shared, grant);
+                let permit = permit(&shared, Ok(grant));
                 let s = limiter.snapshot();
                 assert_eq!((s.active, s.admitted, s.rejected_queue_timeout), (1, 2, 0));
                 drop(permit);
@@ -285,5 +300,80 @@ fn loom_the_slot_passes_down_the_queue_in_order() {
         }
 
         assert_eq!(assert_drained(&limiter).admitted, 3);
+    });
+}
+
+/// (f) A reload raises the limit while a holder releases: both waiters end
+/// up with a slot, each counted once, whichever comes first.
+#[test]
+fn loom_a_reload_racing_a_release_counts_every_slot_once() {
+    model(|| {
+        let limiter = limiter(1, 2);
+        let shared = limiter.shared().clone();
+        let holder = hold(&shared);
+        let keys = [enqueue(&shared), enqueue(&shared)];
+
+        let releaser = thread::spawn(move || drop(holder));
+        let reloader = thread::spawn({
+            let limiter = limiter.clone();
+            move || {
+                limiter
+                    .reconfigure(LimiterConfig::new(2).with_queue_size(2))
+                    .expect("valid");
+            }
+        });
+        let permits =
+            keys.map(|key| permit(&shared, loom::future::block_on(Waiter::new(&shared, key))));
+        let s = limiter.snapshot();
+        assert!(s.active <= 2 && s.admitted <= 3, "{s:?}");
+        drop(permits);
+        releaser.join().unwrap();
+        reloader.join().unwrap();
+
+        let s = assert_drained(&limiter);
+        assert_eq!((s.admitted, s.max_concurrent), (3, 2), "{s:?}");
+    });
+}
+
+/// (g) The queue is full of client A's waiters; client B's newcomer takes the
+/// place of A's newest while that waiter's caller goes away: the evicted
+/// waiter is rejected or cancelled, never both, and nothing leaks.
+#[test]
+fn loom_an_eviction_racing_a_cancel_decides_once() {
+    model(|| {
+        let limiter = limiter(1, 2);
+        let shared = limiter.shared().clone();
+        let holder = hold(&shared);
+        let _older = enqueue_as(&shared, Request::new().client("a"));
+        let newest = enqueue_as(&shared, Request::new().client("a"));
+
+        let canceller = thread::spawn({
+            let shared = shared.clone();
+            move || {
+                let mut waiter = Waiter::new(&shared, newest);
+                match poll_once(&mut waiter) {
+                    Poll::Ready(Err(overload)) => {
+                        assert_eq!(overload.reason, OverloadReason::QueueFull);
+                        assert_eq!(overload.scope, Scope::Client);
+                    }
+                    Poll::Ready(Ok(_)) => panic!("no slot was free"),
+                    Poll::Pending => drop(waiter),
+                }
+            }
+        });
+        let b = match admit(&shared, Request::new().client("b")) {
+            // A left first: room without evicting anyone.
+            Admission::Enqueued { key, .. } => key,
+            _ => panic!("b must get a place"),
+        };
+        canceller.join().unwrap();
+        let s = limiter.snapshot();
+        assert_eq!(s.queued, 2, "{s:?}");
+        assert_eq!(s.cancelled_in_queue + s.rejected_queue_full, 1, "{s:?}");
+        drop(Waiter::new(&shared, b));
+        drop(holder);
+        // A's older waiter got the slot (still uncollected): cancel it too.
+        drop(Waiter::new(&shared, _older));
+        assert_drained(&limiter);
     });
 }

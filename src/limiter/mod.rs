@@ -1,17 +1,18 @@
-//! Enforcement: slots, the FIFO wait queue, permits.
+//! Enforcement: slots, partitions, the wait queue, permits.
 
-mod fifo;
+mod admission;
+mod discipline;
+mod partitions;
 mod permit;
+mod queue;
+mod request;
 mod retry;
 mod state;
 mod waiter;
-mod waiters;
-
-#[cfg(all(test, not(loom)))]
-mod tests;
 
 #[cfg(all(test, loom))]
 mod loom_tests;
 
-pub use fifo::{Limiter, LimiterBuilder, OnOverload};
+pub use admission::{Limiter, LimiterBuilder, OnOverload};
 pub use permit::{Outcome, Permit};
+pub use request::Request;

@@ -2,21 +2,27 @@ use std::fmt;
 
 use tokio::time::Instant;
 
-use super::fifo::Shared;
+use super::admission::Shared;
+use super::queue::Grant;
 use crate::limit::Sample;
 use crate::sync::Arc;
 
 /// What a finished request says about load; decides which sample, if any, the
-/// limit algorithm and the retry estimate get when the permit is dropped.
+/// limit algorithms and the retry estimate get when the permit is dropped.
+///
+/// The edges classify: a result is `Success`; a tool's own error, a
+/// cancellation or a panic is `Ignore`; an upstream timeout or overload is
+/// `Dropped`. A permit dropped without an outcome reports `Ignore`: a call
+/// nobody classified says nothing about load.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Outcome {
-    /// The request ran to its end (whether the tool succeeded or not): its
-    /// service time is a sample. The default.
-    #[default]
+    /// The request ran to its end and succeeded: its service time is a sample.
     Success,
     /// The request ended for reasons unrelated to load (its caller cancelled
-    /// it, it panicked): no sample.
+    /// it, the tool failed on its own, it panicked, nobody said): no sample.
+    /// The default.
+    #[default]
     Ignore,
     /// The request failed in a way that signals overload (a timeout further
     /// down): a sample marked `dropped`, so an adaptive limit backs off.
@@ -30,24 +36,30 @@ pub enum Outcome {
 #[must_use = "the slot is given back as soon as the permit is dropped"]
 pub struct Permit {
     shared: Arc<Shared>,
-    admitted_at: Instant,
-    inflight: usize,
+    grant: Grant,
     outcome: Outcome,
 }
 
 impl Permit {
-    pub(crate) fn new(shared: Arc<Shared>, admitted_at: Instant, inflight: usize) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, grant: Grant) -> Self {
         Self {
             shared,
-            admitted_at,
-            inflight,
-            outcome: Outcome::Success,
+            grant,
+            outcome: Outcome::Ignore,
         }
     }
 
-    /// When the slot was handed to this request (its service time starts here).
-    pub fn admitted_at(&self) -> Instant {
-        self.admitted_at
+    /// When the slot was handed to this request, if the permit is timed (its
+    /// service time is then sampled when it is dropped). One admission in
+    /// four is timed, and every request that waited in the queue.
+    pub fn admitted_at(&self) -> Option<Instant> {
+        self.grant.at
+    }
+
+    /// The slots of the global limit this permit holds (its weight, at most
+    /// the limit in force when it was admitted).
+    pub fn cost(&self) -> usize {
+        self.grant.cost
     }
 
     /// Sets the outcome reported when the permit is dropped. A permit dropped
@@ -64,27 +76,36 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let now = Instant::now();
         let outcome = if std::thread::panicking() {
             Outcome::Ignore
         } else {
             self.outcome
         };
-        let rtt = now.saturating_duration_since(self.admitted_at);
-        let sample = match outcome {
-            Outcome::Success => Some(Sample::new(rtt, self.inflight, false)),
-            Outcome::Dropped => Some(Sample::new(rtt, self.inflight, true)),
-            Outcome::Ignore => None,
+        let dropped = match outcome {
+            Outcome::Success => false,
+            Outcome::Dropped => true,
+            Outcome::Ignore => {
+                self.shared.release(&self.grant, None, None);
+                return;
+            }
         };
-        self.shared.release(sample, now);
+        let Some(admitted_at) = self.grant.at else {
+            self.shared.release(&self.grant, None, None);
+            return;
+        };
+        let now = Instant::now();
+        let rtt = now.saturating_duration_since(admitted_at);
+        let sample = Sample::new(rtt, self.grant.inflight, dropped);
+        self.shared.release(&self.grant, Some(sample), Some(now));
     }
 }
 
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
-            .field("admitted_at", &self.admitted_at)
-            .field("inflight", &self.inflight)
+            .field("admitted_at", &self.grant.at)
+            .field("inflight", &self.grant.inflight)
+            .field("cost", &self.grant.cost)
             .field("outcome", &self.outcome)
             .finish_non_exhaustive()
     }

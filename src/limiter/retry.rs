@@ -16,7 +16,7 @@ use std::time::Duration;
 
 const WEIGHT_OF_NEWEST: f64 = 0.2;
 
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct RetryEstimator {
     mean_service_secs: f64,
     observed: bool,
@@ -32,6 +32,11 @@ impl RetryEstimator {
             min,
             max,
         }
+    }
+
+    /// The same estimate with new bounds.
+    pub(crate) fn with_bounds(self, min: Duration, max: Duration) -> Self {
+        Self { min, max, ..self }
     }
 
     /// Feeds the time one request held its slot.

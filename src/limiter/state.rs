@@ -1,14 +1,18 @@
-//! The limiter's state machine: counts, the wait queue and the limit, changed
-//! only under one lock so that every snapshot is consistent.
+//! The limiter's state machine: slots, partitions, the wait queue and the
+//! limits, changed only under one lock so that every snapshot is consistent.
 //!
-//! Invariants, checked by the property test after every step:
-//! - `active <= max_concurrent`, except right after an adaptive limit dropped
-//!   below the number already running (no new admission until it is back);
-//! - `queue.len() <= queue_size`;
-//! - a request waits only while every slot is busy: `queue.len() > 0` implies
-//!   `active >= max_concurrent`, so a freed slot always goes to the head of the
-//!   queue and a newcomer never overtakes it;
-//! - `admitted == completed + active`.
+//! Invariants, checked by the property tests after every step:
+//! - `used <= max_concurrent`, a tool's `running <= cap`, a client's `used <=
+//!   client_limit`, except right after a limit was lowered below what already
+//!   runs (no new admission against it until it is back);
+//! - `queue.len() <= queue_size` (unless `queue_size` was just lowered);
+//! - nobody waits who could run: after every change, the waiters are served
+//!   in order (round-robin over client lanes, then the discipline's order
+//!   within a lane, skipping waiters whose tool or client is at its cap)
+//!   until the next one in order does not fit the global limit (`stalled`)
+//!   or none is eligible. While stalled, newcomers queue too, so a heavy call
+//!   at the front is never starved by lighter ones behind it;
+//! - `admitted == completed + running`.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::task::{Poll, Waker};
@@ -16,21 +20,45 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::discipline::Discipline;
+use super::partitions::{ANONYMOUS, Clients, OTHER, Tools};
+use super::queue::{Grant, Removed, WaitQueue};
+use super::request::Request;
 use super::retry::RetryEstimator;
-use super::waiters::{Grant, Removed, WaiterQueue};
 use crate::config::LimiterConfig;
-use crate::limit::{Limit, Sample};
-use crate::metrics::MetricsSnapshot;
-use crate::overload::{Overload, OverloadReason};
+use crate::limit::{FixedLimit, Limit, LimitAlgorithm, Sample};
+use crate::metrics::{MetricsSnapshot, ToolSnapshot};
+use crate::overload::{Overload, OverloadReason, Scope};
+
+/// One admission in this many is timed (its service time sampled): two
+/// clock reads are a good part of an uncontended admission's cost, and a
+/// sample of every fourth call feeds the averages just as well under load.
+/// Calls handed a slot from the queue are always timed (the clock was read
+/// for them anyway).
+const TIMED_EVERY: u64 = 4;
 
 /// The result of asking for a slot.
 pub(crate) enum Admission {
-    /// A slot was free; `inflight` counts this request.
-    Admitted { inflight: usize },
-    /// Every slot was busy; the request waits at `key` in the queue.
-    Enqueued { key: usize },
-    /// Every slot was busy and the queue could not take it.
+    /// Admitted at once.
+    Admitted(Grant),
+    /// Waits at `key` in the queue for at most `timeout`.
+    Enqueued { key: usize, timeout: Duration },
+    /// Turned away.
     Rejected(Overload),
+}
+
+/// The clock, read at most once per operation and only if needed.
+#[derive(Default)]
+pub(crate) struct LazyNow(Option<Instant>);
+
+impl LazyNow {
+    pub(crate) fn at(now: Instant) -> Self {
+        Self(Some(now))
+    }
+
+    pub(crate) fn get(&mut self) -> Instant {
+        *self.0.get_or_insert_with(Instant::now)
+    }
 }
 
 #[derive(Default)]
@@ -38,16 +66,25 @@ struct Counters {
     admitted: u64,
     completed: u64,
     cancelled_in_queue: u64,
-    rejected: [u64; 3],
+    rejected: [u64; 4],
 }
 
 pub(crate) struct State {
+    config: LimiterConfig,
+    /// The global limit: built from `config`, or given to the builder (kept
+    /// until a reload changes the limit's settings).
     limit: Box<dyn Limit>,
     max_concurrent: usize,
-    queue_size: usize,
-    queue_timeout: Duration,
-    active: usize,
-    queue: WaiterQueue,
+    /// Slots in use (weights summed).
+    used: usize,
+    /// Calls holding slots.
+    running: usize,
+    queue: WaitQueue,
+    tools: Tools,
+    tools_keyed: bool,
+    clients: Clients,
+    discipline: Discipline,
+    stalled: bool,
     counters: Counters,
     retry: RetryEstimator,
 }
@@ -60,7 +97,8 @@ pub(crate) struct WakeList {
 }
 
 impl WakeList {
-    fn push(&mut self, waker: Waker) {
+    fn push(&mut self, waker: Option<Waker>) {
+        let Some(waker) = waker else { return };
         if self.first.is_none() {
             self.first = Some(waker);
         } else {
@@ -76,61 +114,151 @@ impl WakeList {
     }
 }
 
+/// Builds the global limit `config` describes.
+fn limit_of(config: &LimiterConfig) -> Box<dyn Limit> {
+    match config.limit {
+        LimitAlgorithm::Fixed => Box::new(FixedLimit::new(config.max_concurrent)),
+        algorithm => algorithm.build(
+            config.max_concurrent,
+            config.min_limit,
+            config.effective_max_limit(),
+        ),
+    }
+}
+
+/// Whether a reload changes how the global limit is built.
+fn limit_changed(old: &LimiterConfig, new: &LimiterConfig) -> bool {
+    (old.limit, old.max_concurrent, old.min_limit, old.max_limit)
+        != (new.limit, new.max_concurrent, new.min_limit, new.max_limit)
+}
+
+/// Feeds `limit`; returns its new value, or `None` if it panicked (the
+/// previous value stays in force).
+pub(crate) fn feed(limit: &mut dyn Limit, sample: &Sample) -> Option<usize> {
+    match catch_unwind(AssertUnwindSafe(|| {
+        limit.on_sample(sample);
+        limit.current()
+    })) {
+        Ok(current) => Some(current.max(1)),
+        Err(_) => {
+            tracing::error!("a limit algorithm panicked; keeping its previous limit");
+            None
+        }
+    }
+}
+
 impl State {
-    pub(crate) fn new(config: &LimiterConfig, limit: Box<dyn Limit>) -> Self {
+    pub(crate) fn new(config: LimiterConfig, custom: Option<Box<dyn Limit>>) -> Self {
+        let limit = custom.unwrap_or_else(|| limit_of(&config));
         let max_concurrent = limit.current().max(1);
+        let tools = Tools::new(&config);
         Self {
             limit,
             max_concurrent,
-            queue_size: config.queue_size,
-            queue_timeout: config.queue_timeout,
-            active: 0,
-            queue: WaiterQueue::default(),
+            used: 0,
+            running: 0,
+            queue: WaitQueue::default(),
+            tools_keyed: tools.keyed(),
+            tools,
+            clients: Clients::new(&config),
+            discipline: Discipline::new(config.discipline),
+            stalled: false,
             counters: Counters::default(),
             retry: RetryEstimator::new(
                 config.initial_service_time,
                 config.retry_after_min,
                 config.retry_after_max,
             ),
+            config,
         }
+    }
+
+    pub(crate) fn config(&self) -> &LimiterConfig {
+        &self.config
     }
 
     /// Admits at once, enqueues, or rejects.
-    pub(crate) fn admit(&mut self) -> Admission {
-        if self.active < self.max_concurrent && self.queue.len() == 0 {
-            self.active += 1;
-            self.counters.admitted += 1;
-            return Admission::Admitted {
-                inflight: self.active,
-            };
-        }
-        if self.queue.len() < self.queue_size
-            && let Some(key) = self.queue.push_back()
-        {
-            return Admission::Enqueued { key };
-        }
-        let reason = if self.queue_size == 0 {
-            OverloadReason::ConcurrencyLimit
+    pub(crate) fn admit(
+        &mut self,
+        request: &Request<'_>,
+        now: &mut LazyNow,
+        wake: &mut WakeList,
+    ) -> Admission {
+        let tool = if self.tools_keyed {
+            self.tools.resolve(request.tool_name())
         } else {
-            OverloadReason::QueueFull
+            ANONYMOUS
         };
-        Admission::Rejected(self.reject(reason))
+        let client = self.clients.resolve(request.client_key());
+        let cost = request
+            .cost_override()
+            .unwrap_or_else(|| self.tools.get(tool).weight)
+            .max(1);
+        if !self.stalled && self.fits(client, tool, cost) {
+            let at = self
+                .counters
+                .admitted
+                .is_multiple_of(TIMED_EVERY)
+                .then(|| now.get());
+            return Admission::Admitted(self.take_slot(client, tool, cost, at));
+        }
+        if self.config.queue_size == 0 {
+            let scope = self.binding_scope(client, tool, cost);
+            let overload = self.reject(OverloadReason::ConcurrencyLimit, scope, tool, client);
+            self.release_if_idle(tool, client);
+            return Admission::Rejected(overload);
+        }
+        if self.queue.len() >= self.config.queue_size && !self.evict_for(client, wake) {
+            let overload = self.reject(OverloadReason::QueueFull, Scope::Global, tool, client);
+            self.release_if_idle(tool, client);
+            return Admission::Rejected(overload);
+        }
+        let since = now.get();
+        let Some(key) = self.queue.push(client, tool, cost, since) else {
+            let overload = self.reject(OverloadReason::QueueFull, Scope::Global, tool, client);
+            self.release_if_idle(tool, client);
+            return Admission::Rejected(overload);
+        };
+        self.tools.get_mut(tool).queued += 1;
+        self.clients.get_mut(client).queued += 1;
+        if self.queue.len() == 1 {
+            self.discipline.on_nonempty(since);
+        }
+        Admission::Enqueued {
+            key,
+            timeout: self.config.queue_timeout,
+        }
     }
 
-    /// Gives a slot back. `sample` is `None` when the outcome says nothing
-    /// about load (cancellation, panic).
-    pub(crate) fn release(&mut self, sample: Option<Sample>, now: Instant, wake: &mut WakeList) {
-        self.active -= 1;
+    /// Gives a permit's slots back. `sample` is `None` when the outcome says
+    /// nothing about load (cancellation, panic, no outcome) or the permit was
+    /// not timed.
+    pub(crate) fn release(
+        &mut self,
+        grant: &Grant,
+        sample: Option<Sample>,
+        now: &mut LazyNow,
+        wake: &mut WakeList,
+    ) {
+        self.give_back(grant);
         self.counters.completed += 1;
         if let Some(sample) = sample {
             self.retry.observe(sample.rtt);
-            self.feed_limit(&sample);
+            if let Some(current) = feed(self.limit.as_mut(), &sample) {
+                self.max_concurrent = current;
+            }
+            self.tools.get_mut(grant.tool).observe(&sample);
         }
+        self.release_if_idle(grant.tool, grant.client);
         self.grant_waiters(now, wake);
     }
 
-    /// Polls a queued request: `Ready` once a slot was handed to it.
-    pub(crate) fn poll_waiter(&mut self, key: usize, waker: &Waker) -> Poll<Grant> {
+    /// Polls a queued request: `Ready` once it was handed a slot or turned away.
+    pub(crate) fn poll_waiter(
+        &mut self,
+        key: usize,
+        waker: &Waker,
+    ) -> Poll<Result<Grant, Overload>> {
         self.queue.poll(key, waker)
     }
 
@@ -138,78 +266,297 @@ impl State {
     /// queue either way: a slot already handed to it, but never claimed, is
     /// taken back uncounted (the request was never admitted) and goes to the
     /// next in line.
-    pub(crate) fn cancel_waiter(&mut self, key: usize, now: Instant, wake: &mut WakeList) {
-        self.counters.cancelled_in_queue += 1;
-        if let Removed::Granted(_) = self.queue.remove(key) {
-            self.active -= 1;
-            self.counters.admitted -= 1;
-            self.grant_waiters(now, wake);
+    pub(crate) fn cancel_waiter(&mut self, key: usize, now: &mut LazyNow, wake: &mut WakeList) {
+        match self.queue.remove(key) {
+            Removed::Waiting(waiting) => {
+                self.counters.cancelled_in_queue += 1;
+                self.leave_queue(waiting.tool, waiting.client);
+                self.release_if_idle(waiting.tool, waiting.client);
+            }
+            Removed::Granted(grant) => {
+                self.counters.cancelled_in_queue += 1;
+                self.give_back(&grant);
+                self.counters.admitted -= 1;
+                self.tools.get_mut(grant.tool).admitted -= 1;
+                self.release_if_idle(grant.tool, grant.client);
+            }
+            // Already counted as rejected.
+            Removed::Rejected(_) => return,
         }
+        self.grant_waiters(now, wake);
     }
 
-    /// A queued request's deadline passed. If a slot was handed to it in the
-    /// meantime it keeps it; otherwise it leaves the queue, rejected.
-    // `Overload` is large, but it is the error every caller returns by value
-    // anyway; boxing it here would only add an allocation to the timeout path.
-    #[allow(clippy::result_large_err)]
-    pub(crate) fn time_out_waiter(&mut self, key: usize) -> Result<Grant, Overload> {
+    /// A queued request's deadline passed. If a slot was handed to it (or it
+    /// was turned away) in the meantime, that stands; otherwise it leaves the
+    /// queue, rejected with `queue_timeout` by the limit that held it back.
+    #[allow(clippy::result_large_err)] // `Overload` is what every caller returns.
+    pub(crate) fn time_out_waiter(
+        &mut self,
+        key: usize,
+        now: &mut LazyNow,
+        wake: &mut WakeList,
+    ) -> Result<Grant, Overload> {
         match self.queue.remove(key) {
             Removed::Granted(grant) => Ok(grant),
-            Removed::Waiting => Err(self.reject(OverloadReason::QueueTimeout)),
-        }
-    }
-
-    pub(crate) fn snapshot(&self) -> MetricsSnapshot {
-        let [concurrency_limit, queue_full, queue_timeout] = self.counters.rejected;
-        MetricsSnapshot {
-            active: self.active,
-            queued: self.queue.len(),
-            max_concurrent: self.max_concurrent,
-            queue_size: self.queue_size,
-            admitted: self.counters.admitted,
-            completed: self.counters.completed,
-            cancelled_in_queue: self.counters.cancelled_in_queue,
-            total_rejected: concurrency_limit + queue_full + queue_timeout,
-            rejected_concurrency_limit: concurrency_limit,
-            rejected_queue_full: queue_full,
-            rejected_queue_timeout: queue_timeout,
-        }
-    }
-
-    /// Counts a rejection, then snapshots, so the snapshot includes it.
-    fn reject(&mut self, reason: OverloadReason) -> Overload {
-        self.counters.rejected[reason_index(reason)] += 1;
-        let retry_after = self.retry.estimate(self.queue.len(), self.max_concurrent);
-        Overload::new(reason, self.snapshot(), retry_after, self.queue_timeout)
-    }
-
-    /// Hands free slots to the head of the queue, as many as the limit allows.
-    fn grant_waiters(&mut self, now: Instant, wake: &mut WakeList) {
-        while self.active < self.max_concurrent {
-            let grant = Grant {
-                at: now,
-                inflight: self.active + 1,
-            };
-            let Some(waker) = self.queue.grant_front(grant) else {
-                break;
-            };
-            self.active += 1;
-            self.counters.admitted += 1;
-            if let Some(waker) = waker {
-                wake.push(waker);
+            Removed::Rejected(overload) => Err(*overload),
+            Removed::Waiting(waiting) => {
+                self.leave_queue(waiting.tool, waiting.client);
+                let scope = self.binding_scope(waiting.client, waiting.tool, waiting.cost);
+                let overload = self.reject(
+                    OverloadReason::QueueTimeout,
+                    scope,
+                    waiting.tool,
+                    waiting.client,
+                );
+                self.release_if_idle(waiting.tool, waiting.client);
+                // It may have been the call everyone else waited behind.
+                self.grant_waiters(now, wake);
+                Err(overload)
             }
         }
     }
 
-    /// Feeds the algorithm; a panicking algorithm keeps the previous limit.
-    fn feed_limit(&mut self, sample: &Sample) {
-        let limit = &mut self.limit;
-        match catch_unwind(AssertUnwindSafe(|| {
-            limit.on_sample(sample);
-            limit.current()
-        })) {
-            Ok(current) => self.max_concurrent = current.max(1),
-            Err(_) => tracing::error!("the limit algorithm panicked; keeping the previous limit"),
+    /// Applies a new configuration (validated by the caller): counts of calls
+    /// in flight and of waiters are kept exactly; new limits apply at once
+    /// (waiters a higher limit lets in are served now); a lower limit or
+    /// queue bound only stops new admissions until the figures are back
+    /// under it. Waiters keep the deadline they were given.
+    pub(crate) fn reconfigure(
+        &mut self,
+        config: LimiterConfig,
+        now: &mut LazyNow,
+        wake: &mut WakeList,
+    ) {
+        if limit_changed(&self.config, &config) {
+            self.limit = limit_of(&config);
+            self.max_concurrent = self.limit.current().max(1);
+        }
+        self.retry = self
+            .retry
+            .with_bounds(config.retry_after_min, config.retry_after_max);
+        self.tools.reconfigure(&config);
+        self.tools_keyed = self.tools.keyed();
+        self.clients.reconfigure(&config);
+        self.discipline.set_kind(config.discipline);
+        self.config = config;
+        self.grant_waiters(now, wake);
+    }
+
+    pub(crate) fn snapshot(&self) -> MetricsSnapshot {
+        let [concurrency_limit, queue_full, queue_timeout, queue_shed] = self.counters.rejected;
+        MetricsSnapshot {
+            active: self.used,
+            running: self.running,
+            queued: self.queue.len(),
+            max_concurrent: self.max_concurrent,
+            queue_size: self.config.queue_size,
+            admitted: self.counters.admitted,
+            completed: self.counters.completed,
+            cancelled_in_queue: self.counters.cancelled_in_queue,
+            total_rejected: concurrency_limit + queue_full + queue_timeout + queue_shed,
+            rejected_concurrency_limit: concurrency_limit,
+            rejected_queue_full: queue_full,
+            rejected_queue_timeout: queue_timeout,
+            rejected_queue_shed: queue_shed,
+            tracked_keys: self.tools.tracked() + self.clients.tracked(),
+        }
+    }
+
+    /// One snapshot per configured tool, then `*` for all the others.
+    pub(crate) fn tool_snapshots(&self) -> Vec<ToolSnapshot> {
+        let mut configured = Vec::new();
+        let mut other = ToolSnapshot {
+            tool: OTHER.into(),
+            limit: self.config.default_tool_limit,
+            ..ToolSnapshot::default()
+        };
+        for entry in self.tools.iter() {
+            if entry.configured {
+                configured.push(ToolSnapshot {
+                    tool: entry.name.to_string(),
+                    running: entry.running,
+                    queued: entry.queued,
+                    limit: entry.cap,
+                    admitted: entry.admitted,
+                    rejected: entry.rejected,
+                });
+            } else {
+                other.running += entry.running;
+                other.queued += entry.queued;
+                other.admitted += entry.admitted;
+                other.rejected += entry.rejected;
+            }
+        }
+        configured.sort_by(|a, b| a.tool.cmp(&b.tool));
+        configured.push(other);
+        configured
+    }
+
+    /// Whether a call fits every limit now.
+    fn fits(&self, client: u32, tool: u32, cost: usize) -> bool {
+        self.tools.get(tool).has_room()
+            && self.clients.has_room(client, cost)
+            && self.used + cost.min(self.max_concurrent) <= self.max_concurrent
+    }
+
+    /// The first limit, most specific first, that holds a call back.
+    fn binding_scope(&self, client: u32, tool: u32, cost: usize) -> Scope {
+        let entry = self.tools.get(tool);
+        if !entry.has_room() {
+            Scope::Tool(entry.name.to_string())
+        } else if !self.clients.has_room(client, cost) {
+            Scope::Client
+        } else {
+            Scope::Global
+        }
+    }
+
+    fn take_slot(&mut self, client: u32, tool: u32, cost: usize, at: Option<Instant>) -> Grant {
+        let cost = cost.min(self.max_concurrent);
+        let client_cost = self.clients.cost(cost);
+        self.used += cost;
+        self.running += 1;
+        self.counters.admitted += 1;
+        let entry = self.tools.get_mut(tool);
+        entry.running += 1;
+        entry.admitted += 1;
+        self.clients.get_mut(client).used += client_cost;
+        Grant {
+            at,
+            inflight: self.running,
+            cost,
+            client_cost,
+            tool,
+            client,
+        }
+    }
+
+    fn give_back(&mut self, grant: &Grant) {
+        self.used -= grant.cost;
+        self.running -= 1;
+        self.tools.get_mut(grant.tool).running -= 1;
+        self.clients.get_mut(grant.client).used -= grant.client_cost;
+    }
+
+    /// A waiter left the queue (served, turned away or gone).
+    fn leave_queue(&mut self, tool: u32, client: u32) {
+        self.tools.get_mut(tool).queued -= 1;
+        self.clients.get_mut(client).queued -= 1;
+        if self.queue.len() == 0 {
+            self.discipline.on_empty();
+        }
+    }
+
+    fn release_if_idle(&mut self, tool: u32, client: u32) {
+        self.tools.release_if_idle(tool);
+        self.clients.release_if_idle(client);
+    }
+
+    /// The queue is full and `client` wants a place: if another client holds
+    /// more places than `client` would, its newest waiter gives its place up
+    /// (rejected with `queue_full`, scope `client`), so one client flooding
+    /// the queue cannot lock the others out of it.
+    fn evict_for(&mut self, client: u32, wake: &mut WakeList) -> bool {
+        let Some(longest) = self.queue.longest_lane() else {
+            return false;
+        };
+        if longest == client || self.queue.queued_of(longest) <= self.queue.queued_of(client) + 1 {
+            return false;
+        }
+        let Some(victim) = self.queue.newest_of(longest) else {
+            return false;
+        };
+        let (tool, victim_client) = {
+            let waiting = self.queue.waiting(victim);
+            (waiting.tool, waiting.client)
+        };
+        let overload = self.reject(
+            OverloadReason::QueueFull,
+            Scope::Client,
+            tool,
+            victim_client,
+        );
+        wake.push(self.queue.reject(victim, overload));
+        self.leave_queue(tool, victim_client);
+        true
+    }
+
+    /// Counts a rejection and builds the error, with the retry delay of the
+    /// limit that refused.
+    fn reject(&mut self, reason: OverloadReason, scope: Scope, tool: u32, client: u32) -> Overload {
+        self.counters.rejected[reason_index(reason)] += 1;
+        self.tools.get_mut(tool).rejected += 1;
+        let retry_after = match &scope {
+            Scope::Global => self.retry.estimate(self.queue.len(), self.max_concurrent),
+            Scope::Tool(_) => {
+                let entry = self.tools.get(tool);
+                let retry = entry.retry.as_ref().unwrap_or(&self.retry);
+                retry.estimate(entry.queued, entry.cap.unwrap_or(self.max_concurrent))
+            }
+            Scope::Client => self.retry.estimate(
+                self.clients.get(client).queued,
+                self.clients.cap.unwrap_or(self.max_concurrent),
+            ),
+        };
+        Overload::new(
+            reason,
+            self.snapshot(),
+            retry_after,
+            self.config.queue_timeout,
+        )
+        .with_scope(scope)
+    }
+
+    /// Serves waiters in order while the next one fits (see the module docs).
+    fn grant_waiters(&mut self, now: &mut LazyNow, wake: &mut WakeList) {
+        self.stalled = false;
+        let mut misses = 0;
+        while let Some(client) = self.queue.front() {
+            if misses >= self.queue.lanes_waiting() {
+                break;
+            }
+            let lifo = self.discipline.needs_clock() && self.discipline.lifo(now.get());
+            let tools = &self.tools;
+            let Some(key) = self
+                .queue
+                .candidate(client, lifo, |tool| tools.get(tool).has_room())
+            else {
+                self.queue.rotate();
+                misses += 1;
+                continue;
+            };
+            let waiting = self.queue.waiting(key);
+            let (tool, cost, since) = (waiting.tool, waiting.cost, waiting.since);
+            if !self.clients.has_room(client, cost) {
+                self.queue.rotate();
+                misses += 1;
+                continue;
+            }
+            if self.used + cost.min(self.max_concurrent) > self.max_concurrent {
+                self.stalled = true;
+                break;
+            }
+            misses = 0;
+            if self.discipline.needs_clock() {
+                let at = now.get();
+                if self
+                    .discipline
+                    .shed(at.saturating_duration_since(since), at)
+                {
+                    let overload =
+                        self.reject(OverloadReason::QueueShed, Scope::Global, tool, client);
+                    wake.push(self.queue.reject(key, overload));
+                    self.leave_queue(tool, client);
+                    continue;
+                }
+            }
+            let grant = self.take_slot(client, tool, cost, Some(now.get()));
+            wake.push(self.queue.grant(key, grant));
+            self.leave_queue(tool, client);
+            if self.queue.front() == Some(client) {
+                // Its turn is over: round-robin.
+                self.queue.rotate();
+            }
         }
     }
 }
@@ -219,5 +566,6 @@ fn reason_index(reason: OverloadReason) -> usize {
         OverloadReason::ConcurrencyLimit => 0,
         OverloadReason::QueueFull => 1,
         OverloadReason::QueueTimeout => 2,
+        OverloadReason::QueueShed => 3,
     }
 }

@@ -2,13 +2,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::time::Instant;
-
-use super::fifo::Shared;
-use super::waiters::Grant;
+use super::admission::Shared;
+use super::queue::Grant;
+use super::state::{LazyNow, WakeList};
 use crate::overload::Overload;
 
-/// A request's place in the wait queue. Resolves when a slot is handed to it.
+/// A request's place in the wait queue. Resolves when a slot is handed to it
+/// or it is turned away (evicted by a fair share, shed by CoDel).
 ///
 /// Dropping it before it resolves takes it out of the queue; if a slot had been
 /// handed to it in the meantime, the slot goes to the next in line. Nothing
@@ -29,20 +29,26 @@ impl<'a> Waiter<'a> {
         }
     }
 
-    /// The deadline passed: keep a slot handed over in the meantime, or leave
-    /// the queue rejected with `queue_timeout`.
+    /// The deadline passed: keep a slot handed over (or a rejection decided)
+    /// in the meantime, or leave the queue rejected with `queue_timeout`.
     #[allow(clippy::result_large_err)] // See `State::time_out_waiter`.
     pub(crate) fn time_out(mut self) -> Result<Grant, Overload> {
         debug_assert!(!self.done, "a resolved waiter cannot time out");
         self.done = true;
-        self.shared.lock().time_out_waiter(self.key)
+        let mut wake = WakeList::default();
+        let result =
+            self.shared
+                .lock()
+                .time_out_waiter(self.key, &mut LazyNow::default(), &mut wake);
+        wake.wake_all();
+        result
     }
 }
 
 impl Future for Waiter<'_> {
-    type Output = Grant;
+    type Output = Result<Grant, Overload>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Grant> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         assert!(!self.done, "Waiter polled after it resolved");
         let poll = self.shared.lock().poll_waiter(self.key, cx.waker());
         if poll.is_ready() {
@@ -55,7 +61,7 @@ impl Future for Waiter<'_> {
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.shared.cancel_waiter(self.key, Instant::now());
+            self.shared.cancel_waiter(self.key);
         }
     }
 }

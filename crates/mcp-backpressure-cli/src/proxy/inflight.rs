@@ -174,13 +174,15 @@ impl State {
 #[derive(Debug)]
 struct Slot {
     permit: Permit,
+    /// When the slot was handed over (the limiter times only some permits).
+    admitted_at: Instant,
     gate: Arc<Gate>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         if self.permit.outcome() == Outcome::Success {
-            let held = Instant::now().saturating_duration_since(self.permit.admitted_at());
+            let held = Instant::now().saturating_duration_since(self.admitted_at);
             self.gate.metrics.observe_service_time(held);
         }
     }
@@ -530,11 +532,12 @@ impl Queued {
                 let mut table = self.inflight.lock();
                 match table.entries.get_mut(&self.key) {
                     Some(entry) if entry.ticket == self.ticket => {
-                        gate.metrics.observe_queue_wait(
-                            permit.admitted_at().saturating_duration_since(started),
-                        );
+                        let admitted_at = Instant::now();
+                        gate.metrics
+                            .observe_queue_wait(admitted_at.saturating_duration_since(started));
                         entry.state = State::Forwarded(Some(Slot {
                             permit,
+                            admitted_at,
                             gate: gate.clone(),
                         }));
                         Admission::Admitted(Ticket(self.ticket))

@@ -6,18 +6,22 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::permit::Permit;
-use super::state::{Admission, State, WakeList};
+use super::queue::Grant;
+use super::request::Request;
+use super::state::{Admission, LazyNow, State, WakeList};
 use super::waiter::Waiter;
 use crate::config::{ConfigError, LimiterConfig};
-use crate::limit::{FixedLimit, Limit, Sample};
-use crate::metrics::MetricsSnapshot;
+use crate::limit::{Limit, Sample};
+use crate::metrics::{MetricsSnapshot, ToolSnapshot};
 use crate::overload::Overload;
 use crate::sync::{Arc, Mutex, MutexGuard};
 
 /// A callback run on every rejection.
 pub type OnOverload = std::sync::Arc<dyn Fn(&Overload) + Send + Sync>;
 
-/// A concurrency limiter with a bounded FIFO wait queue and a queue timeout.
+/// A concurrency limiter with a bounded wait queue and a queue timeout, and
+/// optionally per-tool limits and weights, per-client limits with fair
+/// queueing, adaptive limits and a queue discipline (see [`LimiterConfig`]).
 ///
 /// Cloning a `Limiter` is cheap and every clone shares the same slots, queue
 /// and counters: clone it into every session of a server to have one limit for
@@ -41,26 +45,42 @@ pub type OnOverload = std::sync::Arc<dyn Fn(&Overload) + Send + Sync>;
 ///
 /// # Admission
 ///
-/// A request runs at once when a slot is free and nobody waits. Otherwise it
-/// waits in the queue, if the queue has room, until a slot is handed to it or
-/// `queue_timeout` passes; otherwise it is rejected at once with
-/// `concurrency_limit` (no queue configured) or `queue_full`.
+/// A request ([`Request`]: tool name, client key, cost) runs at once when it
+/// fits every limit — the global limit (its cost in slots), its tool's limit
+/// (one call) and its client's limit (its cost) — and nobody waiting is
+/// stuck on the global limit. Otherwise it waits in the queue, if the queue
+/// has room, until a slot is handed to it or `queue_timeout` passes;
+/// otherwise it is rejected at once with `concurrency_limit` (no queue
+/// configured) or `queue_full`. Every rejection names the limit that refused
+/// in [`Overload::scope`].
 ///
 /// # Fairness
 ///
-/// The queue is strictly first-in, first-out. A slot given back while anyone
-/// waits is handed straight to the head of the queue under the same lock that
-/// counts it, so a newcomer never overtakes a waiting request and never sees a
-/// false `queue_full` while a slot changes hands.
+/// The queue has one lane per client key (requests without a key share one),
+/// served round-robin: a client with 300 queued calls delays another
+/// client's single call by one turn, not 300 places. Within a lane, calls of
+/// one tool are served in arrival order (or as the
+/// [`QueueDiscipline`](crate::config::QueueDiscipline) says); a call held back
+/// by its tool's or its client's limit never blocks calls behind it that
+/// could run. When the queue is full, a newcomer takes the place of the
+/// newest waiter of the client holding the most places, if that client holds
+/// more than the newcomer's would (that waiter gets `queue_full`, scope
+/// `client`). A freed slot is handed to the next waiter under the same lock
+/// that counts it, so a newcomer never overtakes an eligible waiter.
+///
+/// Partition limits are caps, not reservations: idle global capacity is
+/// usable by any call within its own caps.
 ///
 /// # The retry delay
 ///
 /// Every [`Overload`] carries `retry_after =
-/// clamp(S̄ · (queued + 1) / max_concurrent, retry_after_min, retry_after_max)`,
-/// where `S̄` is a moving average of how long admitted requests held their slot
-/// (weight 0.2 on the newest; `initial_service_time` until the first one
-/// completes) and `queued` the queue length when the rejection was counted:
-/// the time for everyone queued now to be served plus one more slot to free up.
+/// clamp(S̄ · (queued + 1) / limit, retry_after_min, retry_after_max)` for the
+/// limit that refused: the global limit with the whole queue, a tool's limit
+/// with that tool's waiters and service times, or the client limit with that
+/// client's waiters. `S̄` is a moving average of how long timed requests
+/// held their slot (weight 0.2 on the newest; `initial_service_time` until the
+/// first one completes): the time for everyone queued ahead to be served plus
+/// one more slot to free up.
 ///
 /// # Cancel safety
 ///
@@ -69,6 +89,12 @@ pub type OnOverload = std::sync::Arc<dyn Fn(&Overload) + Send + Sync>;
 /// before it returned — leaves every count exact. A queued request leaves the
 /// queue at once; a slot already handed to it goes to the next in line.
 /// Dropping a [`Permit`], including during a panic, gives its slot back.
+///
+/// # Reconfiguration
+///
+/// [`reconfigure`](Self::reconfigure) changes every setting at runtime. Calls
+/// running keep their slots and give back exactly what they took; waiters
+/// keep their place and deadline; a raised limit serves waiters at once.
 #[derive(Clone)]
 pub struct Limiter {
     shared: Arc<Shared>,
@@ -76,7 +102,6 @@ pub struct Limiter {
 
 pub(crate) struct Shared {
     state: Mutex<State>,
-    config: LimiterConfig,
     on_overload: Option<OnOverload>,
 }
 
@@ -95,49 +120,83 @@ impl Limiter {
         }
     }
 
-    /// Waits for a slot.
+    /// Waits for a slot, as an anonymous request (no tool, no client key):
+    /// [`acquire_with`](Self::acquire_with) with [`Request::new`].
     ///
-    /// Returns a [`Permit`] that holds the slot until dropped, or an
-    /// [`Overload`] saying why the request was turned away. The `on_overload`
-    /// callback has run by the time the error is returned.
+    /// # Cancel safety
+    ///
+    /// Cancel safe: see [the type's docs](Self#cancel-safety).
+    pub async fn acquire(&self) -> Result<Permit, Overload> {
+        self.acquire_with(Request::new()).await
+    }
+
+    /// Waits for a slot for `request`.
+    ///
+    /// Returns a [`Permit`] that holds the slots until dropped, or an
+    /// [`Overload`] saying why the request was turned away and by which
+    /// limit. The `on_overload` callback has run by the time the error is
+    /// returned.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: see [the type's docs](Self#cancel-safety). Dropping the
     /// future never leaks a slot or a queue place.
-    pub async fn acquire(&self) -> Result<Permit, Overload> {
-        let admission = self.shared.lock().admit();
-        // The clock is read only when the answer needs it (the service time
-        // starts, or the queue deadline is set): a rejection never does, and a
-        // clock read is a good part of its cost.
-        let key = match admission {
-            Admission::Admitted { inflight } => {
-                return Ok(Permit::new(self.shared.clone(), Instant::now(), inflight));
-            }
+    pub async fn acquire_with(&self, request: Request<'_>) -> Result<Permit, Overload> {
+        let mut now = LazyNow::default();
+        let mut wake = WakeList::default();
+        let admission = self.shared.lock().admit(&request, &mut now, &mut wake);
+        wake.wake_all();
+        let (key, timeout) = match admission {
+            Admission::Admitted(grant) => return Ok(Permit::new(self.shared.clone(), grant)),
             Admission::Rejected(overload) => return Err(self.shared.rejected(overload)),
-            Admission::Enqueued { key } => key,
+            Admission::Enqueued { key, timeout } => (key, timeout),
         };
         let mut waiter = Waiter::new(&self.shared, key);
-        let deadline = deadline_after(Instant::now(), self.shared.config.queue_timeout);
-        let grant = tokio::select! {
+        let deadline = deadline_after(now.get(), timeout);
+        let decided = tokio::select! {
             biased;
-            grant = &mut waiter => Ok(grant),
+            decided = &mut waiter => decided,
             () = tokio::time::sleep_until(deadline) => waiter.time_out(),
         };
-        match grant {
-            Ok(grant) => Ok(Permit::new(self.shared.clone(), grant.at, grant.inflight)),
+        match decided {
+            Ok(grant) => Ok(Permit::new(self.shared.clone(), grant)),
             Err(overload) => Err(self.shared.rejected(overload)),
         }
     }
 
-    /// A consistent snapshot of the counters. Cheap; callable from sync code.
+    /// A consistent snapshot of the global counters. Cheap; callable from sync code.
     pub fn snapshot(&self) -> MetricsSnapshot {
         self.shared.lock().snapshot()
     }
 
-    /// The configuration this limiter was built with.
-    pub fn config(&self) -> &LimiterConfig {
-        &self.shared.config
+    /// One snapshot per configured tool (by name), then one named `*` for
+    /// every other tool together: a bounded set whatever tool names clients send.
+    pub fn tool_snapshots(&self) -> Vec<ToolSnapshot> {
+        self.shared.lock().tool_snapshots()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> LimiterConfig {
+        self.shared.lock().config().clone()
+    }
+
+    /// Replaces the configuration at runtime (see
+    /// [Reconfiguration](Self#reconfiguration)). An invalid configuration is
+    /// refused and the one in force stays.
+    ///
+    /// An adaptive limit is rebuilt (from `max_concurrent`) only when its own
+    /// settings change, so a reload that touches something else keeps what it
+    /// learned; the same holds for each tool's limit. A custom limit given to
+    /// [`LimiterBuilder::limit`] is replaced only when the global limit's
+    /// settings (`limit`, `max_concurrent`, `min_limit`, `max_limit`) change.
+    pub fn reconfigure(&self, config: LimiterConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        let mut wake = WakeList::default();
+        self.shared
+            .lock()
+            .reconfigure(config, &mut LazyNow::default(), &mut wake);
+        wake.wake_all();
+        Ok(())
     }
 
     /// The shared state, for the loom models that drive it directly.
@@ -150,7 +209,7 @@ impl Limiter {
 impl fmt::Debug for Limiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Limiter")
-            .field("config", &self.shared.config)
+            .field("config", &self.config())
             .field("snapshot", &self.snapshot())
             .finish()
     }
@@ -174,15 +233,17 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn release(&self, sample: Option<Sample>, now: Instant) {
+    pub(crate) fn release(&self, grant: &Grant, sample: Option<Sample>, now: Option<Instant>) {
         let mut wake = WakeList::default();
-        self.lock().release(sample, now, &mut wake);
+        let mut now = now.map_or_else(LazyNow::default, LazyNow::at);
+        self.lock().release(grant, sample, &mut now, &mut wake);
         wake.wake_all();
     }
 
-    pub(crate) fn cancel_waiter(&self, key: usize, now: Instant) {
+    pub(crate) fn cancel_waiter(&self, key: usize) {
         let mut wake = WakeList::default();
-        self.lock().cancel_waiter(key, now, &mut wake);
+        self.lock()
+            .cancel_waiter(key, &mut LazyNow::default(), &mut wake);
         wake.wake_all();
     }
 
@@ -217,7 +278,8 @@ impl LimiterBuilder {
         self
     }
 
-    /// Uses `limit` instead of a [`FixedLimit`] of `max_concurrent`.
+    /// Uses `limit` for the global limit instead of the one the configuration
+    /// describes (`limit`, `max_concurrent`, `min_limit`, `max_limit`).
     pub fn limit<L: Limit>(mut self, limit: L) -> Self {
         self.limit = Some(Box::new(limit));
         self
@@ -226,13 +288,9 @@ impl LimiterBuilder {
     /// Validates the configuration and builds the limiter.
     pub fn build(self) -> Result<Limiter, ConfigError> {
         self.config.validate()?;
-        let limit = self
-            .limit
-            .unwrap_or_else(|| Box::new(FixedLimit::new(self.config.max_concurrent)));
         Ok(Limiter {
             shared: Arc::new(Shared {
-                state: Mutex::new(State::new(&self.config, limit)),
-                config: self.config,
+                state: Mutex::new(State::new(self.config, self.limit)),
                 on_overload: self.on_overload,
             }),
         })

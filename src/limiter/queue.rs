@@ -1,0 +1,470 @@
+//! The wait queue: one lane per client key, served round-robin; within a
+//! lane, one FIFO list (a *flow*) per tool, so a call blocked by its tool's
+//! limit never blocks the same client's calls of other tools.
+//!
+//! Waiters live in one slab; each flow is a doubly linked list threaded
+//! through it (O(1) push, grant and unlink from anywhere). Lanes with waiters
+//! sit in a ring; the limiter looks at the lane at the front, serves it or
+//! skips it, and rotates it to the back either way. A granted or rejected
+//! entry leaves its list but keeps its slab slot until its owner collects it,
+//! so the owner can tell "handed a slot", "turned away" and "still waiting"
+//! apart under the limiter's lock.
+//!
+//! Costs: a lane keeps its flows in a small vector (one per tool it has
+//! waiters for), so picking a lane's next waiter is O(flows in that lane); the
+//! number of distinct flows is bounded by the tracked tool entries.
+
+use std::collections::VecDeque;
+use std::task::{Poll, Waker};
+
+use slab::Slab;
+use tokio::time::Instant;
+
+use crate::overload::Overload;
+
+/// What a waiter's owner receives when a slot is handed to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Grant {
+    /// When the slot was handed over; `None` when the permit is not timed.
+    pub(crate) at: Option<Instant>,
+    /// Requests holding a slot right after the hand-over, this one included.
+    pub(crate) inflight: usize,
+    /// Slots of the global limit it holds.
+    pub(crate) cost: usize,
+    /// Slots of its client's limit it holds.
+    pub(crate) client_cost: usize,
+    /// Its tool entry.
+    pub(crate) tool: u32,
+    /// Its client entry.
+    pub(crate) client: u32,
+}
+
+/// A link: a slab key, or [`NIL`].
+type Link = u32;
+
+/// No entry (the end of a list).
+const NIL: Link = Link::MAX;
+
+/// A request waiting in the queue.
+#[derive(Debug)]
+pub(crate) struct Waiting {
+    waker: Option<Waker>,
+    prev: Link,
+    next: Link,
+    flow: Link,
+    /// Arrival order, across the whole queue.
+    pub(crate) seq: u64,
+    /// The slots it asks for (its tool's weight).
+    pub(crate) cost: usize,
+    pub(crate) tool: u32,
+    pub(crate) client: u32,
+    /// When it joined the queue.
+    pub(crate) since: Instant,
+}
+
+enum Entry {
+    Waiting(Waiting),
+    Granted(Grant),
+    Rejected(Box<Overload>),
+}
+
+/// How an entry left the queue when its owner removed it.
+#[derive(Debug)]
+pub(crate) enum Removed {
+    /// It was still waiting.
+    Waiting(Waiting),
+    /// A slot had been handed to it.
+    Granted(Grant),
+    /// It had been turned away (evicted or shed).
+    Rejected(Box<Overload>),
+}
+
+struct Flow {
+    tool: u32,
+    head: Link,
+    tail: Link,
+}
+
+#[derive(Default)]
+struct Lane {
+    /// Flows with waiters, in no particular order.
+    flows: Vec<Link>,
+    queued: usize,
+    in_ring: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct WaitQueue {
+    entries: Slab<Entry>,
+    flows: Slab<Flow>,
+    /// Indexed by client entry.
+    lanes: Vec<Lane>,
+    /// Lanes with waiters, the next to serve first.
+    ring: VecDeque<u32>,
+    waiting: usize,
+    next_seq: u64,
+}
+
+impl WaitQueue {
+    /// Entries still waiting (granted and rejected ones not counted).
+    pub(crate) fn len(&self) -> usize {
+        self.waiting
+    }
+
+    /// Waiters of one client.
+    pub(crate) fn queued_of(&self, client: u32) -> usize {
+        self.lanes
+            .get(client as usize)
+            .map_or(0, |lane| lane.queued)
+    }
+
+    /// Appends a waiter to its client's flow for its tool; returns its key,
+    /// or `None` in the unreachable case that the key would not fit a link.
+    pub(crate) fn push(
+        &mut self,
+        client: u32,
+        tool: u32,
+        cost: usize,
+        since: Instant,
+    ) -> Option<usize> {
+        let key = self.entries.vacant_key();
+        let link = Link::try_from(key).ok().filter(|&link| link != NIL)?;
+        let lane_index = client as usize;
+        if self.lanes.len() <= lane_index {
+            self.lanes.resize_with(lane_index + 1, Lane::default);
+        }
+        let flows = &self.flows;
+        let existing = self.lanes[lane_index]
+            .flows
+            .iter()
+            .copied()
+            .find(|&f| flows[f as usize].tool == tool);
+        let flow = match existing {
+            Some(flow) => flow,
+            None => {
+                let flow = Link::try_from(self.flows.vacant_key())
+                    .ok()
+                    .filter(|&f| f != NIL)?;
+                self.flows.insert(Flow {
+                    tool,
+                    head: NIL,
+                    tail: NIL,
+                });
+                self.lanes[lane_index].flows.push(flow);
+                flow
+            }
+        };
+        let tail = self.flows[flow as usize].tail;
+        self.entries.insert(Entry::Waiting(Waiting {
+            waker: None,
+            prev: tail,
+            next: NIL,
+            flow,
+            seq: self.next_seq,
+            cost,
+            tool,
+            client,
+            since,
+        }));
+        self.next_seq += 1;
+        if tail == NIL {
+            self.flows[flow as usize].head = link;
+        } else {
+            self.waiting_mut(tail).next = link;
+        }
+        self.flows[flow as usize].tail = link;
+        let lane = &mut self.lanes[lane_index];
+        lane.queued += 1;
+        if !lane.in_ring {
+            lane.in_ring = true;
+            self.ring.push_back(client);
+        }
+        self.waiting += 1;
+        Some(key)
+    }
+
+    /// Lanes in the ring.
+    pub(crate) fn lanes_waiting(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// The lane whose turn it is.
+    pub(crate) fn front(&self) -> Option<u32> {
+        self.ring.front().copied()
+    }
+
+    /// Moves the front lane to the back of the ring (its turn is over).
+    pub(crate) fn rotate(&mut self) {
+        if let Some(client) = self.ring.pop_front() {
+            self.ring.push_back(client);
+        }
+    }
+
+    /// The next waiter of `client` among the flows whose tool `ready` accepts:
+    /// the oldest one, or the newest with `lifo`.
+    pub(crate) fn candidate(
+        &self,
+        client: u32,
+        lifo: bool,
+        mut ready: impl FnMut(u32) -> bool,
+    ) -> Option<usize> {
+        let lane = self.lanes.get(client as usize)?;
+        let mut best: Option<(u64, Link)> = None;
+        for &flow in &lane.flows {
+            let flow = &self.flows[flow as usize];
+            if !ready(flow.tool) {
+                continue;
+            }
+            let link = if lifo { flow.tail } else { flow.head };
+            let seq = self.waiting_ref(link).seq;
+            let better = match best {
+                None => true,
+                Some((best_seq, _)) => (seq > best_seq) == lifo,
+            };
+            if better {
+                best = Some((seq, link));
+            }
+        }
+        best.map(|(_, link)| link as usize)
+    }
+
+    /// The newest waiter of `client`, whatever its tool.
+    pub(crate) fn newest_of(&self, client: u32) -> Option<usize> {
+        let lane = self.lanes.get(client as usize)?;
+        lane.flows
+            .iter()
+            .map(|&flow| self.flows[flow as usize].tail)
+            .max_by_key(|&link| self.waiting_ref(link).seq)
+            .map(|link| link as usize)
+    }
+
+    /// The lane with the most waiters (the first found among equals).
+    pub(crate) fn longest_lane(&self) -> Option<u32> {
+        self.ring.iter().copied().max_by_key(|&client| {
+            (
+                self.lanes[client as usize].queued,
+                std::cmp::Reverse(client),
+            )
+        })
+    }
+
+    /// A waiting entry. Panics if `key` is not waiting.
+    pub(crate) fn waiting(&self, key: usize) -> &Waiting {
+        match &self.entries[key] {
+            Entry::Waiting(waiting) => waiting,
+            _ => unreachable!("not a waiting entry"),
+        }
+    }
+
+    /// Hands a slot to a waiting entry; returns its waker, if it was polled.
+    pub(crate) fn grant(&mut self, key: usize, grant: Grant) -> Option<Waker> {
+        let waiting = self.unlink(key);
+        self.entries[key] = Entry::Granted(grant);
+        waiting.waker
+    }
+
+    /// Turns a waiting entry away; returns its waker, if it was polled.
+    pub(crate) fn reject(&mut self, key: usize, overload: Overload) -> Option<Waker> {
+        let waiting = self.unlink(key);
+        self.entries[key] = Entry::Rejected(Box::new(overload));
+        waiting.waker
+    }
+
+    /// Checks whether the entry was decided; if so, removes it. Otherwise
+    /// stores the waker for the hand-over.
+    ///
+    /// Panics if `key` is not an entry of this queue: only its owner, who got
+    /// the key from `push`, may poll it, and only until it removed it.
+    pub(crate) fn poll(&mut self, key: usize, waker: &Waker) -> Poll<Result<Grant, Overload>> {
+        match &mut self.entries[key] {
+            Entry::Waiting(waiting) => {
+                match &waiting.waker {
+                    Some(stored) if stored.will_wake(waker) => {}
+                    _ => waiting.waker = Some(waker.clone()),
+                }
+                Poll::Pending
+            }
+            Entry::Granted(grant) => {
+                let grant = *grant;
+                self.entries.remove(key);
+                Poll::Ready(Ok(grant))
+            }
+            Entry::Rejected(_) => match self.entries.remove(key) {
+                Entry::Rejected(overload) => Poll::Ready(Err(*overload)),
+                _ => unreachable!("checked above"),
+            },
+        }
+    }
+
+    /// Removes the entry, whatever its state. Same contract on `key` as `poll`.
+    pub(crate) fn remove(&mut self, key: usize) -> Removed {
+        if let Entry::Waiting(_) = self.entries[key] {
+            let waiting = self.unlink(key);
+            self.entries.remove(key);
+            return Removed::Waiting(waiting);
+        }
+        match self.entries.remove(key) {
+            Entry::Granted(grant) => Removed::Granted(grant),
+            Entry::Rejected(overload) => Removed::Rejected(overload),
+            Entry::Waiting(_) => unreachable!("handled above"),
+        }
+    }
+
+    /// Unlinks a waiting entry from its flow, its lane and maybe the ring,
+    /// leaving a placeholder in its slab slot; returns what it was.
+    fn unlink(&mut self, key: usize) -> Waiting {
+        let placeholder = Entry::Granted(Grant {
+            at: None,
+            inflight: 0,
+            cost: 0,
+            client_cost: 0,
+            tool: 0,
+            client: 0,
+        });
+        let Entry::Waiting(waiting) = std::mem::replace(&mut self.entries[key], placeholder) else {
+            unreachable!("only waiting entries are linked");
+        };
+        let flow_key = waiting.flow as usize;
+        if waiting.prev == NIL {
+            self.flows[flow_key].head = waiting.next;
+        } else {
+            self.waiting_mut(waiting.prev).next = waiting.next;
+        }
+        if waiting.next == NIL {
+            self.flows[flow_key].tail = waiting.prev;
+        } else {
+            self.waiting_mut(waiting.next).prev = waiting.prev;
+        }
+        let lane_index = waiting.client as usize;
+        let lane = &mut self.lanes[lane_index];
+        lane.queued -= 1;
+        if self.flows[flow_key].head == NIL {
+            self.flows.remove(flow_key);
+            lane.flows.retain(|&f| f as usize != flow_key);
+        }
+        if lane.queued == 0 {
+            lane.in_ring = false;
+            lane.flows = Vec::new();
+            if let Some(at) = self.ring.iter().position(|&c| c == waiting.client) {
+                self.ring.remove(at);
+            }
+            // Lanes of clients that left are not kept growing.
+            while self.lanes.last().is_some_and(|lane| lane.queued == 0) {
+                self.lanes.pop();
+            }
+        }
+        self.waiting -= 1;
+        if self.waiting == 0 {
+            // Give back what a burst allocated.
+            self.ring.shrink_to(16);
+            self.lanes.shrink_to(16);
+        }
+        waiting
+    }
+
+    fn waiting_ref(&self, link: Link) -> &Waiting {
+        self.waiting(link as usize)
+    }
+
+    fn waiting_mut(&mut self, link: Link) -> &mut Waiting {
+        match &mut self.entries[link as usize] {
+            Entry::Waiting(waiting) => waiting,
+            _ => unreachable!("only waiting entries are linked"),
+        }
+    }
+
+    /// Keys of one client's waiters in service order (FIFO), tests only.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn keys_of(&self, client: u32) -> Vec<usize> {
+        let Some(lane) = self.lanes.get(client as usize) else {
+            return Vec::new();
+        };
+        let mut keys = Vec::new();
+        for &flow in &lane.flows {
+            let mut cursor = self.flows[flow as usize].head;
+            while cursor != NIL {
+                keys.push(cursor as usize);
+                cursor = self.waiting_ref(cursor).next;
+            }
+        }
+        keys.sort_by_key(|&key| self.waiting(key).seq);
+        keys
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::task::Waker;
+
+    use super::*;
+
+    fn grant() -> Grant {
+        Grant {
+            at: None,
+            inflight: 1,
+            cost: 1,
+            client_cost: 1,
+            tool: 0,
+            client: 0,
+        }
+    }
+
+    #[test]
+    fn one_lane_is_fifo_and_lifo_on_request() {
+        let mut queue = WaitQueue::default();
+        let now = Instant::now();
+        let a = queue.push(0, 0, 1, now).unwrap();
+        let b = queue.push(0, 1, 1, now).unwrap();
+        let c = queue.push(0, 0, 1, now).unwrap();
+        assert_eq!(queue.keys_of(0), [a, b, c]);
+        assert_eq!(queue.candidate(0, false, |_| true), Some(a));
+        assert_eq!(queue.candidate(0, true, |_| true), Some(c));
+        // Tool 0 blocked: the same client's call of tool 1 is next.
+        assert_eq!(queue.candidate(0, false, |tool| tool != 0), Some(b));
+        assert_eq!(queue.newest_of(0), Some(c));
+    }
+
+    #[test]
+    fn lanes_take_turns_and_leave_the_ring_when_empty() {
+        let mut queue = WaitQueue::default();
+        let now = Instant::now();
+        let a1 = queue.push(3, 0, 1, now).unwrap();
+        let _a2 = queue.push(3, 0, 1, now).unwrap();
+        let b1 = queue.push(5, 0, 1, now).unwrap();
+        assert_eq!(queue.front(), Some(3));
+        assert_eq!(queue.longest_lane(), Some(3));
+        queue.grant(a1, grant());
+        queue.rotate();
+        assert_eq!(queue.front(), Some(5));
+        queue.grant(b1, grant());
+        assert_eq!(queue.lanes_waiting(), 1);
+        assert_eq!(queue.front(), Some(3));
+        assert_eq!(queue.len(), 1);
+        assert!(matches!(queue.poll(a1, Waker::noop()), Poll::Ready(Ok(_))));
+    }
+
+    #[test]
+    fn removes_from_the_middle_head_and_tail() {
+        let mut queue = WaitQueue::default();
+        let now = Instant::now();
+        let keys: Vec<usize> = (0..5).map(|_| queue.push(0, 0, 1, now).unwrap()).collect();
+        assert!(matches!(queue.remove(keys[2]), Removed::Waiting(_)));
+        assert_eq!(queue.keys_of(0), [keys[0], keys[1], keys[3], keys[4]]);
+        assert!(matches!(queue.remove(keys[0]), Removed::Waiting(_)));
+        assert!(matches!(queue.remove(keys[4]), Removed::Waiting(_)));
+        assert_eq!(queue.keys_of(0), [keys[1], keys[3]]);
+        assert_eq!(queue.len(), 2);
+        let k = queue.push(0, 0, 1, now).unwrap();
+        assert_eq!(queue.keys_of(0), [keys[1], keys[3], k]);
+    }
+
+    #[test]
+    fn a_rejected_entry_reports_its_overload_once() {
+        let mut queue = WaitQueue::default();
+        let a = queue.push(0, 0, 1, Instant::now()).unwrap();
+        queue.reject(a, crate::overload::test_overload(std::time::Duration::ZERO));
+        assert_eq!(queue.len(), 0);
+        assert_eq!(queue.lanes_waiting(), 0);
+        assert!(matches!(queue.poll(a, Waker::noop()), Poll::Ready(Err(_))));
+    }
+}
