@@ -238,14 +238,17 @@ impl WaitQueue {
             .map(|link| link as usize)
     }
 
-    /// The lane with the most waiters (the first found among equals).
+    /// The lane with the most waiters; among equals, the one whose turn is
+    /// nearest.
     pub(crate) fn longest_lane(&self) -> Option<u32> {
-        self.ring.iter().copied().max_by_key(|&client| {
-            (
-                self.lanes[client as usize].queued,
-                std::cmp::Reverse(client),
-            )
-        })
+        let mut longest: Option<(usize, u32)> = None;
+        for &client in &self.ring {
+            let queued = self.lanes[client as usize].queued;
+            if longest.is_none_or(|(most, _)| queued > most) {
+                longest = Some((queued, client));
+            }
+        }
+        longest.map(|(_, client)| client)
     }
 
     /// A waiting entry. Panics if `key` is not waiting.

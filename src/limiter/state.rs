@@ -208,10 +208,14 @@ impl State {
             self.release_if_idle(tool, client);
             return Admission::Rejected(overload);
         }
-        if self.queue.len() >= self.config.queue_size && !self.evict_for(client, wake) {
-            let overload = self.reject(OverloadReason::QueueFull, Scope::Global, tool, client);
-            self.release_if_idle(tool, client);
-            return Admission::Rejected(overload);
+        let mut evicted = None;
+        if self.queue.len() >= self.config.queue_size {
+            evicted = self.evict_for(client, wake);
+            if evicted.is_none() {
+                let overload = self.reject(OverloadReason::QueueFull, Scope::Global, tool, client);
+                self.release_if_idle(tool, client);
+                return Admission::Rejected(overload);
+            }
         }
         let since = now.get();
         let Some(key) = self.queue.push(client, tool, cost, since) else {
@@ -221,6 +225,9 @@ impl State {
         };
         self.tools.get_mut(tool).queued += 1;
         self.clients.get_mut(client).queued += 1;
+        if let Some((tool, client)) = evicted {
+            self.release_if_idle(tool, client);
+        }
         if self.queue.len() == 1 {
             self.discipline.on_nonempty(since);
         }
@@ -456,16 +463,14 @@ impl State {
     /// more places than `client` would, its newest waiter gives its place up
     /// (rejected with `queue_full`, scope `client`), so one client flooding
     /// the queue cannot lock the others out of it.
-    fn evict_for(&mut self, client: u32, wake: &mut WakeList) -> bool {
-        let Some(longest) = self.queue.longest_lane() else {
-            return false;
-        };
+    /// Returns the victim's entries, to be released once the newcomer holds
+    /// its own (they may be the same tool entry).
+    fn evict_for(&mut self, client: u32, wake: &mut WakeList) -> Option<(u32, u32)> {
+        let longest = self.queue.longest_lane()?;
         if longest == client || self.queue.queued_of(longest) <= self.queue.queued_of(client) + 1 {
-            return false;
+            return None;
         }
-        let Some(victim) = self.queue.newest_of(longest) else {
-            return false;
-        };
+        let victim = self.queue.newest_of(longest)?;
         let (tool, victim_client) = {
             let waiting = self.queue.waiting(victim);
             (waiting.tool, waiting.client)
@@ -478,7 +483,7 @@ impl State {
         );
         wake.push(self.queue.reject(victim, overload));
         self.leave_queue(tool, victim_client);
-        true
+        Some((tool, victim_client))
     }
 
     /// Counts a rejection and builds the error, with the retry delay of the
@@ -547,6 +552,7 @@ impl State {
                         self.reject(OverloadReason::QueueShed, Scope::Global, tool, client);
                     wake.push(self.queue.reject(key, overload));
                     self.leave_queue(tool, client);
+                    self.release_if_idle(tool, client);
                     continue;
                 }
             }
