@@ -293,6 +293,9 @@ impl Model {
             self.reject(OverloadReason::QueueFull);
             return Some(Decision::Rejected(OverloadReason::QueueFull, Scope::Global));
         }
+        if self.tool_room(tool) && self.client_room(client, weight) {
+            self.stalled = true;
+        }
         self.waiting.push(Waiting {
             id,
             client,

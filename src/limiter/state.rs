@@ -223,6 +223,11 @@ impl State {
             self.release_if_idle(tool, client);
             return Admission::Rejected(overload);
         };
+        // Held back by the global limit alone, it is the next call able to
+        // run: newcomers queue behind it until it has its slots.
+        if self.tools.get(tool).has_room() && self.clients.has_room(client, cost) {
+            self.stalled = true;
+        }
         self.tools.get_mut(tool).queued += 1;
         self.clients.get_mut(client).queued += 1;
         if let Some((tool, client)) = evicted {
