@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use mcp_backpressure::config::ToolConfig;
+use mcp_backpressure::limit::LimitAlgorithm;
 use mcp_backpressure::rmcp::{
-    Backpressure, BackpressureOptions, CancelPolicy, GuardedMethods, OverloadResponse,
+    Backpressure, BackpressureOptions, CancelPolicy, ClientKey, GuardedMethods, OverloadResponse,
 };
 use mcp_backpressure::{Limiter, LimiterConfig, MetricsSnapshot};
 use rmcp::model::{
@@ -69,6 +71,17 @@ impl ServerHandler for Probe {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 guard.1 = true;
                 self.finished.fetch_add(1, Ordering::SeqCst);
+            }
+            "busy" => {
+                // A dependency timed out: an overload signal.
+                return Err(ErrorData::new(
+                    rmcp::model::ErrorCode(-32001),
+                    "the database timed out",
+                    None,
+                ));
+            }
+            "tool_error" => {
+                return Ok(CallToolResult::error(vec![ContentBlock::text("bad input")]).into());
             }
             "time_out" => {
                 // The tool's own timeout: not an overload, and not reported as one.
@@ -376,4 +389,61 @@ async fn unadvertised_capabilities_answer_method_not_found_through_the_wrapper()
         matches!(resources, Err(ServiceError::McpError(ref e)) if e.code.0 == -32601),
         "{resources:?}"
     );
+}
+
+/// Each guarded call is admitted under its tool's name: a tool at its own
+/// limit is refused with `scope: "tool:NAME"` while other tools still run.
+#[tokio::test]
+async fn a_tools_own_limit_applies_through_the_wrapper() {
+    let config = LimiterConfig::new(4).with_tool("hold", ToolConfig::new().with_max_concurrent(1));
+    let mut h = harness(config, BackpressureOptions::default()).await;
+    let _running = h.hold(None).await;
+    match h.client.send_request(call("hold", Some(1))).await {
+        Err(ServiceError::McpError(e)) => {
+            let data = e.data.expect("overload data");
+            assert_eq!(data["scope"], "tool:hold");
+            assert_eq!(data["reason"], "concurrency_limit");
+        }
+        other => panic!("expected the tool's limit to refuse, got {other:?}"),
+    }
+    h.client
+        .send_request(call("other", None))
+        .await
+        .expect("another tool still runs");
+}
+
+/// The client key comes from the request context: with a per-client limit
+/// of 1, a second call of the same identity is refused, scope `client`.
+#[tokio::test]
+async fn a_client_key_function_selects_the_per_client_limit() {
+    let options = BackpressureOptions::default()
+        .with_client_key(ClientKey::from_fn(|_ctx| Some("alice".to_string())));
+    let mut h = harness(LimiterConfig::new(4).with_client_limit(1), options).await;
+    let _running = h.hold(None).await;
+    match h.client.send_request(call("other", None)).await {
+        Err(ServiceError::McpError(e)) => {
+            assert_eq!(e.data.expect("overload data")["scope"], "client");
+        }
+        other => panic!("expected the client limit to refuse, got {other:?}"),
+    }
+}
+
+/// Outcomes feed an adaptive limit honestly: a dependency timeout (-32001)
+/// backs it off; a tool's own error (`isError`, or another error code)
+/// teaches it nothing.
+#[tokio::test]
+async fn outcomes_are_classified_for_adaptive_limits() {
+    let config = LimiterConfig::new(4).with_limit(LimitAlgorithm::Aimd, 1, Some(4));
+    let h = harness(config, BackpressureOptions::default()).await;
+    // The first admission is timed: its drop counts.
+    assert!(h.client.send_request(call("busy", None)).await.is_err());
+    assert_eq!(h.limiter.snapshot().max_concurrent, 3);
+    for _ in 0..8 {
+        h.client
+            .send_request(call("tool_error", None))
+            .await
+            .unwrap();
+        assert!(h.client.send_request(call("time_out", None)).await.is_err());
+    }
+    assert_eq!(h.limiter.snapshot().max_concurrent, 3);
 }

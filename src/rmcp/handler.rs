@@ -23,8 +23,40 @@ use tokio_util::sync::CancellationToken;
 use super::disconnect::Disconnected;
 use super::options::{BackpressureOptions, CancelPolicy, OverloadResponse};
 use super::wire;
-use crate::limiter::{Limiter, Outcome, Permit};
+use crate::jsonrpc::DEFAULT_OVERLOAD_CODE;
+use crate::limiter::{Limiter, Outcome, Permit, Request};
 use crate::overload::Overload;
+
+/// Error codes that say a dependency timed out or is overloaded, so the
+/// call's outcome is a drop for adaptive limits: -32001 (the SDKs' request
+/// timeout), -32023 (SEP-3304's proposed RateLimited), -32029 (ToolHive's
+/// rate limit) and -31429 (our own overload error, from a guarded server
+/// further down).
+const OVERLOAD_CODES: [i32; 4] = [-32001, -32023, -32029, DEFAULT_OVERLOAD_CODE];
+
+/// The outcome an error reports.
+fn error_outcome(error: &ErrorData, own_code: i32) -> Outcome {
+    if OVERLOAD_CODES.contains(&error.code.0) || error.code.0 == own_code {
+        Outcome::Dropped
+    } else {
+        Outcome::Ignore
+    }
+}
+
+/// The outcome of a `tools/call` answer: a completed result is a success
+/// unless the tool reported its own error (`isError`), which says nothing
+/// about load; a task handle or a request for input is not the work's time.
+fn call_tool_outcome(response: &CallToolResponse) -> Outcome {
+    match response {
+        CallToolResponse::Complete(result) if result.is_error != Some(true) => Outcome::Success,
+        _ => Outcome::Ignore,
+    }
+}
+
+/// The outcome of any other guarded method's result.
+fn success<T>(_: &T) -> Outcome {
+    Outcome::Success
+}
 
 /// An rmcp [`ServerHandler`] whose guarded requests are admitted through a
 /// [`Limiter`].
@@ -84,18 +116,20 @@ enum Refusal {
 struct Exits {
     ct: CancellationToken,
     disconnected: Option<CancellationToken>,
-}
-
-impl Exits {
-    fn of(context: &RequestContext<RoleServer>) -> Self {
-        Self {
-            ct: context.ct.clone(),
-            disconnected: Disconnected::of(&context.extensions),
-        }
-    }
+    /// The request's client key.
+    client: Option<String>,
 }
 
 impl<H> Backpressure<H> {
+    /// What ends a guarded request's wait, and its client key.
+    fn exits(&self, context: &RequestContext<RoleServer>) -> Exits {
+        Exits {
+            ct: context.ct.clone(),
+            disconnected: Disconnected::of(&context.extensions),
+            client: self.options.client_key.key_of(context),
+        }
+    }
+
     /// Guards `inner`'s `tools/call` with `limiter`, with default options.
     pub fn new(inner: H, limiter: Limiter) -> Self {
         Self::with_options(inner, limiter, BackpressureOptions::default())
@@ -135,10 +169,15 @@ impl<H> Backpressure<H> {
         self.inner
     }
 
-    /// Waits for a slot, giving up if the client cancels or disconnects
-    /// first (checked before the limiter: a request that arrives after its
-    /// client left is never admitted).
-    async fn admit(&self, exits: &Exits) -> Result<Permit, Refusal> {
+    /// Waits for a slot for a call of `tool` (or method) from the request's
+    /// client, giving up if the client cancels or disconnects first (checked
+    /// before the limiter: a request that arrives after its client left is
+    /// never admitted).
+    async fn admit(&self, exits: &Exits, tool: &str) -> Result<Permit, Refusal> {
+        let mut request = Request::new().tool(tool);
+        if let Some(key) = &exits.client {
+            request = request.client(key);
+        }
         let disconnected = async {
             match &exits.disconnected {
                 Some(token) => token.cancelled().await,
@@ -152,31 +191,35 @@ impl<H> Backpressure<H> {
                 tracing::debug!("request not admitted: the client disconnected");
                 Err(Refusal::Disconnected)
             }
-            acquired = self.limiter.acquire() => acquired.map_err(|overload| {
+            acquired = self.limiter.acquire_with(request) => acquired.map_err(|overload| {
                 tracing::debug!(reason = %overload.reason, "request rejected: overloaded");
                 Refusal::Overload(overload)
             }),
         }
     }
 
-    /// Runs admitted work, holding `permit`, honouring the cancel policy.
+    /// Runs admitted work, holding `permit`, honouring the cancel policy,
+    /// and records the outcome (`outcome` classifies a result).
     async fn run<T>(
         &self,
         mut permit: Permit,
         ct: CancellationToken,
         work: impl Future<Output = Result<T, ErrorData>>,
+        outcome: fn(&T) -> Outcome,
     ) -> Result<T, ErrorData> {
-        match self.options.cancel_policy {
+        let result = match self.options.cancel_policy {
             CancelPolicy::RunToCompletion => work.await,
             CancelPolicy::Stop => tokio::select! {
                 biased;
                 result = work => result,
-                () = ct.cancelled() => {
-                    permit.set_outcome(Outcome::Ignore);
-                    Err(wire::cancelled())
-                }
+                () = ct.cancelled() => Err(wire::cancelled()),
             },
-        }
+        };
+        permit.set_outcome(match &result {
+            Ok(value) => outcome(value),
+            Err(error) => error_outcome(error, self.options.error_code),
+        });
+        result
     }
 
     /// The JSON-RPC answer to a refused request.
@@ -188,8 +231,15 @@ impl<H> Backpressure<H> {
         }
     }
 
-    /// Admits, then runs `work()` (built only once admitted), or refuses.
-    async fn guard<T, F, Fut>(&self, guarded: bool, exits: Exits, work: F) -> Result<T, ErrorData>
+    /// Admits a call of `method`, then runs `work()` (built only once
+    /// admitted), or refuses.
+    async fn guard<T, F, Fut>(
+        &self,
+        guarded: bool,
+        method: &str,
+        exits: Exits,
+        work: F,
+    ) -> Result<T, ErrorData>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, ErrorData>>,
@@ -197,8 +247,8 @@ impl<H> Backpressure<H> {
         if !guarded {
             return work().await;
         }
-        match self.admit(&exits).await {
-            Ok(permit) => self.run(permit, exits.ct, work()).await,
+        match self.admit(&exits, method).await {
+            Ok(permit) => self.run(permit, exits.ct, work(), success).await,
             Err(refusal) => Err(self.refused(refusal)),
         }
     }
@@ -250,9 +300,9 @@ impl<H: ServerHandler> ServerHandler for Backpressure<H> {
     ) -> impl Future<Output = Result<CompleteResult, ErrorData>> + MaybeSendFuture + '_ {
         let (guarded, exits) = (
             self.options.guarded.completion_complete,
-            Exits::of(&context),
+            self.exits(&context),
         );
-        self.guard(guarded, exits, move || {
+        self.guard(guarded, "completion/complete", exits, move || {
             self.inner.complete(request, context)
         })
     }
@@ -270,8 +320,8 @@ impl<H: ServerHandler> ServerHandler for Backpressure<H> {
         request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> impl Future<Output = Result<GetPromptResponse, ErrorData>> + MaybeSendFuture + '_ {
-        let (guarded, exits) = (self.options.guarded.prompts_get, Exits::of(&context));
-        self.guard(guarded, exits, move || {
+        let (guarded, exits) = (self.options.guarded.prompts_get, self.exits(&context));
+        self.guard(guarded, "prompts/get", exits, move || {
             self.inner.get_prompt(request, context)
         })
     }
@@ -306,8 +356,8 @@ impl<H: ServerHandler> ServerHandler for Backpressure<H> {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> impl Future<Output = Result<ReadResourceResponse, ErrorData>> + MaybeSendFuture + '_ {
-        let (guarded, exits) = (self.options.guarded.resources_read, Exits::of(&context));
-        self.guard(guarded, exits, move || {
+        let (guarded, exits) = (self.options.guarded.resources_read, self.exits(&context));
+        self.guard(guarded, "resources/read", exits, move || {
             self.inner.read_resource(request, context)
         })
     }
@@ -352,11 +402,12 @@ impl<H: ServerHandler> ServerHandler for Backpressure<H> {
         if !self.options.guarded.tools_call {
             return self.inner.call_tool(request, context).await;
         }
-        let exits = Exits::of(&context);
-        match self.admit(&exits).await {
+        let exits = self.exits(&context);
+        let tool = request.name.clone();
+        match self.admit(&exits, &tool).await {
             Ok(permit) => {
-                self.run(permit, exits.ct, self.inner.call_tool(request, context))
-                    .await
+                let work = self.inner.call_tool(request, context);
+                self.run(permit, exits.ct, work, call_tool_outcome).await
             }
             Err(Refusal::Overload(overload))
                 if self.options.overload_response == OverloadResponse::ToolResult =>

@@ -1,4 +1,101 @@
+use std::fmt;
+use std::sync::Arc;
+
+use ::rmcp::service::{RequestContext, RoleServer};
+
 use crate::jsonrpc::{DEFAULT_OVERLOAD_CODE, PYTHON_PACKAGE_OVERLOAD_CODE};
+
+/// Where a guarded request's client key comes from: the key selects the
+/// per-client limit (`client_limit`) and the client's turn in the limiter's
+/// round-robin queue. Requests without a key share one anonymous key.
+///
+/// ```
+/// use mcp_backpressure::rmcp::{BackpressureOptions, ClientKey};
+///
+/// // One key per Streamable HTTP session:
+/// let by_session = BackpressureOptions::default().with_client_key(ClientKey::Session);
+/// // Or an identity an authentication layer put in the request's extensions:
+/// #[derive(Clone)]
+/// struct User(String);
+/// let by_user = BackpressureOptions::default().with_client_key(ClientKey::from_fn(|ctx| {
+///     ctx.extensions.get::<User>().map(|user| user.0.clone())
+/// }));
+/// # let _ = (by_session, by_user);
+/// ```
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub enum ClientKey {
+    /// No key: every request is the same anonymous client (the default).
+    #[default]
+    None,
+    /// The request's `Mcp-Session-Id` (Streamable HTTP, read from the HTTP
+    /// request rmcp stores in the request's extensions); sessionless and
+    /// stdio requests have no key.
+    Session,
+    /// The value of an HTTP request header (e.g. one an authenticating proxy
+    /// sets); requests without it have no key. Values longer than 256 bytes
+    /// are cut to 256 bytes.
+    Header(String),
+    /// A function of the request context (e.g. an auth identity from its
+    /// extensions); `None` = no key.
+    Custom(KeyFn),
+}
+
+/// A user-supplied client-key function (see [`ClientKey::Custom`]).
+pub type KeyFn = Arc<dyn Fn(&RequestContext<RoleServer>) -> Option<String> + Send + Sync>;
+
+/// The longest client key taken from a header, in bytes.
+pub const MAX_HEADER_KEY_BYTES: usize = 256;
+
+impl ClientKey {
+    /// A key computed by `f` from each request's context.
+    pub fn from_fn<F>(f: F) -> Self
+    where
+        F: Fn(&RequestContext<RoleServer>) -> Option<String> + Send + Sync + 'static,
+    {
+        ClientKey::Custom(Arc::new(f))
+    }
+
+    /// The key of one request.
+    pub fn key_of(&self, context: &RequestContext<RoleServer>) -> Option<String> {
+        let header = |name: &str| -> Option<String> {
+            let parts = context.extensions.get::<http::request::Parts>()?;
+            let value = parts.headers.get(name)?.as_bytes();
+            let value = &value[..value.len().min(MAX_HEADER_KEY_BYTES)];
+            Some(String::from_utf8_lossy(value).into_owned())
+        };
+        match self {
+            ClientKey::None => None,
+            ClientKey::Session => header("mcp-session-id"),
+            ClientKey::Header(name) => header(name),
+            ClientKey::Custom(f) => f(context),
+        }
+    }
+}
+
+impl fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientKey::None => f.write_str("None"),
+            ClientKey::Session => f.write_str("Session"),
+            ClientKey::Header(name) => f.debug_tuple("Header").field(name).finish(),
+            ClientKey::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
+}
+
+impl PartialEq for ClientKey {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (ClientKey::None, ClientKey::None) | (ClientKey::Session, ClientKey::Session) => true,
+            (ClientKey::Header(a), ClientKey::Header(b)) => a.eq_ignore_ascii_case(b),
+            (ClientKey::Custom(a), ClientKey::Custom(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ClientKey {}
 
 /// Which request methods are admitted through the limiter. Everything else —
 /// `initialize`, `ping`, the list methods, notifications, tasks, subscriptions —
@@ -115,6 +212,8 @@ pub struct BackpressureOptions {
     pub overload_response: OverloadResponse,
     /// What happens to a running request whose client cancels it.
     pub cancel_policy: CancelPolicy,
+    /// Where a request's client key comes from.
+    pub client_key: ClientKey,
 }
 
 impl Default for BackpressureOptions {
@@ -124,6 +223,7 @@ impl Default for BackpressureOptions {
             error_code: DEFAULT_OVERLOAD_CODE,
             overload_response: OverloadResponse::default(),
             cancel_policy: CancelPolicy::default(),
+            client_key: ClientKey::default(),
         }
     }
 }
@@ -158,6 +258,12 @@ impl BackpressureOptions {
     /// Sets what happens to a running request whose client cancels it.
     pub fn with_cancel_policy(mut self, policy: CancelPolicy) -> Self {
         self.cancel_policy = policy;
+        self
+    }
+
+    /// Sets where a request's client key comes from.
+    pub fn with_client_key(mut self, client_key: ClientKey) -> Self {
+        self.client_key = client_key;
         self
     }
 }
