@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 use criterion::{
     BenchmarkGroup, Criterion, criterion_group, criterion_main, measurement::WallTime,
 };
-use mcp_backpressure::{Limiter, LimiterConfig, OverloadReason};
+use mcp_backpressure::config::ToolConfig;
+use mcp_backpressure::limit::LimitAlgorithm;
+use mcp_backpressure::{Limiter, LimiterConfig, Outcome, OverloadReason, Request};
 use tokio::runtime::{Builder, Runtime};
 use tokio::sync::Semaphore;
 use tower::limit::ConcurrencyLimit;
@@ -123,7 +125,44 @@ fn uncontended(c: &mut Criterion) {
         })
     });
 
-    // Not a limiter: the two clock reads every admission pays for its
+    // The case: keys compiled in, a limit that takes samples (AIMD),
+    // an anonymous request.
+    let adaptive = Limiter::new(
+        LimiterConfig::new(64).with_limit(LimitAlgorithm::Aimd, 1, Some(128)),
+    )
+    .expect("config");
+    group.bench_function("mcp_backpressure_aimd", |b| {
+        b.iter_custom(|iters| {
+            timed_loop(&rt, iters, || async {
+                let mut permit = adaptive.acquire().await.expect("a free slot");
+                permit.set_outcome(Outcome::Success);
+                drop(black_box(permit));
+            })
+        })
+    });
+
+    // Keyed: a tool with its own limit and weight, a client key under a
+    // per-client limit (two hash lookups and the client's entry created and
+    // dropped on every call).
+    let keyed = Limiter::new(
+        LimiterConfig::new(64)
+            .with_limit(LimitAlgorithm::Aimd, 1, Some(128))
+            .with_tool("search", ToolConfig::new().with_max_concurrent(32).with_weight(2))
+            .with_client_limit(16),
+    )
+    .expect("config");
+    let request = Request::new().tool("search").client("agent-7");
+    group.bench_function("mcp_backpressure_keyed", |b| {
+        b.iter_custom(|iters| {
+            timed_loop(&rt, iters, || async {
+                let mut permit = keyed.acquire_with(request).await.expect("a free slot");
+                permit.set_outcome(Outcome::Success);
+                drop(black_box(permit));
+            })
+        })
+    });
+
+    // Not a limiter: the two clock reads a timed admission pays for its
     // service-time sample (tokio's `Instant::now`, i.e. CLOCK_MONOTONIC).
     group.bench_function("two_clock_reads", |b| {
         b.iter_custom(|iters| {
