@@ -27,7 +27,10 @@ Streams (--stream, Streamable HTTP only):
                         the stream's session (default: NAME)
     count=N             stop the stream after N calls (default: --count)
   NAME is letters, digits, `_`, `-` and `.`. --duration, --call-timeout,
-  --drain-timeout and --http-max-requests apply to every stream.
+  --drain-timeout and --http-max-requests apply to every stream. The report
+  (table, or --json: {\"streams\": [...]}) gives each stream's offered rate,
+  goodput, success rate, rejections by `data.reason` and by `data.scope`, and
+  latency percentiles.
 
 Examples:
   # open loop: 1000 calls/s for 10 s against a stdio server (its command after --)
