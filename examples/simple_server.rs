@@ -26,10 +26,13 @@ struct Cli {
     serve: common::TransportArgs,
     #[command(flatten)]
     limits: common::LimitArgs,
+    #[command(flatten)]
+    saturation: common::SaturationArgs,
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    cli.saturation.install();
     let config = cli.limits.config_or_exit::<Cli>();
     let limiter = Limiter::builder(config)
         .on_overload(|o| {

@@ -1,10 +1,13 @@
-//! The demo MCP server shared by the examples: two tools, `sleep` and `echo`,
-//! and the plumbing to serve it over stdio or Streamable HTTP.
+//! The demo MCP server shared by the examples: three tools, `sleep`, `echo`
+//! and `db` (a tool whose latency grows with its own concurrency, like a
+//! database past its capacity), and the plumbing to serve it over stdio or
+//! Streamable HTTP.
 #![allow(dead_code)] // Each example uses part of it.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::serve::ListenerExt;
 use mcp_backpressure::config::seconds;
@@ -122,10 +125,151 @@ impl LimitArgs {
     }
 }
 
-/// A server with a slow tool and a fast one.
+/// The `db` tool's capacity as command-line flags: it models a database that
+/// serves `C` calls at once at full speed and slows down past that.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SaturationArgs {
+    /// Calls of the `db` tool that run at once at their base time (>= 1). With
+    /// n calls running (counted when a call starts, itself included), a call
+    /// takes `ms * max(1, n / C)`.
+    #[arg(
+        long,
+        value_name = "C",
+        default_value_t = 8,
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub db_capacity: u32,
+    /// From SECS seconds after the server started, the `db` capacity becomes
+    /// C2 (SECS >= 0, fractions allowed; C2 >= 1), e.g. `10=8` halves a
+    /// capacity of 16 ten seconds in.
+    #[arg(
+        long,
+        value_name = "SECS=C2",
+        allow_hyphen_values = true,
+        value_parser = CapacityChange::parse
+    )]
+    pub db_capacity_after: Option<CapacityChange>,
+}
+
+impl Default for SaturationArgs {
+    fn default() -> Self {
+        Self {
+            db_capacity: 8,
+            db_capacity_after: None,
+        }
+    }
+}
+
+impl SaturationArgs {
+    /// Makes these the settings of the process's one database, shared by
+    /// every [`DemoServer`] (every session) created afterwards; its clock for
+    /// `--db-capacity-after` starts now. Call it once, first thing in `main`.
+    pub fn install(&self) {
+        let db = Arc::new(Db::new(self));
+        if DB.set(db).is_err() {
+            tracing::warn!("the db settings were already in use; ignoring new ones");
+        }
+    }
+}
+
+/// `--db-capacity-after SECS=C2`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CapacityChange {
+    /// When the change happens, counted from the server's start.
+    pub after: Duration,
+    /// The capacity from then on.
+    pub capacity: u32,
+}
+
+impl CapacityChange {
+    fn parse(text: &str) -> Result<Self, String> {
+        let (secs, capacity) = text
+            .split_once('=')
+            .ok_or_else(|| format!("expected SECS=C2, e.g. 10=8, got {text:?}"))?;
+        let after = secs
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(|s| {
+                (s >= 0.0)
+                    .then(|| Duration::try_from_secs_f64(s).ok())
+                    .flatten()
+            })
+            .ok_or_else(|| format!("SECS must be a number of seconds >= 0, got {secs:?}"))?;
+        let capacity = capacity
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|&c| c >= 1)
+            .ok_or_else(|| format!("C2 must be a whole number >= 1, got {capacity:?}"))?;
+        Ok(Self { after, capacity })
+    }
+}
+
+/// The process's one database (see [`SaturationArgs::install`]).
+static DB: OnceLock<Arc<Db>> = OnceLock::new();
+
+/// The state behind the `db` tool: how many calls run now, and the capacity.
+#[derive(Debug)]
+pub struct Db {
+    running: AtomicUsize,
+    capacity: u32,
+    change: Option<CapacityChange>,
+    started: Instant,
+}
+
+impl Db {
+    fn new(args: &SaturationArgs) -> Self {
+        Self {
+            running: AtomicUsize::new(0),
+            capacity: args.db_capacity.max(1),
+            change: args.db_capacity_after,
+            started: Instant::now(),
+        }
+    }
+
+    /// The process's database: the installed one, or the default settings.
+    fn shared() -> Arc<Self> {
+        DB.get_or_init(|| Arc::new(Self::new(&SaturationArgs::default())))
+            .clone()
+    }
+
+    /// The capacity now.
+    pub fn capacity(&self) -> u32 {
+        match self.change {
+            Some(change) if self.started.elapsed() >= change.after => change.capacity,
+            _ => self.capacity,
+        }
+    }
+
+    /// Starts a call of base time `base`: counts it (until the guard drops)
+    /// and returns how long it takes, `base * max(1, n / C)`.
+    fn enter(self: &Arc<Self>, base: Duration) -> (Duration, DbCall) {
+        let n = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        let guard = DbCall(self.clone());
+        let factor = (n as f64 / f64::from(self.capacity())).max(1.0);
+        let time =
+            Duration::try_from_secs_f64(base.as_secs_f64() * factor).unwrap_or(Duration::MAX);
+        (time, guard)
+    }
+}
+
+/// One running `db` call: uncounted when dropped, whether the call completed
+/// or was cancelled (its future dropped).
+struct DbCall(Arc<Db>);
+
+impl Drop for DbCall {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A server with a slow tool, a fast one and a saturating one.
 #[derive(Clone)]
 pub struct DemoServer {
     tool_router: ToolRouter<Self>,
+    db: Arc<Db>,
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -140,11 +284,18 @@ pub struct EchoArgs {
     pub message: String,
 }
 
+#[derive(Deserialize, schemars::JsonSchema)]
+pub struct DbArgs {
+    /// The base service time, in milliseconds (when at most the capacity runs at once).
+    pub ms: u64,
+}
+
 #[tool_router]
 impl DemoServer {
     pub fn new() -> Self {
         Self {
             tool_router: Self::tool_router(),
+            db: Db::shared(),
         }
     }
 
@@ -177,6 +328,18 @@ impl DemoServer {
     async fn echo(&self, Parameters(EchoArgs { message }): Parameters<EchoArgs>) -> String {
         message
     }
+
+    /// The process's database is shared by every session.
+    #[tool(
+        description = "A database query of base time `ms` milliseconds: with n `db` calls \
+        running at once and the server's capacity C (--db-capacity), it takes \
+        `ms * max(1, n / C)`."
+    )]
+    async fn db(&self, Parameters(DbArgs { ms }): Parameters<DbArgs>) -> String {
+        let (time, _running) = self.db.enter(Duration::from_millis(ms));
+        tokio::time::sleep(time).await;
+        format!("done in {} ms", time.as_millis())
+    }
 }
 
 #[tool_handler]
@@ -187,7 +350,7 @@ impl ServerHandler for DemoServer {
                 "mcp-backpressure-demo",
                 env!("CARGO_PKG_VERSION"),
             ))
-            .with_instructions("Demo server guarded by mcp-backpressure: `sleep` and `echo`.")
+            .with_instructions("Demo server guarded by mcp-backpressure: `sleep`, `echo` and `db`.")
     }
 }
 

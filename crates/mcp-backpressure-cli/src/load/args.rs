@@ -4,22 +4,45 @@
 //! nothing panics. Numeric flags are read as text (negative numbers included)
 //! so that this check, not the argument parser, refuses a bad value.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
 /// Arguments of `mcp-backpressure load`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
+Streams (--stream, Streamable HTTP only):
+  Several streams run side by side in one run, each on its own MCP session
+  with its own load, tool, arguments and client identity, and each is reported
+  on its own. A stream is NAME[:KEY=VALUE,...] with the keys
+    rate=CALLS_PER_S    open loop (default: --rate)
+    concurrency=N       closed loop (default: --concurrency)
+    tool=NAME           the tool to call (default: --tool)
+    args=JSON           its arguments, a JSON object, commas allowed (default: --args)
+    client=ID           sent as the header --client-header on every request of
+                        the stream's session (default: NAME)
+    count=N             stop the stream after N calls (default: --count)
+  NAME is letters, digits, `_`, `-` and `.`. --duration, --call-timeout,
+  --drain-timeout and --http-max-requests apply to every stream. The report
+  (table, or --json: {\"streams\": [...]}) gives each stream's offered rate,
+  goodput, success rate, rejections by `data.reason` and by `data.scope`, and
+  latency percentiles.
+
 Examples:
   # open loop: 1000 calls/s for 10 s against a stdio server (its command after --)
   mcp-backpressure load --tool sleep --args '{\"ms\": 50}' --rate 1000 --duration 10 \\
       -- ./target/release/examples/simple_server --max-concurrent 5 --queue-size 50
   # closed loop: 16 callers back to back against a Streamable HTTP server
   mcp-backpressure load --url http://127.0.0.1:8000/mcp --tool echo \\
-      --args '{\"message\": \"hi\"}' --concurrency 16 --duration 5 --json")]
+      --args '{\"message\": \"hi\"}' --concurrency 16 --duration 5 --json
+  # a greedy and a polite client side by side, told apart by the x-client-id header
+  mcp-backpressure load --url http://127.0.0.1:9000/mcp --duration 20 \\
+      --stream 'greedy:rate=500,tool=sleep,args={\"ms\":100}' \\
+      --stream 'polite:rate=5,tool=sleep,args={\"ms\":100}'")]
 pub struct LoadArgs {
     /// The Streamable HTTP endpoint of the server (instead of a stdio command).
     #[arg(long, value_name = "URL", conflicts_with = "command")]
@@ -27,14 +50,14 @@ pub struct LoadArgs {
     /// The stdio server's command and its arguments, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
-    /// The tool to call.
+    /// The tool to call (with --stream: the default of the streams' `tool=`).
     #[arg(long, value_name = "NAME")]
-    pub tool: String,
-    /// The tool's arguments, a JSON object.
+    pub tool: Option<String>,
+    /// The tool's arguments, a JSON object (with --stream: the default of `args=`).
     #[arg(long = "args", value_name = "JSON", default_value = "{}")]
     pub arguments: String,
     /// Open loop: start this many calls per second, whatever the answers
-    /// (0.001 to 1000000).
+    /// (0.001 to 1000000; with --stream: the default of `rate=`).
     #[arg(
         long,
         value_name = "CALLS_PER_S",
@@ -43,9 +66,17 @@ pub struct LoadArgs {
     )]
     pub rate: Option<String>,
     /// Closed loop: this many callers, each sending its next call when the last
-    /// is answered (1 to 1000000).
+    /// is answered (1 to 1000000; with --stream: the default of `concurrency=`).
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub concurrency: Option<String>,
+    /// One stream of calls on its own MCP session, `NAME[:KEY=VALUE,...]` (see
+    /// below); repeat for streams side by side. Streamable HTTP only.
+    #[arg(long = "stream", value_name = "SPEC")]
+    pub streams: Vec<String>,
+    /// The HTTP header carrying each stream's `client=` identity, on every
+    /// request of its session [default: x-client-id]. Only with --stream.
+    #[arg(long, value_name = "NAME")]
+    pub client_header: Option<String>,
     /// How long to send calls, in seconds (> 0).
     #[arg(
         long,
@@ -54,7 +85,8 @@ pub struct LoadArgs {
         allow_negative_numbers = true
     )]
     pub duration: String,
-    /// Stop after this many calls (>= 1; whichever of --duration and --count comes first).
+    /// Stop after this many calls (>= 1; whichever of --duration and --count
+    /// comes first; with --stream: the default of each stream's `count=`).
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub count: Option<String>,
     /// Longest wait for one answer, in seconds (> 0); later ones count as `timeout` errors.
@@ -83,7 +115,8 @@ pub struct LoadArgs {
     /// Where the stdio server's stderr goes (default: discarded).
     #[arg(long, value_name = "FILE")]
     pub server_log: Option<PathBuf>,
-    /// How many HTTP requests the client keeps in flight at once (>= 1; Streamable HTTP only).
+    /// How many HTTP requests the client keeps in flight at once, per session
+    /// (>= 1; Streamable HTTP only).
     #[arg(
         long,
         value_name = "N",
@@ -118,15 +151,38 @@ pub enum Mode {
     Closed { concurrency: usize },
 }
 
+/// One stream of calls: one session, one tool, one load.
+#[derive(Clone, Debug)]
+pub struct Stream {
+    /// The stream's name (`--stream NAME:…`); `None` for the single stream of
+    /// a run without --stream.
+    pub name: Option<String>,
+    /// The client identity header sent on the stream's session.
+    pub client: Option<(HeaderName, HeaderValue)>,
+    pub tool: String,
+    pub arguments: Map<String, Value>,
+    pub mode: Mode,
+    pub count: Option<u64>,
+}
+
+impl Stream {
+    /// The client identity, as text.
+    pub fn client_id(&self) -> Option<String> {
+        self.client
+            .as_ref()
+            .map(|(_, value)| String::from_utf8_lossy(value.as_bytes()).into_owned())
+    }
+}
+
 /// A checked run.
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub target: Target,
-    pub tool: String,
-    pub arguments: Map<String, Value>,
-    pub mode: Mode,
+    /// One stream without --stream; one per --stream otherwise.
+    pub streams: Vec<Stream>,
+    /// Whether the streams were given with --stream (the report is per stream).
+    pub named_streams: bool,
     pub duration: Duration,
-    pub count: Option<u64>,
     pub call_timeout: Duration,
     pub drain_timeout: Duration,
     pub json: bool,
@@ -141,6 +197,20 @@ const MAX_SECONDS: u64 = 365 * 24 * 3600;
 const MAX_LOAD: u64 = 1_000_000;
 /// The fewest calls per second: one every 1000 s.
 const MIN_RATE: f64 = 0.001;
+/// The default of --client-header.
+pub const DEFAULT_CLIENT_HEADER: &str = "x-client-id";
+/// Headers the MCP client sets itself (or HTTP does): not a client identity.
+const RESERVED_HEADERS: &[&str] = &[
+    "accept",
+    "connection",
+    "content-length",
+    "content-type",
+    "host",
+    "last-event-id",
+    "mcp-protocol-version",
+    "mcp-session-id",
+    "transfer-encoding",
+];
 
 /// `text` for an error's `got ...`: a number as is, anything else quoted (so
 /// that an empty value shows as `""`).
@@ -189,16 +259,209 @@ fn seconds(flag: &str, text: &str) -> anyhow::Result<Duration> {
     bail!("invalid {flag}: {why}, got {}", shown(text))
 }
 
-/// `--rate`: calls per second in `MIN_RATE..=MAX_LOAD`.
-fn rate(text: &str) -> anyhow::Result<f64> {
+/// A rate in calls per second, `MIN_RATE..=MAX_LOAD`.
+fn rate(flag: &str, text: &str) -> anyhow::Result<f64> {
     #[allow(clippy::cast_precision_loss)]
     match text.parse::<f64>() {
         Ok(rate) if (MIN_RATE..=MAX_LOAD as f64).contains(&rate) => Ok(rate),
         _ => bail!(
-            "invalid --rate: must be a number of calls per second from {MIN_RATE} to {MAX_LOAD}, \
+            "invalid {flag}: must be a number of calls per second from {MIN_RATE} to {MAX_LOAD}, \
              got {}",
             shown(text)
         ),
+    }
+}
+
+/// Tool arguments: a JSON object.
+fn json_object(flag: &str, text: &str) -> anyhow::Result<Map<String, Value>> {
+    match serde_json::from_str::<Value>(text)
+        .with_context(|| format!("invalid {flag}: not JSON: {text}"))?
+    {
+        Value::Object(map) => Ok(map),
+        other => bail!("invalid {flag}: must be a JSON object, got {other}"),
+    }
+}
+
+/// The load of a stream: a rate or a number of callers, not both.
+fn mode(
+    rate_flag: &str,
+    rate_text: Option<&str>,
+    concurrency_flag: &str,
+    concurrency_text: Option<&str>,
+) -> anyhow::Result<Option<Mode>> {
+    Ok(match (rate_text, concurrency_text) {
+        (Some(text), None) => Some(Mode::Open {
+            rate: rate(rate_flag, text)?,
+        }),
+        (None, Some(text)) => Some(Mode::Closed {
+            concurrency: usize::try_from(whole(concurrency_flag, text, 1, MAX_LOAD)?)?,
+        }),
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            bail!("give either {rate_flag} or {concurrency_flag}, not both")
+        }
+    })
+}
+
+/// One `--stream` as given: its name and its `KEY=VALUE` settings (none
+/// checked yet but the syntax).
+#[derive(Debug, Default, PartialEq)]
+struct StreamSpec {
+    name: String,
+    settings: Vec<(String, String)>,
+}
+
+/// The keys a `--stream` takes.
+const STREAM_KEYS: &[&str] = &["rate", "concurrency", "tool", "args", "client", "count"];
+
+impl StreamSpec {
+    /// `NAME[:KEY=VALUE,...]`; the value of `args` is a JSON value (commas
+    /// inside it are its own), every other value runs to the next comma.
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        let invalid = |why: String| anyhow::anyhow!("invalid --stream: {why}, got {text:?}");
+        let (name, mut rest) = text.split_once(':').unwrap_or((text, ""));
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(invalid(
+                "the stream has no NAME (NAME[:KEY=VALUE,...])".into(),
+            ));
+        }
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return Err(invalid(format!(
+                "the name {name:?} may hold only letters, digits, `_`, `-` and `.`"
+            )));
+        }
+        let mut settings: Vec<(String, String)> = Vec::new();
+        while !rest.trim().is_empty() {
+            let Some((key, after)) = rest.split_once('=') else {
+                return Err(invalid(format!(
+                    "expected KEY=VALUE, got {:?}",
+                    rest.trim()
+                )));
+            };
+            let key = key.trim();
+            if !STREAM_KEYS.contains(&key) {
+                return Err(invalid(format!(
+                    "unknown key {key:?} (the keys: {})",
+                    STREAM_KEYS.join(", ")
+                )));
+            }
+            if settings.iter().any(|(k, _)| k == key) {
+                return Err(invalid(format!("{key} is given twice")));
+            }
+            let (value, next) = if key == "args" {
+                let mut values = serde_json::Deserializer::from_str(after).into_iter::<Value>();
+                if let Some(Err(e)) = values.next() {
+                    return Err(invalid(format!("args is not JSON ({e})")));
+                }
+                let end = values.byte_offset();
+                let next = after[end..].trim_start();
+                if !(next.is_empty() || next.starts_with(',')) {
+                    return Err(invalid(format!(
+                        "expected `,` after the args' JSON, got {next:?}"
+                    )));
+                }
+                (after[..end].trim(), next)
+            } else {
+                match after.find(',') {
+                    Some(comma) => (after[..comma].trim(), &after[comma..]),
+                    None => (after.trim(), ""),
+                }
+            };
+            settings.push((key.to_owned(), value.to_owned()));
+            rest = next.strip_prefix(',').unwrap_or(next);
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            settings,
+        })
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.settings
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `--client-header`: a header name that is not one the client sets itself.
+fn client_header(text: Option<&str>) -> anyhow::Result<HeaderName> {
+    let text = text.unwrap_or(DEFAULT_CLIENT_HEADER);
+    let name = HeaderName::from_bytes(text.trim().as_bytes()).map_err(|_| {
+        anyhow::anyhow!("invalid --client-header: not an HTTP header name, got {text:?}")
+    })?;
+    if RESERVED_HEADERS.contains(&name.as_str()) {
+        bail!(
+            "invalid --client-header: {} is set by the MCP client or HTTP itself, got {text:?}",
+            name.as_str()
+        );
+    }
+    Ok(name)
+}
+
+/// The defaults a stream falls back on: the single-stream flags.
+struct Defaults<'a> {
+    tool: Option<&'a str>,
+    arguments: &'a Map<String, Value>,
+    mode: Option<Mode>,
+    count: Option<u64>,
+}
+
+impl Defaults<'_> {
+    /// The checked stream; errors name the stream and its key.
+    fn stream(&self, spec: &StreamSpec, header: &HeaderName) -> anyhow::Result<Stream> {
+        let name = &spec.name;
+        let flag = |key: &str| format!("--stream {name} ({key})");
+        let tool = match spec.get("tool").or(self.tool) {
+            Some(tool) if !tool.trim().is_empty() => tool.to_owned(),
+            Some(_) => bail!("invalid {}: the tool name is empty", flag("tool")),
+            None => bail!("invalid --stream {name}: no tool: give tool=NAME, or --tool"),
+        };
+        let arguments = match spec.get("args") {
+            Some(text) => json_object(&flag("args"), text)?,
+            None => self.arguments.clone(),
+        };
+        let mode = mode(
+            &flag("rate"),
+            spec.get("rate"),
+            &flag("concurrency"),
+            spec.get("concurrency"),
+        )?
+        .or(self.mode)
+        .with_context(|| {
+            format!(
+                "invalid --stream {name}: no load: give rate=CALLS_PER_S or concurrency=N, \
+                 or --rate or --concurrency"
+            )
+        })?;
+        let count = match spec.get("count") {
+            Some(text) => Some(whole(&flag("count"), text, 1, u64::MAX)?),
+            None => self.count,
+        };
+        let client = spec.get("client").unwrap_or(name);
+        let visible = !client.is_empty() && client.bytes().all(|b| matches!(b, b' '..=b'~'));
+        let value = HeaderValue::from_str(client)
+            .ok()
+            .filter(|_| visible)
+            .with_context(|| {
+                format!(
+                    "invalid {}: must be a non-empty HTTP header value (visible ASCII), \
+                     got {client:?}",
+                    flag("client")
+                )
+            })?;
+        Ok(Stream {
+            name: Some(name.clone()),
+            client: Some((header.clone(), value)),
+            tool,
+            arguments,
+            mode,
+            count,
+        })
     }
 }
 
@@ -231,31 +494,71 @@ impl LoadArgs {
                 log: self.server_log,
             },
         };
-        if self.tool.trim().is_empty() {
+        if self.tool.as_deref().is_some_and(|t| t.trim().is_empty()) {
             bail!("invalid --tool: the tool name is empty");
         }
-        let arguments = match serde_json::from_str::<Value>(&self.arguments)
-            .with_context(|| format!("invalid --args: not JSON: {}", self.arguments))?
-        {
-            Value::Object(map) => map,
-            other => bail!("invalid --args: must be a JSON object, got {other}"),
-        };
-        let mode = match (self.rate, self.concurrency) {
-            (Some(text), None) => Mode::Open { rate: rate(&text)? },
-            (None, Some(text)) => Mode::Closed {
-                concurrency: usize::try_from(whole("--concurrency", &text, 1, MAX_LOAD)?)?,
-            },
-            (None, None) => {
-                bail!(
-                    "no load: give --rate <CALLS_PER_S> (open loop) or --concurrency <N> (closed loop)"
-                )
-            }
-            (Some(_), Some(_)) => bail!("give either --rate or --concurrency, not both"),
-        };
+        let arguments = json_object("--args", &self.arguments)?;
+        let load = mode(
+            "--rate",
+            self.rate.as_deref(),
+            "--concurrency",
+            self.concurrency.as_deref(),
+        )?;
         let count = self
             .count
             .map(|text| whole("--count", &text, 1, u64::MAX))
             .transpose()?;
+        let named_streams = !self.streams.is_empty();
+        let streams = if named_streams {
+            if matches!(target, Target::Stdio { .. }) {
+                bail!(
+                    "--stream needs a Streamable HTTP server (--url): each stream is its own \
+                     MCP session with its own client identity, and a stdio server has exactly \
+                     one session (a second child process would be a second server, with its \
+                     own limits)"
+                );
+            }
+            let header = client_header(self.client_header.as_deref())?;
+            let defaults = Defaults {
+                tool: self.tool.as_deref(),
+                arguments: &arguments,
+                mode: load,
+                count,
+            };
+            let mut names = BTreeSet::new();
+            let mut streams = Vec::with_capacity(self.streams.len());
+            for text in &self.streams {
+                let spec = StreamSpec::parse(text)?;
+                if !names.insert(spec.name.clone()) {
+                    bail!(
+                        "invalid --stream: two streams are named {:?}; names must differ",
+                        spec.name
+                    );
+                }
+                streams.push(defaults.stream(&spec, &header)?);
+            }
+            streams
+        } else {
+            if self.client_header.is_some() {
+                bail!("--client-header is for --stream runs: each stream sends its client=");
+            }
+            let Some(tool) = self.tool else {
+                bail!("no tool: give --tool <NAME> (or streams with --stream)");
+            };
+            let Some(mode) = load else {
+                bail!(
+                    "no load: give --rate <CALLS_PER_S> (open loop) or --concurrency <N> (closed loop)"
+                );
+            };
+            vec![Stream {
+                name: None,
+                client: None,
+                tool,
+                arguments,
+                mode,
+                count,
+            }]
+        };
         let server_pid = self
             .server_pid
             .map(|text| whole("--server-pid", &text, 1, u32::MAX.into()))
@@ -273,11 +576,9 @@ impl LoadArgs {
         }
         Ok(Plan {
             target,
-            tool: self.tool,
-            arguments,
-            mode,
+            streams,
+            named_streams,
             duration: seconds("--duration", &self.duration)?,
-            count,
             call_timeout: seconds("--call-timeout", &self.call_timeout)?,
             drain_timeout: seconds("--drain-timeout", &self.drain_timeout)?,
             json: self.json,
@@ -322,11 +623,11 @@ mod tests {
             "-v",
         ])
         .expect("valid");
-        assert!(matches!(plan.mode, Mode::Open { rate } if rate == 100.0));
+        assert!(matches!(plan.streams[0].mode, Mode::Open { rate } if rate == 100.0));
         assert!(
             matches!(plan.target, Target::Stdio { ref program, ref args, .. } if program == "srv" && args == &["-v"])
         );
-        assert_eq!(plan.arguments["message"], "x");
+        assert_eq!(plan.streams[0].arguments["message"], "x");
     }
 
     #[test]
@@ -487,7 +788,153 @@ mod tests {
         assert_eq!(plan.duration, Duration::from_secs(10));
         assert_eq!(plan.call_timeout, Duration::from_secs(60));
         assert_eq!(plan.drain_timeout, Duration::from_secs(30));
-        assert!(matches!(plan.mode, Mode::Closed { concurrency: 2 }));
-        assert_eq!(plan.count, None);
+        assert!(matches!(
+            plan.streams[0].mode,
+            Mode::Closed { concurrency: 2 }
+        ));
+        assert_eq!(plan.streams[0].count, None);
+    }
+
+    const URL: [&str; 2] = ["--url", "http://127.0.0.1:1/mcp"];
+
+    fn streams(extra: &[&str]) -> anyhow::Result<Plan> {
+        let mut argv = URL.to_vec();
+        argv.extend_from_slice(extra);
+        plan(&argv)
+    }
+
+    #[test]
+    fn a_stream_spec_is_a_name_and_settings() {
+        let spec =
+            StreamSpec::parse(r#"greedy:rate=500,tool=db,args={"ms":20,"x":[1,2]},client=g-1"#)
+                .expect("valid");
+        assert_eq!(spec.name, "greedy");
+        assert_eq!(spec.get("rate"), Some("500"));
+        assert_eq!(spec.get("tool"), Some("db"));
+        assert_eq!(spec.get("args"), Some(r#"{"ms":20,"x":[1,2]}"#));
+        assert_eq!(spec.get("client"), Some("g-1"));
+        // Spaces around the parts, args last, a bare name.
+        let spec = StreamSpec::parse(r#" a : rate = 5 , args = {"ms": 1} "#).expect("valid");
+        assert_eq!((spec.name.as_str(), spec.get("rate")), ("a", Some("5")));
+        assert_eq!(spec.get("args"), Some(r#"{"ms": 1}"#));
+        assert_eq!(StreamSpec::parse("b").expect("valid").settings, vec![]);
+        for (text, why) in [
+            (":rate=1", "no NAME"),
+            ("a b:rate=1", "may hold only"),
+            ("a:rate", "expected KEY=VALUE"),
+            ("a:speed=1", "unknown key \"speed\""),
+            ("a:rate=1,rate=2", "rate is given twice"),
+            ("a:args={", "args is not JSON"),
+            (r#"a:args={"ms":1}x"#, "expected `,` after"),
+        ] {
+            let message = format!("{:#}", StreamSpec::parse(text).expect_err(text));
+            assert!(
+                message.starts_with("invalid --stream: ") && message.contains(why),
+                "{text}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn streams_take_their_settings_or_the_flags() {
+        let plan = streams(&[
+            "--tool",
+            "sleep",
+            "--args",
+            r#"{"ms":100}"#,
+            "--rate",
+            "7",
+            "--count",
+            "3",
+            "--stream",
+            r#"greedy:rate=500,tool=db,args={"ms":20},client=G,count=9"#,
+            "--stream",
+            "polite",
+            "--stream",
+            "closed:concurrency=4",
+        ])
+        .expect("valid");
+        assert!(plan.named_streams);
+        let [greedy, polite, closed] = &plan.streams[..] else {
+            panic!("three streams: {:?}", plan.streams)
+        };
+        assert_eq!(greedy.name.as_deref(), Some("greedy"));
+        assert_eq!((greedy.tool.as_str(), greedy.count), ("db", Some(9)));
+        assert_eq!(greedy.arguments["ms"], 20);
+        assert!(matches!(greedy.mode, Mode::Open { rate } if rate == 500.0));
+        assert_eq!(greedy.client_id().as_deref(), Some("G"));
+        assert_eq!(greedy.client.as_ref().unwrap().0.as_str(), "x-client-id");
+        assert_eq!((polite.tool.as_str(), polite.count), ("sleep", Some(3)));
+        assert_eq!(polite.arguments["ms"], 100);
+        assert!(matches!(polite.mode, Mode::Open { rate } if rate == 7.0));
+        assert_eq!(polite.client_id().as_deref(), Some("polite"));
+        assert!(matches!(closed.mode, Mode::Closed { concurrency: 4 }));
+
+        let plan = streams(&["--client-header", "X-Tenant", "--stream", "a:rate=1,tool=t"])
+            .expect("valid");
+        assert_eq!(
+            plan.streams[0].client.as_ref().unwrap().0.as_str(),
+            "x-tenant"
+        );
+        // Without --stream: one unnamed stream, no client header.
+        let plan = streams(&["--tool", "t", "--rate", "1"]).expect("valid");
+        assert!(!plan.named_streams);
+        assert!(plan.streams[0].name.is_none() && plan.streams[0].client.is_none());
+    }
+
+    #[test]
+    fn bad_streams_are_refused_by_name() {
+        let stdio = error(&["--stream", "a:rate=1,tool=t", "--", "srv"]);
+        assert!(
+            stdio.contains("--stream needs a Streamable HTTP server (--url)"),
+            "{stdio}"
+        );
+        for (argv, expected) in [
+            (
+                vec!["--stream", "a:rate=0,tool=t"],
+                "invalid --stream a (rate): must be a number of calls per second",
+            ),
+            (
+                vec!["--stream", "a:concurrency=0,tool=t"],
+                "invalid --stream a (concurrency): must be at least 1, got 0",
+            ),
+            (
+                vec!["--stream", "a:rate=1,concurrency=2,tool=t"],
+                "give either --stream a (rate) or --stream a (concurrency), not both",
+            ),
+            (vec!["--stream", "a:rate=1"], "invalid --stream a: no tool"),
+            (vec!["--stream", "a:tool=t"], "invalid --stream a: no load"),
+            (
+                vec!["--stream", "a:rate=1,tool=t,args=[1]"],
+                "invalid --stream a (args): must be a JSON object",
+            ),
+            (
+                vec!["--stream", "a:rate=1,tool=t,count=0"],
+                "invalid --stream a (count): must be at least 1",
+            ),
+            (
+                vec!["--stream", "a:rate=1,tool=t,client=é"],
+                "invalid --stream a (client): must be a non-empty HTTP header value",
+            ),
+            (
+                vec!["--stream", "a:rate=1,tool=t", "--stream", "a:rate=2,tool=t"],
+                "invalid --stream: two streams are named \"a\"",
+            ),
+            (
+                vec!["--client-header", "accept", "--stream", "a:rate=1,tool=t"],
+                "invalid --client-header: accept is set by the MCP client",
+            ),
+            (
+                vec!["--client-header", "a b", "--stream", "a:rate=1,tool=t"],
+                "invalid --client-header: not an HTTP header name",
+            ),
+            (
+                vec!["--client-header", "x-id", "--tool", "t", "--rate", "1"],
+                "--client-header is for --stream runs",
+            ),
+        ] {
+            let message = format!("{:#}", streams(&argv).expect_err("invalid"));
+            assert!(message.starts_with(expected), "{argv:?}: {message}");
+        }
     }
 }

@@ -8,6 +8,10 @@
 //! - an error or error result whose message starts with `SERVER_OVERLOADED`,
 //!   the reason following the colon (the Python package under FastMCP, which
 //!   turns the exception into an error tool result).
+//!
+//! The limit that turned a call away, `data.scope` (or
+//! `structuredContent.scope`), is kept when present: a string as is, any
+//! other JSON value as compact JSON.
 
 use std::time::Duration;
 
@@ -21,8 +25,12 @@ use serde_json::{Map, Value};
 pub enum Outcome {
     /// A result that is not an error.
     Ok,
-    /// An overload rejection, with its `reason`.
-    Rejected(String),
+    /// An overload rejection, with its `reason` and, when the server named
+    /// it, the `scope` of the limit that turned the call away.
+    Rejected {
+        reason: String,
+        scope: Option<String>,
+    },
     /// Anything else, by kind (`tool_error`, `mcp_error -32603`, `transport`, `timeout`).
     Error { kind: String, message: String },
 }
@@ -50,7 +58,10 @@ pub async fn call(
                 .map(str::to_owned)
                 .or_else(|| overload_reason(&error.message));
             match reason {
-                Some(reason) => Outcome::Rejected(reason),
+                Some(reason) => Outcome::Rejected {
+                    reason,
+                    scope: scope(error.data.as_ref()),
+                },
                 None => Outcome::Error {
                     kind: format!("mcp_error {}", error.code.0),
                     message: error.message.into_owned(),
@@ -80,11 +91,23 @@ fn classify_result(result: &CallToolResult) -> Outcome {
         .find_map(|c| c.as_text().map(|t| t.text.as_str()))
         .unwrap_or_default();
     match structured.or_else(|| overload_reason(text)) {
-        Some(reason) => Outcome::Rejected(reason),
+        Some(reason) => Outcome::Rejected {
+            reason,
+            scope: scope(result.structured_content.as_ref()),
+        },
         None => Outcome::Error {
             kind: "tool_error".into(),
             message: text.chars().take(200).collect(),
         },
+    }
+}
+
+/// `scope` of an overload's data: a string as is, another value as JSON.
+fn scope(data: Option<&Value>) -> Option<String> {
+    match data?.get("scope")? {
+        Value::Null => None,
+        Value::String(scope) => Some(scope.clone()),
+        other => Some(other.to_string()),
     }
 }
 
@@ -129,17 +152,46 @@ mod tests {
     }
 
     #[test]
+    fn scopes_are_strings_or_json() {
+        assert_eq!(
+            scope(Some(&json!({"scope": "tool"}))).as_deref(),
+            Some("tool")
+        );
+        assert_eq!(
+            scope(Some(&json!({"scope": {"tool": "db"}}))).as_deref(),
+            Some(r#"{"tool":"db"}"#)
+        );
+        assert_eq!(scope(Some(&json!({"scope": null}))), None);
+        assert_eq!(scope(Some(&json!({"reason": "queue_full"}))), None);
+        assert_eq!(scope(None), None);
+    }
+
+    #[test]
     fn error_results_are_rejections_or_tool_errors() {
         let mut rejected =
             CallToolResult::error(vec![Content::text("SERVER_OVERLOADED: concurrency_limit")]);
         assert_eq!(
             classify_result(&rejected),
-            Outcome::Rejected("concurrency_limit".into())
+            Outcome::Rejected {
+                reason: "concurrency_limit".into(),
+                scope: None
+            }
         );
         rejected.structured_content = Some(json!({"reason": "queue_full"}));
         assert_eq!(
             classify_result(&rejected),
-            Outcome::Rejected("queue_full".into())
+            Outcome::Rejected {
+                reason: "queue_full".into(),
+                scope: None
+            }
+        );
+        rejected.structured_content = Some(json!({"reason": "queue_full", "scope": "client"}));
+        assert_eq!(
+            classify_result(&rejected),
+            Outcome::Rejected {
+                reason: "queue_full".into(),
+                scope: Some("client".into())
+            }
         );
         let failed = CallToolResult::error(vec![Content::text("division by zero")]);
         assert!(

@@ -8,25 +8,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rmcp::RoleClient;
 use rmcp::service::Peer;
-use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::args::Plan;
+use super::args::{Plan, Stream};
 use super::call::call;
 use super::open_loop::Sent;
-use super::report::Record;
+use super::report::{Record, Sink};
 
 pub async fn drive(
     peer: &Peer<RoleClient>,
     plan: &Plan,
+    stream: &Stream,
     concurrency: usize,
     started: Instant,
-    records: UnboundedSender<Record>,
+    records: Sink,
 ) -> Sent {
     let end = started + plan.duration;
-    let tool: Arc<str> = plan.tool.as_str().into();
-    let arguments = Arc::new(plan.arguments.clone());
+    let tool: Arc<str> = stream.tool.as_str().into();
+    let arguments = Arc::new(stream.arguments.clone());
     let sent = Arc::new(AtomicU64::new(0));
     let mut callers = JoinSet::new();
     for _ in 0..concurrency {
@@ -37,7 +37,7 @@ pub async fn drive(
             records.clone(),
             sent.clone(),
         );
-        let (count, timeout) = (plan.count, plan.call_timeout);
+        let (count, timeout) = (stream.count, plan.call_timeout);
         callers.spawn(async move {
             while Instant::now() < end {
                 let ticket = sent.fetch_add(1, Ordering::Relaxed);
@@ -48,15 +48,12 @@ pub async fn drive(
                 let sent_at = Instant::now();
                 let outcome = call(&peer, &tool, &arguments, timeout).await;
                 let latency = sent_at.elapsed();
-                if records
-                    .send(Record {
-                        outcome,
-                        sent_at,
-                        lag: Default::default(),
-                        latency,
-                    })
-                    .is_err()
-                {
+                if !records.send(Record {
+                    outcome,
+                    sent_at,
+                    lag: Default::default(),
+                    latency,
+                }) {
                     break;
                 }
             }

@@ -12,13 +12,12 @@ use std::time::Duration;
 
 use rmcp::RoleClient;
 use rmcp::service::Peer;
-use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::args::Plan;
+use super::args::{Plan, Stream};
 use super::call::call;
-use super::report::Record;
+use super::report::{Record, Sink};
 
 /// What a driver leaves behind: the calls sent, when the sending window
 /// closed, and the calls still in flight.
@@ -31,18 +30,19 @@ pub struct Sent {
 pub async fn drive(
     peer: &Peer<RoleClient>,
     plan: &Plan,
+    stream: &Stream,
     rate: f64,
     started: Instant,
-    records: UnboundedSender<Record>,
+    records: Sink,
 ) -> Sent {
     let end = started + plan.duration;
-    let tool: Arc<str> = plan.tool.as_str().into();
-    let arguments = Arc::new(plan.arguments.clone());
+    let tool: Arc<str> = stream.tool.as_str().into();
+    let arguments = Arc::new(stream.arguments.clone());
     let mut in_flight = JoinSet::new();
     let mut sent: u64 = 0;
     let due_at = |i: u64| started + Duration::from_secs_f64(i as f64 / rate);
     loop {
-        if plan.count.is_some_and(|count| sent >= count) {
+        if stream.count.is_some_and(|count| sent >= count) {
             break;
         }
         let due = due_at(sent);

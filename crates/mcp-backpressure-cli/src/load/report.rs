@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
 use super::call::Outcome;
@@ -20,6 +21,25 @@ pub struct Record {
     pub lag: Duration,
     /// Sent to answered.
     pub latency: Duration,
+}
+
+/// Where one stream's driver sends its records: a channel shared by every
+/// stream, each record tagged with its stream's index.
+#[derive(Clone, Debug)]
+pub struct Sink {
+    stream: usize,
+    tx: UnboundedSender<(usize, Record)>,
+}
+
+impl Sink {
+    pub fn new(stream: usize, tx: UnboundedSender<(usize, Record)>) -> Self {
+        Self { stream, tx }
+    }
+
+    /// Sends `record`; false once the collector is gone.
+    pub fn send(&self, record: Record) -> bool {
+        self.tx.send((self.stream, record)).is_ok()
+    }
 }
 
 fn histogram() -> Histogram<u64> {
@@ -40,6 +60,8 @@ pub struct Recorder {
     /// When each success was answered, for goodput within the window.
     ok_answers: Vec<Instant>,
     rejected: BTreeMap<String, Histogram<u64>>,
+    /// Rejections by `data.scope`, when the server names it.
+    rejected_by_scope: BTreeMap<String, u64>,
     errors: BTreeMap<String, u64>,
     error_examples: Vec<String>,
     lag: Histogram<u64>,
@@ -54,6 +76,7 @@ impl Recorder {
             ok: histogram(),
             ok_answers: Vec::new(),
             rejected: BTreeMap::new(),
+            rejected_by_scope: BTreeMap::new(),
             errors: BTreeMap::new(),
             error_examples: Vec::new(),
             lag: histogram(),
@@ -72,7 +95,10 @@ impl Recorder {
                 let _ = self.ok.record(micros(record.latency));
                 self.ok_answers.push(answered_at);
             }
-            Outcome::Rejected(reason) => {
+            Outcome::Rejected { reason, scope } => {
+                if let Some(scope) = scope {
+                    *self.rejected_by_scope.entry(scope).or_default() += 1;
+                }
                 let _ = self
                     .rejected
                     .entry(reason)
@@ -140,12 +166,14 @@ impl Recorder {
                 .iter()
                 .map(|(r, h)| (r.clone(), h.len()))
                 .collect(),
+            rejected_by_scope: self.rejected_by_scope,
             errors_total: self.errors.values().sum(),
             errors: self.errors,
             error_examples: self.error_examples,
             window_s,
             wall_s,
             offered_rate: sent as f64 / window_s,
+            success_rate: (sent > 0).then(|| ok as f64 / sent as f64),
             goodput: ok_in_window as f64 / window_s,
             ok_per_s: ok as f64 / wall_s,
             latency_ms: Latencies {
@@ -166,6 +194,12 @@ impl Recorder {
 /// What was run, echoed in the report.
 #[derive(Debug, Serialize)]
 pub struct Header {
+    /// The stream's name (`--stream NAME:…`), in a run of several streams.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    /// The client identity the stream sent (`client=`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
     pub target: String,
     pub tool: String,
     pub mode: &'static str,
@@ -248,6 +282,9 @@ pub struct Report {
     pub rejected_total: u64,
     /// Rejections by `data.reason`.
     pub rejected: BTreeMap<String, u64>,
+    /// Rejections by `data.scope` (the limit that turned the call away), for
+    /// servers that name it; rejections without a scope are not counted here.
+    pub rejected_by_scope: BTreeMap<String, u64>,
     pub errors_total: u64,
     pub errors: BTreeMap<String, u64>,
     pub error_examples: Vec<String>,
@@ -257,6 +294,8 @@ pub struct Report {
     pub wall_s: f64,
     /// Calls sent per second of the window.
     pub offered_rate: f64,
+    /// Successes among the calls sent (`ok / sent`; none sent: null).
+    pub success_rate: Option<f64>,
     /// Successes answered within the window, per second of the window.
     pub goodput: f64,
     /// All successes per second of wall time.
@@ -272,22 +311,45 @@ fn cell(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.2}"))
 }
 
+fn percent(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{:.1}%", v * 100.0))
+}
+
+impl Header {
+    /// `open loop, 500 calls/s` or `closed loop, 4 callers`.
+    fn load(&self) -> String {
+        match (self.rate, self.concurrency) {
+            (Some(rate), _) => format!("open loop, {rate} calls/s"),
+            (_, Some(n)) => format!("closed loop, {n} callers"),
+            _ => String::new(),
+        }
+    }
+}
+
 impl Report {
     /// The human-readable table.
     pub fn table(&self) -> String {
         use std::fmt::Write;
         let h = &self.header;
         let mut out = String::new();
-        let load = match (h.rate, h.concurrency) {
-            (Some(rate), _) => format!("open loop, {rate} calls/s"),
-            (_, Some(n)) => format!("closed loop, {n} callers"),
-            _ => String::new(),
-        };
-        let _ = writeln!(
-            out,
-            "mcp-backpressure load: {} of `{}` against {}",
-            load, h.tool, h.target
-        );
+        let load = h.load();
+        match &h.stream {
+            Some(name) => {
+                let _ = writeln!(
+                    out,
+                    "stream {name} (client {}): {load} of `{}`",
+                    h.client.as_deref().unwrap_or("-"),
+                    h.tool
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "mcp-backpressure load: {} of `{}` against {}",
+                    load, h.tool, h.target
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "  sent {} in {:.2} s (offered {:.1}/s), answered {} in {:.2} s, unfinished {}",
@@ -300,8 +362,11 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "  goodput {:.1}/s (successes within the window), ok {:.1}/s overall\n",
-            self.goodput, self.ok_per_s
+            "  goodput {:.1}/s (successes within the window), ok {:.1}/s overall, \
+             success rate {}\n",
+            self.goodput,
+            self.ok_per_s,
+            percent(self.success_rate)
         );
         let _ = writeln!(
             out,
@@ -331,6 +396,9 @@ impl Report {
         if self.latency_ms.rejected_by_reason.len() > 1 {
             row("rejected: all", &self.latency_ms.rejected);
         }
+        for (scope, n) in &self.rejected_by_scope {
+            let _ = writeln!(out, "  {:<28} {n:>8}", format!("rejected in scope {scope}"));
+        }
         let _ = writeln!(out, "  {:<28} {:>8}", "other errors", self.errors_total);
         for (kind, n) in &self.errors {
             let _ = writeln!(out, "    {kind:<26} {n:>8}");
@@ -358,6 +426,100 @@ impl Report {
                 server.peak_rss_kb.map_or_else(|| "-".into(), fmt_mb),
                 server.sample_interval_s,
                 samples.join(" ")
+            );
+        }
+        out
+    }
+}
+
+/// The report of a run of several streams (--stream). `--json` prints
+/// exactly this: every stream's [`Report`] (with its `stream` and `client`),
+/// in the order given.
+#[derive(Debug, Serialize)]
+pub struct StreamsReport {
+    pub target: String,
+    /// The header that carried each stream's client identity.
+    pub client_header: String,
+    pub duration_s: f64,
+    pub streams: Vec<Report>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerMemory>,
+}
+
+impl StreamsReport {
+    /// A summary line per stream, then each stream's own table.
+    pub fn table(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "mcp-backpressure load: {} streams against {} for {} s (client header {})\n",
+            self.streams.len(),
+            self.target,
+            self.duration_s,
+            self.client_header
+        );
+        let width = |column: &dyn Fn(&Header) -> &str, title: &str| {
+            self.streams
+                .iter()
+                .map(|r| column(&r.header).chars().count())
+                .chain([title.len()])
+                .max()
+                .unwrap_or(0)
+        };
+        let (ws, wc, wt) = (
+            width(&|h| h.stream.as_deref().unwrap_or("-"), "stream"),
+            width(&|h| h.client.as_deref().unwrap_or("-"), "client"),
+            width(&|h| &h.tool, "tool"),
+        );
+        let _ = writeln!(
+            out,
+            "  {:<ws$} {:<wc$} {:<wt$} {:>10} {:>10} {:>8} {:>9} {:>10} {:>10} {:>11}",
+            "stream",
+            "client",
+            "tool",
+            "offered/s",
+            "goodput/s",
+            "success",
+            "rejected",
+            "ok p50 ms",
+            "ok p99 ms",
+            "rej p99 ms"
+        );
+        let _ = writeln!(
+            out,
+            "  {:-<ws$} {:-<wc$} {:-<wt$} {:->10} {:->10} {:->8} {:->9} {:->10} {:->10} {:->11}",
+            "", "", "", "", "", "", "", "", "", ""
+        );
+        for r in &self.streams {
+            let h = &r.header;
+            let _ = writeln!(
+                out,
+                "  {:<ws$} {:<wc$} {:<wt$} {:>10.1} {:>10.1} {:>8} {:>9} {:>10} {:>10} {:>11}",
+                h.stream.as_deref().unwrap_or("-"),
+                h.client.as_deref().unwrap_or("-"),
+                h.tool,
+                r.offered_rate,
+                r.goodput,
+                percent(r.success_rate),
+                r.rejected_total,
+                cell(r.latency_ms.ok.p50),
+                cell(r.latency_ms.ok.p99),
+                cell(r.latency_ms.rejected.p99)
+            );
+        }
+        for r in &self.streams {
+            let _ = writeln!(out);
+            out.push_str(&r.table());
+        }
+        if let Some(server) = &self.server {
+            let _ = writeln!(
+                out,
+                "\n  server pid {}: peak RSS {}",
+                server.pid,
+                server
+                    .peak_rss_kb
+                    .map_or_else(|| "-".into(), |kb| format!("{:.1} MB", kb as f64 / 1024.0))
             );
         }
         out

@@ -1,9 +1,11 @@
 //! Connecting to the server under load: a stdio child process or a
 //! Streamable HTTP endpoint, as one rmcp client session.
 
+use std::collections::HashMap;
 use std::process::Stdio;
 
 use anyhow::Context;
+use reqwest::header::{HeaderName, HeaderValue};
 use rmcp::RoleClient;
 use rmcp::ServiceExt;
 use rmcp::service::RunningService;
@@ -20,9 +22,18 @@ pub struct Session {
 }
 
 /// Starts (stdio) or reaches (HTTP) the server and completes `initialize`.
-pub async fn connect(target: &Target) -> anyhow::Result<Session> {
+/// Over HTTP, `client` is a header sent on every request of the session
+/// (rmcp's `custom_headers`); a stdio session has no headers to send it in.
+pub async fn connect(
+    target: &Target,
+    client: Option<&(HeaderName, HeaderValue)>,
+) -> anyhow::Result<Session> {
     match target {
         Target::Stdio { program, args, log } => {
+            anyhow::ensure!(
+                client.is_none(),
+                "a client header needs a Streamable HTTP server"
+            );
             let mut command = tokio::process::Command::new(program);
             command.args(args);
             let stderr =
@@ -54,8 +65,10 @@ pub async fn connect(target: &Target) -> anyhow::Result<Session> {
             })
         }
         Target::Http { url, max_requests } => {
+            let headers: HashMap<HeaderName, HeaderValue> = client.cloned().into_iter().collect();
             let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
-                .max_concurrent_requests(*max_requests);
+                .max_concurrent_requests(*max_requests)
+                .custom_headers(headers);
             let transport = StreamableHttpClientTransport::from_config(config);
             let client = ()
                 .serve(transport)
@@ -70,8 +83,9 @@ pub async fn connect(target: &Target) -> anyhow::Result<Session> {
     }
 }
 
-/// Fails with the list of the server's tools when `tool` is not among them.
-pub async fn check_tool(session: &Session, tool: &str) -> anyhow::Result<()> {
+/// Fails with the list of the server's tools when `tool` is not among them;
+/// `flag` names where the tool was given (`--tool`, `--stream NAME (tool)`).
+pub async fn check_tool(session: &Session, tool: &str, flag: &str) -> anyhow::Result<()> {
     let tools = session
         .client
         .peer()
@@ -83,7 +97,7 @@ pub async fn check_tool(session: &Session, tool: &str) -> anyhow::Result<()> {
     }
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
     anyhow::bail!(
-        "invalid --tool: the server has no tool {tool:?} (it has: {})",
+        "invalid {flag}: the server has no tool {tool:?} (it has: {})",
         names.join(", ")
     )
 }
