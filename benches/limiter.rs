@@ -127,10 +127,9 @@ fn uncontended(c: &mut Criterion) {
 
     // The case: keys compiled in, a limit that takes samples (AIMD),
     // an anonymous request.
-    let adaptive = Limiter::new(
-        LimiterConfig::new(64).with_limit(LimitAlgorithm::Aimd, 1, Some(128)),
-    )
-    .expect("config");
+    let adaptive =
+        Limiter::new(LimiterConfig::new(64).with_limit(LimitAlgorithm::Aimd, 1, Some(128)))
+            .expect("config");
     group.bench_function("mcp_backpressure_aimd", |b| {
         b.iter_custom(|iters| {
             timed_loop(&rt, iters, || async {
@@ -147,7 +146,10 @@ fn uncontended(c: &mut Criterion) {
     let keyed = Limiter::new(
         LimiterConfig::new(64)
             .with_limit(LimitAlgorithm::Aimd, 1, Some(128))
-            .with_tool("search", ToolConfig::new().with_max_concurrent(32).with_weight(2))
+            .with_tool(
+                "search",
+                ToolConfig::new().with_max_concurrent(32).with_weight(2),
+            )
             .with_client_limit(16),
     )
     .expect("config");

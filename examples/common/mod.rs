@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use axum::serve::ListenerExt;
 use mcp_backpressure::config::seconds;
-use mcp_backpressure::rmcp::Backpressure;
-use mcp_backpressure::{ConfigError, Limiter, LimiterConfig};
+use mcp_backpressure::limit::LimitAlgorithm;
+use mcp_backpressure::rmcp::{Backpressure, BackpressureOptions, ClientKey};
+use mcp_backpressure::{ConfigError, Limiter, LimiterConfig, QueueDiscipline};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{Implementation, ProgressNotificationParam, ServerCapabilities, ServerConfig};
@@ -85,12 +86,14 @@ pub async fn serve_until_interrupted(server: HttpServer) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The limiter's settings as command-line flags.
+/// The limiter's settings as command-line flags (the same names as the
+/// proxy's).
 #[derive(Clone, Debug, clap::Args)]
 pub struct LimitArgs {
     // Negative numbers are taken as values so that the error names the flag
     // ("invalid value '-1' for '--queue-size'") instead of "unexpected argument".
-    /// Tool calls allowed to run at once (>= 1).
+    /// Slots: tool calls allowed to run at once (>= 1; a call of weight w
+    /// takes w). With --limit other than fixed, the starting limit.
     #[arg(long, default_value_t = 5, allow_negative_numbers = true)]
     pub max_concurrent: usize,
     /// Tool calls allowed to wait for a slot (0 = reject at once).
@@ -99,22 +102,101 @@ pub struct LimitArgs {
     /// Longest wait in the queue, in seconds (fractions allowed, > 0).
     #[arg(long, default_value_t = 30.0, allow_negative_numbers = true)]
     pub queue_timeout: f64,
+    /// A tool's own limit, NAME=N (repeatable).
+    #[arg(long, value_name = "NAME=N", value_parser = parse_pair)]
+    pub tool_limit: Vec<(String, usize)>,
+    /// A tool's weight: slots one call takes, NAME=W (repeatable).
+    #[arg(long, value_name = "NAME=W", value_parser = parse_pair)]
+    pub tool_weight: Vec<(String, usize)>,
+    /// The limit of every tool without a --tool-limit (each on its own).
+    #[arg(long, value_name = "N")]
+    pub default_tool_limit: Option<usize>,
+    /// Slots one client key may hold at once.
+    #[arg(long, value_name = "N")]
+    pub client_limit: Option<usize>,
+    /// Where the client key comes from: `session` (Mcp-Session-Id) or
+    /// `header:NAME`. Queued calls are served round-robin across keys.
+    #[arg(long, value_name = "session|header:NAME", value_parser = parse_client_key)]
+    pub client_key: Option<ClientKey>,
+    /// The global limit's algorithm: fixed, aimd, gradient2 or vegas.
+    #[arg(long, default_value = "fixed")]
+    pub limit: LimitAlgorithm,
+    /// Lower bound of an adaptive limit.
+    #[arg(long, default_value_t = 1)]
+    pub min_limit: usize,
+    /// Upper bound of an adaptive limit (default: --max-concurrent).
+    #[arg(long)]
+    pub max_limit: Option<usize>,
+    /// The queue discipline: fifo, codel or adaptive-lifo.
+    #[arg(long, default_value = "fifo")]
+    pub queue_discipline: QueueDiscipline,
+    /// Client keys (and unconfigured tool names) tracked at once.
+    #[arg(long, default_value_t = mcp_backpressure::config::DEFAULT_MAX_TRACKED_KEYS)]
+    pub max_tracked_keys: usize,
+}
+
+/// `NAME=N`.
+fn parse_pair(value: &str) -> Result<(String, usize), String> {
+    let (name, n) = value
+        .rsplit_once('=')
+        .ok_or_else(|| format!("expected NAME=N, got {value:?}"))?;
+    if name.is_empty() {
+        return Err(format!("expected NAME=N, got {value:?} (empty name)"));
+    }
+    let n = n
+        .parse()
+        .map_err(|_| format!("expected NAME=N with a whole number N, got {value:?}"))?;
+    Ok((name.to_string(), n))
+}
+
+/// `session` or `header:NAME`.
+fn parse_client_key(value: &str) -> Result<ClientKey, String> {
+    match value.split_once(':') {
+        None if value == "session" => Ok(ClientKey::Session),
+        Some(("header", name)) if !name.is_empty() => Ok(ClientKey::Header(name.to_string())),
+        _ => Err(format!("expected session or header:NAME, got {value:?}")),
+    }
 }
 
 impl LimitArgs {
     /// The validated configuration; the error names the setting.
     pub fn config(&self) -> Result<LimiterConfig, ConfigError> {
-        let config = LimiterConfig::new(self.max_concurrent)
+        let mut config = LimiterConfig::new(self.max_concurrent)
             .with_queue_size(self.queue_size)
-            .with_queue_timeout(seconds("queue_timeout", self.queue_timeout)?);
+            .with_queue_timeout(seconds("queue_timeout", self.queue_timeout)?)
+            .with_limit(self.limit, self.min_limit, self.max_limit)
+            .with_max_tracked_keys(self.max_tracked_keys)
+            .with_discipline(self.queue_discipline);
+        config.default_tool_limit = self.default_tool_limit;
+        config.client_limit = self.client_limit;
+        for (name, limit) in &self.tool_limit {
+            let tool = config.tools.remove(name).unwrap_or_default();
+            config = config.with_tool(name, tool.with_max_concurrent(*limit));
+        }
+        for (name, weight) in &self.tool_weight {
+            let tool = config.tools.remove(name).unwrap_or_default();
+            config = config.with_tool(name, tool.with_weight(*weight));
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    /// The wrapper's options these flags ask for (the client key).
+    pub fn options(&self) -> BackpressureOptions {
+        BackpressureOptions::default().with_client_key(self.client_key.clone().unwrap_or_default())
     }
 
     /// Exits with a usage error naming the flag when a setting is invalid.
     pub fn config_or_exit<C: clap::CommandFactory>(&self) -> LimiterConfig {
         self.config().unwrap_or_else(|error| {
-            let flag = format!("--{}", error.setting().replace('_', "-"));
+            let setting = error.setting();
+            let flag = match setting.split_once('.') {
+                // tools."NAME".weight → --tool-weight
+                Some((_, rest)) => format!("--tool-{}", rest.rsplit('.').next().unwrap_or(rest)),
+                None => format!("--{}", setting.replace('_', "-")),
+            }
+            .replace("max_concurrent", "limit")
+            .replace('_', "-");
             C::command()
                 .error(
                     clap::error::ErrorKind::ValueValidation,
@@ -382,8 +464,17 @@ pub struct HttpServer {
 /// Binds `bind` and serves the guarded demo server as Streamable HTTP at `/mcp`.
 /// Every session shares `limiter`.
 pub async fn serve_http(bind: SocketAddr, limiter: Limiter) -> anyhow::Result<HttpServer> {
+    serve_http_with_options(bind, limiter, BackpressureOptions::default()).await
+}
+
+/// As [`serve_http`], with the wrapper's `options` (e.g. a client key).
+pub async fn serve_http_with_options(
+    bind: SocketAddr,
+    limiter: Limiter,
+    options: BackpressureOptions,
+) -> anyhow::Result<HttpServer> {
     serve_http_with(bind, move || {
-        Backpressure::new(DemoServer::new(), limiter.clone())
+        Backpressure::with_options(DemoServer::new(), limiter.clone(), options.clone())
     })
     .await
 }

@@ -141,3 +141,69 @@ async fn cancelling_a_queued_call_over_http_frees_its_place() {
     client.cancel().await.unwrap();
     child.kill().await.unwrap();
 }
+
+async fn connect_as(
+    url: &str,
+    client_id: &str,
+) -> (Client, mpsc::UnboundedReceiver<ProgressToken>) {
+    use std::collections::HashMap;
+
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
+    let (tx, starts) = mpsc::unbounded_channel();
+    let headers = HashMap::from([(
+        http::HeaderName::from_static("x-client-id"),
+        http::HeaderValue::from_str(client_id).unwrap(),
+    )]);
+    let config = StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers);
+    let transport = StreamableHttpClientTransport::from_config(config);
+    let client = tokio::time::timeout(PATIENCE, StartWatcher(tx).serve(transport))
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+    (client, starts)
+}
+
+/// `--client-key header:x-client-id --client-limit 1`: one identity is capped
+/// across its sessions (scope `client`), another identity still runs; a tool
+/// limit refuses with scope `tool:sleep` while `echo` runs.
+#[tokio::test]
+async fn client_keys_from_a_header_and_tool_limits_through_the_wrapper() {
+    let mut child = spawn_http(&[
+        "--max-concurrent",
+        "4",
+        "--queue-size",
+        "0",
+        "--client-key",
+        "header:x-client-id",
+        "--client-limit",
+        "1",
+        "--tool-limit",
+        "sleep=2",
+    ]);
+    let url = http_url(&mut child).await;
+    let (alice, mut alice_starts) = connect_as(&url, "alice").await;
+    let _a = start_long(&alice, &mut alice_starts).await;
+    // Alice again, from a second session: her cap is per key, not per session.
+    let (alice2, _) = connect_as(&url, "alice").await;
+    let data = overload_of(&alice2).await;
+    assert_eq!(data.scope, "client");
+    let (bob, mut bob_starts) = connect_as(&url, "bob").await;
+    let _b = start_long(&bob, &mut bob_starts).await;
+    // Two sleeps run: the third is refused by the tool's limit.
+    let (carol, _) = connect_as(&url, "carol").await;
+    let data = overload_of(&carol).await;
+    assert_eq!(data.scope, "tool:sleep");
+    let echo = ClientRequest::CallToolRequest(CallToolRequest::new(
+        CallToolRequestParams::new("echo")
+            .with_arguments(json!({"message": "hi"}).as_object().cloned().unwrap()),
+    ));
+    carol
+        .send_request(echo)
+        .await
+        .expect("another tool still runs");
+    for client in [alice, alice2, bob, carol] {
+        client.cancel().await.unwrap();
+    }
+    child.kill().await.unwrap();
+}
