@@ -14,6 +14,12 @@
 //! - **B/task**: the same as N spawned tokio tasks, tokio's task header
 //!   included (the same for both).
 //!
+//! - **client keys**: 100 000 waiters, each from a distinct client key
+//!   (`Request::client`): heap bytes per key while they wait (future, queue
+//!   entry, client entry, key string, lane) minus the same without keys, and
+//!   the heap the limiter still holds once every one of them left (idle keys
+//!   are forgotten).
+//!
 //! Deterministic: one round.
 #![cfg(not(loom))]
 
@@ -70,6 +76,50 @@ fn per_task(which: Which, n: usize) -> f64 {
     live_bytes(&region) / n as f64
 }
 
+/// Bytes per waiting client key (over an anonymous waiter), and bytes the
+/// limiter keeps once every key is idle. Each phase on a fresh limiter.
+fn per_client_key(n: usize) -> (f64, f64, f64) {
+    use mcp_backpressure::{Limiter, LimiterConfig, Request};
+
+    let rt = Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _enter = rt.enter();
+    let limiter = || {
+        let limiter = Limiter::new(
+            LimiterConfig::new(1)
+                .with_queue_size(n)
+                .with_max_tracked_keys(n)
+                .with_queue_timeout(NEVER),
+        )
+        .expect("config");
+        let held = rt.block_on(limiter.acquire()).expect("the only slot");
+        (limiter, held)
+    };
+    let keys: Vec<String> = (0..n).map(|i| format!("client-{i:06}")).collect();
+    let anonymous = {
+        let (limiter, _held) = limiter();
+        let mut futures = Vec::with_capacity(n);
+        let region = Region::new(GLOBAL);
+        park_boxed(n, &mut futures, || limiter.acquire());
+        live_bytes(&region) / n as f64
+    };
+    let (limiter, _held) = limiter();
+    let mut futures = Vec::with_capacity(n);
+    let region = Region::new(GLOBAL);
+    let mut next = keys.iter();
+    park_boxed(n, &mut futures, || {
+        limiter.acquire_with(Request::new().client(next.next().expect("a key")))
+    });
+    let keyed = live_bytes(&region) / n as f64;
+    assert_eq!(limiter.snapshot().tracked_keys, n);
+    futures.clear();
+    assert_eq!(limiter.snapshot().tracked_keys, 0);
+    let kept = live_bytes(&region);
+    (keyed, keyed - anonymous, kept)
+}
+
 fn main() {
     let (sizes, _) = sizes_and_rounds();
     println!("memory: heap bytes per parked waiter");
@@ -87,4 +137,10 @@ fn main() {
             );
         }
     }
+    let n = 100_000;
+    let (keyed, per_key, kept) = per_client_key(n);
+    println!("client keys: {n} waiters with distinct keys");
+    println!(
+        "  B/waiter with a key {keyed:.1}, of which the key {per_key:.1}; heap kept once all idle: {kept:.0} B"
+    );
 }

@@ -1,15 +1,16 @@
 use std::fmt;
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::PoisonError;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::acquire::Acquire;
 use super::permit::Permit;
 use super::queue::Grant;
 use super::request::Request;
 use super::state::{Admission, LazyNow, State, WakeList};
-use super::waiter::Waiter;
 use crate::config::{ConfigError, LimiterConfig};
 use crate::limit::{Limit, Sample};
 use crate::metrics::{MetricsSnapshot, ToolSnapshot};
@@ -126,8 +127,8 @@ impl Limiter {
     /// # Cancel safety
     ///
     /// Cancel safe: see [the type's docs](Self#cancel-safety).
-    pub async fn acquire(&self) -> Result<Permit, Overload> {
-        self.acquire_with(Request::new()).await
+    pub fn acquire(&self) -> impl Future<Output = Result<Permit, Overload>> + Send + '_ {
+        self.acquire_with(Request::new())
     }
 
     /// Waits for a slot for `request`.
@@ -135,32 +136,45 @@ impl Limiter {
     /// Returns a [`Permit`] that holds the slots until dropped, or an
     /// [`Overload`] saying why the request was turned away and by which
     /// limit. The `on_overload` callback has run by the time the error is
-    /// returned.
+    /// returned. Nothing happens until the future is first polled.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: see [the type's docs](Self#cancel-safety). Dropping the
     /// future never leaks a slot or a queue place.
-    pub async fn acquire_with(&self, request: Request<'_>) -> Result<Permit, Overload> {
+    pub fn acquire_with<'a>(
+        &'a self,
+        request: Request<'a>,
+    ) -> impl Future<Output = Result<Permit, Overload>> + Send + 'a {
+        Acquire::new(self, request)
+    }
+
+    /// The synchronous part of an admission: the answer, or where and until
+    /// when to wait.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn admit(
+        &self,
+        request: &Request<'_>,
+    ) -> Result<Result<Permit, Overload>, (usize, Instant)> {
         let mut now = LazyNow::default();
         let mut wake = WakeList::default();
-        let admission = self.shared.lock().admit(&request, &mut now, &mut wake);
+        let admission = self.shared.lock().admit(request, &mut now, &mut wake);
         wake.wake_all();
-        let (key, timeout) = match admission {
-            Admission::Admitted(grant) => return Ok(Permit::new(self.shared.clone(), grant)),
-            Admission::Rejected(overload) => return Err(self.shared.rejected(overload)),
-            Admission::Enqueued { key, timeout } => (key, timeout),
-        };
-        let mut waiter = Waiter::new(&self.shared, key);
-        let deadline = deadline_after(now.get(), timeout);
-        let decided = tokio::select! {
-            biased;
-            decided = &mut waiter => decided,
-            () = tokio::time::sleep_until(deadline) => waiter.time_out(),
-        };
+        match admission {
+            Admission::Admitted(grant) => Ok(Ok(Permit::new(self.shared.clone(), grant))),
+            Admission::Rejected(overload) => Ok(Err(self.shared.rejected(overload))),
+            Admission::Enqueued { key, timeout } => Err((key, deadline_after(now.get(), timeout))),
+        }
+    }
+
+    /// A waiter's answer as `acquire` returns it.
+    pub(crate) fn decided(
+        &self,
+        decided: Result<Grant, Box<Overload>>,
+    ) -> Result<Permit, Overload> {
         match decided {
             Ok(grant) => Ok(Permit::new(self.shared.clone(), grant)),
-            Err(overload) => Err(self.shared.rejected(overload)),
+            Err(overload) => Err(self.shared.rejected(*overload)),
         }
     }
 
@@ -199,8 +213,7 @@ impl Limiter {
         Ok(())
     }
 
-    /// The shared state, for the loom models that drive it directly.
-    #[cfg(all(test, loom))]
+    /// The shared state (the acquire future's waiter, the loom models).
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }

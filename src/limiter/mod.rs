@@ -1,5 +1,6 @@
 //! Enforcement: slots, partitions, the wait queue, permits.
 
+mod acquire;
 mod admission;
 mod discipline;
 mod partitions;

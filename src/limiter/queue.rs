@@ -45,6 +45,9 @@ type Link = u32;
 /// No entry (the end of a list).
 const NIL: Link = Link::MAX;
 
+/// Slabs emptied after growing past this many entries are given back.
+const SHRINK_ABOVE: usize = 1024;
+
 /// A request waiting in the queue.
 #[derive(Debug)]
 pub(crate) struct Waiting {
@@ -278,7 +281,7 @@ impl WaitQueue {
     ///
     /// Panics if `key` is not an entry of this queue: only its owner, who got
     /// the key from `push`, may poll it, and only until it removed it.
-    pub(crate) fn poll(&mut self, key: usize, waker: &Waker) -> Poll<Result<Grant, Overload>> {
+    pub(crate) fn poll(&mut self, key: usize, waker: &Waker) -> Poll<Result<Grant, Box<Overload>>> {
         match &mut self.entries[key] {
             Entry::Waiting(waiting) => {
                 match &waiting.waker {
@@ -290,27 +293,41 @@ impl WaitQueue {
             Entry::Granted(grant) => {
                 let grant = *grant;
                 self.entries.remove(key);
+                self.shrink_if_empty();
                 Poll::Ready(Ok(grant))
             }
             Entry::Rejected(_) => match self.entries.remove(key) {
-                Entry::Rejected(overload) => Poll::Ready(Err(*overload)),
+                Entry::Rejected(overload) => {
+                    self.shrink_if_empty();
+                    Poll::Ready(Err(overload))
+                }
                 _ => unreachable!("checked above"),
             },
         }
     }
 
     /// Removes the entry, whatever its state. Same contract on `key` as `poll`.
+    /// Gives back the entries' memory once a burst has passed.
+    fn shrink_if_empty(&mut self) {
+        if self.entries.is_empty() && self.entries.capacity() > SHRINK_ABOVE {
+            self.entries = Slab::new();
+        }
+    }
+
     pub(crate) fn remove(&mut self, key: usize) -> Removed {
-        if let Entry::Waiting(_) = self.entries[key] {
+        let removed = if let Entry::Waiting(_) = self.entries[key] {
             let waiting = self.unlink(key);
             self.entries.remove(key);
-            return Removed::Waiting(waiting);
-        }
-        match self.entries.remove(key) {
-            Entry::Granted(grant) => Removed::Granted(grant),
-            Entry::Rejected(overload) => Removed::Rejected(overload),
-            Entry::Waiting(_) => unreachable!("handled above"),
-        }
+            Removed::Waiting(waiting)
+        } else {
+            match self.entries.remove(key) {
+                Entry::Granted(grant) => Removed::Granted(grant),
+                Entry::Rejected(overload) => Removed::Rejected(overload),
+                Entry::Waiting(_) => unreachable!("handled above"),
+            }
+        };
+        self.shrink_if_empty();
+        removed
     }
 
     /// Unlinks a waiting entry from its flow, its lane and maybe the ring,
@@ -361,6 +378,9 @@ impl WaitQueue {
             // Give back what a burst allocated.
             self.ring.shrink_to(16);
             self.lanes.shrink_to(16);
+            if self.flows.is_empty() && self.flows.capacity() > SHRINK_ABOVE {
+                self.flows = Slab::new();
+            }
         }
         waiting
     }

@@ -272,7 +272,7 @@ impl State {
         &mut self,
         key: usize,
         waker: &Waker,
-    ) -> Poll<Result<Grant, Overload>> {
+    ) -> Poll<Result<Grant, Box<Overload>>> {
         self.queue.poll(key, waker)
     }
 
@@ -303,16 +303,15 @@ impl State {
     /// A queued request's deadline passed. If a slot was handed to it (or it
     /// was turned away) in the meantime, that stands; otherwise it leaves the
     /// queue, rejected with `queue_timeout` by the limit that held it back.
-    #[allow(clippy::result_large_err)] // `Overload` is what every caller returns.
     pub(crate) fn time_out_waiter(
         &mut self,
         key: usize,
         now: &mut LazyNow,
         wake: &mut WakeList,
-    ) -> Result<Grant, Overload> {
+    ) -> Result<Grant, Box<Overload>> {
         match self.queue.remove(key) {
             Removed::Granted(grant) => Ok(grant),
-            Removed::Rejected(overload) => Err(*overload),
+            Removed::Rejected(overload) => Err(overload),
             Removed::Waiting(waiting) => {
                 self.leave_queue(waiting.tool, waiting.client);
                 let scope = self.binding_scope(waiting.client, waiting.tool, waiting.cost);
@@ -325,7 +324,7 @@ impl State {
                 self.release_if_idle(waiting.tool, waiting.client);
                 // It may have been the call everyone else waited behind.
                 self.grant_waiters(now, wake);
-                Err(overload)
+                Err(Box::new(overload))
             }
         }
     }

@@ -31,8 +31,7 @@ impl<'a> Waiter<'a> {
 
     /// The deadline passed: keep a slot handed over (or a rejection decided)
     /// in the meantime, or leave the queue rejected with `queue_timeout`.
-    #[allow(clippy::result_large_err)] // See `State::time_out_waiter`.
-    pub(crate) fn time_out(mut self) -> Result<Grant, Overload> {
+    pub(crate) fn time_out(&mut self) -> Result<Grant, Box<Overload>> {
         debug_assert!(!self.done, "a resolved waiter cannot time out");
         self.done = true;
         let mut wake = WakeList::default();
@@ -46,7 +45,9 @@ impl<'a> Waiter<'a> {
 }
 
 impl Future for Waiter<'_> {
-    type Output = Result<Grant, Overload>;
+    /// The rejection is boxed: the output is held in the `acquire` future
+    /// while it is polled, and a parked waiter should stay small.
+    type Output = Result<Grant, Box<Overload>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         assert!(!self.done, "Waiter polled after it resolved");
