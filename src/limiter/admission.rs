@@ -151,7 +151,7 @@ impl Limiter {
 
     /// The synchronous part of an admission: the answer, or where and until
     /// when to wait.
-    #[allow(clippy::type_complexity)]
+    #[allow(clippy::type_complexity, clippy::result_large_err)]
     pub(crate) fn admit(
         &self,
         request: &Request<'_>,
@@ -168,6 +168,7 @@ impl Limiter {
     }
 
     /// A waiter's answer as `acquire` returns it.
+    #[allow(clippy::result_large_err)] // `Overload` is what `acquire` returns.
     pub(crate) fn decided(
         &self,
         decided: Result<Grant, Box<Overload>>,

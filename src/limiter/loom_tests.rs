@@ -80,12 +80,12 @@ fn enqueue_as(shared: &Shared, request: Request<'_>) -> usize {
 
 /// Polls a waiter once with a waker that does nothing, as an executor would
 /// before the waiter's timer fires.
-fn poll_once(waiter: &mut Waiter<'_>) -> Poll<Result<Grant, Overload>> {
+fn poll_once(waiter: &mut Waiter<'_>) -> Poll<Result<Grant, Box<Overload>>> {
     Pin::new(waiter).poll(&mut Context::from_waker(Waker::noop()))
 }
 
 /// The permit `acquire` turns a grant into; a rejection is a bug here.
-fn permit(shared: &Arc<Shared>, grant: Result<Grant, Overload>) -> Permit {
+fn permit(shared: &Arc<Shared>, grant: Result<Grant, Box<Overload>>) -> Permit {
     Permit::new(shared.clone(), grant.expect("granted, not rejected"))
 }
 
