@@ -9,10 +9,13 @@
 //! `router` decides what happens to each (admit, track, swallow, answer,
 //! forward) over the `inflight` table; `stdio` and `http` only move bytes
 //! and act on the decision; `error` turns the proxy's typed errors into
-//! JSON-RPC and HTTP at the edge.
+//! JSON-RPC and HTTP at the edge. Around them: `limits` (the settings),
+//! `client_key` (who a request's client is), `outcome` (what an answer says
+//! about load) and `metrics`.
 
 mod body;
 mod budget;
+mod client_key;
 mod error;
 mod gate;
 mod http;
@@ -21,6 +24,7 @@ mod limits;
 mod listener;
 
 mod metrics;
+mod outcome;
 mod router;
 mod stdio;
 pub use mcp_backpressure_cli::wire;
@@ -32,6 +36,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use self::client_key::ClientKey;
 use self::gate::Gate;
 use self::limits::{LimitArgs, Settings};
 use self::metrics::ProxyMetrics;
@@ -43,7 +48,7 @@ use self::metrics::ProxyMetrics;
   mcp-backpressure proxy --config limits.toml --listen 9000 --upstream http://127.0.0.1:8000/mcp")]
 pub struct ProxyArgs {
     #[command(flatten)]
-    limits: LimitArgs,
+    limits: Box<LimitArgs>,
     /// Serve Streamable HTTP on this address, or on this port of 127.0.0.1; needs --upstream.
     #[arg(long, value_name = "ADDR|PORT", requires = "upstream", value_parser = address, allow_negative_numbers = true)]
     listen: Option<SocketAddr>,
@@ -125,14 +130,28 @@ async fn serve(
             }
         });
     }
-    let config = &gate.settings.config;
+    let settings = &gate.settings;
+    let config = &settings.config;
     tracing::info!(
         max_concurrent = config.max_concurrent,
         queue_size = config.queue_size,
         queue_timeout = ?config.queue_timeout,
-        guarded = ?gate.settings.guarded,
+        limit = %config.limit,
+        tools = config.tools.len(),
+        client_key = %settings.client_key,
+        guarded = ?settings.guarded,
         "admission control"
     );
+    let http = matches!(transport, Transport::Http { .. });
+    if !http && settings.client_key != ClientKey::None {
+        tracing::warn!("client_key has no effect over stdio: its one client has no key");
+    }
+    if http && settings.client_key == ClientKey::None && config.client_limit.is_some() {
+        tracing::warn!(
+            "client_limit without client_key: every request is the same client, so \
+             client_limit caps them all together"
+        );
+    }
     match transport {
         Transport::Stdio(command) => stdio::run(gate, &command).await,
         Transport::Http { listen, upstream } => http::run(gate, listen, upstream).await,
