@@ -11,7 +11,7 @@
 //! and act on the decision; `error` turns the proxy's typed errors into
 //! JSON-RPC and HTTP at the edge. Around them: `limits` (the settings),
 //! `client_key` (who a request's client is), `outcome` (what an answer says
-//! about load) and `metrics`.
+//! about load), `metrics` and `reload` (SIGHUP).
 
 mod body;
 mod budget;
@@ -25,6 +25,7 @@ mod listener;
 
 mod metrics;
 mod outcome;
+mod reload;
 mod router;
 mod stdio;
 pub use mcp_backpressure_cli::wire;
@@ -97,7 +98,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         metrics: ProxyMetrics::default(),
     });
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-    let result = runtime.block_on(serve(gate, transport, args.metrics));
+    let result = runtime.block_on(serve(gate, transport, args.metrics, *args.limits));
     // A read of the client's stdin may still block a runtime thread: don't wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));
     result
@@ -111,7 +112,7 @@ enum Transport {
     },
 }
 
-/// Starts the metrics endpoint, then the transport.
+/// Starts the metrics endpoint and the reload on SIGHUP, then the transport.
 ///
 /// # Cancel safety
 ///
@@ -120,7 +121,9 @@ async fn serve(
     gate: Arc<Gate>,
     transport: Transport,
     metrics_addr: Option<SocketAddr>,
+    limits: LimitArgs,
 ) -> anyhow::Result<ExitCode> {
+    reload::listen(gate.clone(), limits);
     if let Some(addr) = metrics_addr {
         let (bound, server) = metrics::bind(addr, &gate.limiter, &gate.metrics).await?;
         tracing::info!("metrics on http://{bound}/metrics");
