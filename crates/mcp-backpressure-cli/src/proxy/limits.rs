@@ -132,7 +132,9 @@ const SECONDS: [Seconds; 7] = [
 /// refused with the setting's name rather than by the argument parser.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct LimitArgs {
-    /// A TOML file with any of the settings below (same names, with underscores).
+    /// A TOML file with any of the settings below (same names, with
+    /// underscores); read again on SIGHUP, and the limiter's settings changed
+    /// live.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Guarded requests allowed to run at once (>= 1). Required, here or in the file.

@@ -571,6 +571,33 @@ mod tests {
         assert_eq!((tools[0].running, tools[0].rejected), (1, 1));
     }
 
+    /// Another guarded method is admitted as the method, whatever it names.
+    #[tokio::test]
+    async fn other_guarded_methods_are_their_own_tool() {
+        let config = LimiterConfig::new(4)
+            .with_tool("resources/read", ToolConfig::new().with_max_concurrent(1));
+        let mut settings = Settings::with_defaults(config);
+        settings.guarded = vec!["tools/call".into(), "resources/read".into()];
+        let limiter = settings.limiter().unwrap();
+        let router = Router::new(Arc::new(Gate {
+            limiter,
+            settings,
+            metrics: ProxyMetrics::default(),
+        }));
+        let read = |id: i64| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"resources/read","params":{{"uri":"x","name":"report"}}}}"#
+            )
+        };
+        let s = Scope::Stdio;
+        let first = admit(&router, &s, None, &read(1));
+        assert!(matches!(first.admit().await, Admission::Admitted(_)));
+        let Admission::Rejected(overload) = admit(&router, &s, None, &read(2)).admit().await else {
+            panic!("the second read is refused");
+        };
+        assert_eq!(overload.data().scope, "tool:resources/read");
+    }
+
     /// Keys and tool names are short: longer ones are refused under the
     /// request's id, and take nothing.
     #[tokio::test]
