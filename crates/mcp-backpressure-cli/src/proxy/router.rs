@@ -8,7 +8,7 @@
 //! `tools/call`, the method name of any other guarded method — and its
 //! client's key (see [`client_key`](super::client_key)); both are at most
 //! [`MAX_NAME_BYTES`], or the request is refused (-32600). A response frees
-//! its call's slot with the outcome [`outcome`](super::outcome) reads in it.
+//! its call's slot with the outcome [`outcome`] reads in it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
