@@ -38,9 +38,12 @@ pub fn listen(gate: Arc<Gate>, args: LimitArgs) {
         use tokio::signal::unix::{SignalKind, signal};
         match signal(SignalKind::hangup()) {
             Ok(mut hangup) => {
+                let args = Arc::new(args);
                 tokio::spawn(async move {
                     while hangup.recv().await.is_some() {
-                        reload(&gate, &args);
+                        // The file is read off the event loop.
+                        let (gate, args) = (gate.clone(), args.clone());
+                        let _ = tokio::task::spawn_blocking(move || reload(&gate, &args)).await;
                     }
                 });
             }
