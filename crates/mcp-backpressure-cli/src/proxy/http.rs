@@ -27,6 +27,7 @@ use anyhow::{Context, bail};
 use reqwest::Url;
 
 use self::exchange::Proxy;
+pub use self::target::SESSION;
 use super::gate::Gate;
 use super::stdio::shutdown_signal;
 

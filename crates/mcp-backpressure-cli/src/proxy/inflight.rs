@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use mcp_backpressure::{Outcome, Overload, Permit};
+use mcp_backpressure::{Outcome, Overload, Permit, Request};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -59,6 +59,16 @@ pub struct Key {
 /// request that reuses the key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Ticket(u64);
+
+/// What a guarded request asks the limiter for: its tool (or method) and
+/// its client's key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ask {
+    /// The tool's name (`params.name` of a `tools/call`), or the method.
+    pub tool: Arc<str>,
+    /// The client's key; `None`: the one keyless client.
+    pub client: Option<Arc<str>>,
+}
 
 /// Why [`InFlight::begin`] refused a request.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -170,21 +180,22 @@ impl State {
     }
 }
 
-/// An admitted request's permit; records its service time when dropped.
+/// An admitted request's permit. Dropped, it gives the slot back with the
+/// outcome set last (`Ignore` unless the call was classified).
 #[derive(Debug)]
 struct Slot {
     permit: Permit,
     /// When the slot was handed over (the limiter times only some permits).
     admitted_at: Instant,
-    gate: Arc<Gate>,
 }
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if self.permit.outcome() == Outcome::Success {
-            let held = Instant::now().saturating_duration_since(self.admitted_at);
-            self.gate.metrics.observe_service_time(held);
-        }
+impl Slot {
+    /// The upstream answered the call: its time held is a service time,
+    /// whatever the answer said.
+    fn answered(&mut self, gate: &Gate, outcome: Outcome) {
+        let held = Instant::now().saturating_duration_since(self.admitted_at);
+        gate.metrics.observe_service_time(held);
+        self.permit.set_outcome(outcome);
     }
 }
 
@@ -213,13 +224,14 @@ impl InFlight {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Enters a request about to be forwarded (`guarded`: after a slot).
-    /// Call it in the order requests arrive, before reading the next one.
+    /// Enters a request about to be forwarded (`guarded`: after a slot, as
+    /// it asks). Call it in the order requests arrive, before reading the
+    /// next one.
     ///
     /// # Errors
     ///
     /// [`Refused`] if its id is in flight in its scope, or the table is full.
-    pub fn begin(&self, key: Key, guarded: bool) -> Result<Begun, Refused> {
+    pub fn begin(&self, key: Key, guarded: Option<Ask>) -> Result<Begun, Refused> {
         let mut table = self.lock();
         if table.entries.contains_key(&key) {
             return Err(Refused::Duplicate(key.id));
@@ -231,11 +243,11 @@ impl InFlight {
         let ticket = table.next;
         table.next += 1;
         self.gate.metrics.in_flight.inc();
-        if !guarded {
+        let Some(ask) = guarded else {
             let state = State::Forwarded(None);
             table.entries.insert(key, Entry { ticket, state });
             return Ok(Begun::Tracked(Ticket(ticket)));
-        }
+        };
         let (wake, woken) = oneshot::channel();
         let (leaving, left) = oneshot::channel();
         let state = State::Queued { wake, left };
@@ -243,6 +255,7 @@ impl InFlight {
         Ok(Begun::Queued(Queued {
             inflight: self.clone(),
             key,
+            ask,
             ticket,
             woken: Some(woken),
             _leaving: leaving,
@@ -266,14 +279,15 @@ impl InFlight {
     }
 
     /// A response to `key` passed back: the request is over and its slot
-    /// free. Returns whether a forwarded request was waiting for it.
-    pub fn answered(&self, key: &Key) -> bool {
+    /// free, with `outcome` (`Ignore` if the client had cancelled it or gone
+    /// away). Returns whether a forwarded request was waiting for it.
+    pub fn answered(&self, key: &Key, outcome: Outcome) -> bool {
         let entry = self.remove_if(key, |e| !matches!(e.state, State::Queued { .. }));
         let Some(mut entry) = entry else {
             return false;
         };
-        if let State::Forwarded(slot) = &mut entry.state {
-            set_outcome(slot, Outcome::Success);
+        if let State::Forwarded(Some(slot)) = &mut entry.state {
+            slot.answered(&self.gate, outcome);
         } else if let State::Cancelling(slot) | State::Detached(slot) = &mut entry.state {
             set_outcome(slot, Outcome::Ignore);
         }
@@ -485,6 +499,7 @@ impl InFlight {
 pub struct Queued {
     inflight: InFlight,
     key: Key,
+    ask: Ask,
     ticket: u64,
     woken: Option<oneshot::Receiver<()>>,
     /// Dropped with the request, after its `acquire` future: tells [`Left`].
@@ -522,10 +537,14 @@ impl Queued {
         let gate = self.inflight.gate.clone();
         let started = Instant::now();
         let woken = self.woken.take().expect("admit consumes the request once");
+        let mut request = Request::new().tool(&self.ask.tool);
+        if let Some(client) = &self.ask.client {
+            request = request.client(client);
+        }
         let result = tokio::select! {
             biased;
             _ = woken => return Admission::Cancelled,
-            result = gate.limiter.acquire() => result,
+            result = gate.limiter.acquire_with(request) => result,
         };
         match result {
             Ok(mut permit) => {
@@ -538,7 +557,6 @@ impl Queued {
                         entry.state = State::Forwarded(Some(Slot {
                             permit,
                             admitted_at,
-                            gate: gate.clone(),
                         }));
                         Admission::Admitted(Ticket(self.ticket))
                     }

@@ -27,17 +27,40 @@
 //! max_connections = 1024      # HTTP only
 //! header_read_timeout = 10    # HTTP only, seconds
 //! body_read_timeout = 20      # HTTP only, seconds
+//! limit = "fixed"             # fixed, aimd, gradient2 or vegas
+//! min_limit = 1               # adaptive limits only
+//! max_limit = 5               # adaptive limits only; default max_concurrent
+//! queue_discipline = "fifo"   # fifo, codel or adaptive-lifo
+//! default_tool_limit = 2      # each tool not in [tools] on its own
+//! client_limit = 2            # slots one client key holds at once
+//! client_key = "session"      # HTTP only: session or header:NAME
+//! max_tracked_keys = 10000
+//!
+//! [tools."report"]            # --tool-limit report=1 --tool-weight report=4
+//! max_concurrent = 1
+//! weight = 4
+//! limit = "fixed"             # and min_limit, max_limit, as above
 //! ```
+//!
+//! Per-tool settings live in [`tools`]; the client key's meaning in
+//! [`client_key`](super::client_key).
 
 use std::fmt;
 use std::num::IntErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, bail};
-use mcp_backpressure::{Limiter, LimiterConfig, jsonrpc};
+use mcp_backpressure::limit::LimitAlgorithm;
+use mcp_backpressure::{Limiter, LimiterConfig, QueueDiscipline, jsonrpc};
 use serde::Deserialize;
 use toml::Spanned;
+
+use super::client_key::ClientKey;
+
+mod tools;
 
 /// The default bound on one JSON-RPC message (one stdio line, one HTTP body).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -67,13 +90,23 @@ const MAX_MESSAGE_BYTES: Count = Count::new("max_message_bytes", 1024);
 const MAX_IN_FLIGHT: Count = Count::new("max_in_flight", 1);
 const BUFFER_BYTES: Count = Count::new("buffer_bytes", 64 * 1024);
 const MAX_CONNECTIONS: Count = Count::new("max_connections", 1);
-const COUNTS: [Count; 6] = [
+const MIN_LIMIT: Count = Count::new("min_limit", 1);
+const MAX_LIMIT: Count = Count::new("max_limit", 1);
+const DEFAULT_TOOL_LIMIT: Count = Count::new("default_tool_limit", 1);
+const CLIENT_LIMIT: Count = Count::new("client_limit", 1);
+const MAX_TRACKED_KEYS: Count = Count::new("max_tracked_keys", 1);
+const COUNTS: [Count; 11] = [
     MAX_CONCURRENT,
     QUEUE_SIZE,
     MAX_MESSAGE_BYTES,
     MAX_IN_FLIGHT,
     BUFFER_BYTES,
     MAX_CONNECTIONS,
+    MIN_LIMIT,
+    MAX_LIMIT,
+    DEFAULT_TOOL_LIMIT,
+    CLIENT_LIMIT,
+    MAX_TRACKED_KEYS,
 ];
 
 const QUEUE_TIMEOUT: Seconds = Seconds::positive("queue_timeout");
@@ -97,9 +130,11 @@ const SECONDS: [Seconds; 7] = [
 /// dashes (`--guard` is the file's `guarded`). Numeric flags are read as text
 /// and checked by [`Settings::load`], so that a negative or malformed value is
 /// refused with the setting's name rather than by the argument parser.
-#[derive(Debug, Default, clap::Args)]
+#[derive(Clone, Debug, Default, clap::Args)]
 pub struct LimitArgs {
-    /// A TOML file with any of the settings below (same names, with underscores).
+    /// A TOML file with any of the settings below (same names, with
+    /// underscores); read again on SIGHUP, and the limiter's settings changed
+    /// live.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Guarded requests allowed to run at once (>= 1). Required, here or in the file.
@@ -157,6 +192,48 @@ pub struct LimitArgs {
     /// [default: 20].
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub body_read_timeout: Option<String>,
+    /// The global limit's algorithm: fixed, aimd, gradient2 or vegas. An
+    /// adaptive one starts at --max-concurrent and never goes above it unless
+    /// --max-limit says so [default: fixed].
+    #[arg(long, value_name = "ALGORITHM")]
+    pub limit: Option<String>,
+    /// Lowest value of an adaptive limit (>= 1, <= max-concurrent) [default: 1].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub min_limit: Option<String>,
+    /// Highest value of an adaptive limit (>= max-concurrent) [default: max-concurrent].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub max_limit: Option<String>,
+    /// The order the queue is served in, within one client: fifo, codel (sheds
+    /// waiters while a queue stands) or adaptive-lifo (newest first under a
+    /// standing queue) [default: fifo].
+    #[arg(long, value_name = "DISCIPLINE")]
+    pub queue_discipline: Option<String>,
+    /// One tool's own limit: calls of NAME allowed to run at once (N >= 1);
+    /// repeat for several tools [default: none].
+    #[arg(long = "tool-limit", value_name = "NAME=N")]
+    pub tool_limits: Vec<String>,
+    /// One tool's weight: slots of the global limit (and of its client's
+    /// limit) one call of NAME takes (W >= 1); repeat for several tools
+    /// [default: 1].
+    #[arg(long = "tool-weight", value_name = "NAME=W")]
+    pub tool_weights: Vec<String>,
+    /// The limit of every tool without one of its own, each tool on its own
+    /// (>= 1) [default: none].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub default_tool_limit: Option<String>,
+    /// Slots one client key may hold at once (>= 1); calls without a key
+    /// share one client [default: none].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub client_limit: Option<String>,
+    /// HTTP only: what names a call's client — `session` (the Mcp-Session-Id
+    /// header) or `header:NAME` (that request header). Queued calls are served
+    /// round-robin across clients [default: none, every call is one client].
+    #[arg(long, value_name = "session|header:NAME")]
+    pub client_key: Option<String>,
+    /// Client keys (and names of tools without a limit of their own) tracked
+    /// at once; more share one entry (>= 1) [default: 10000].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub max_tracked_keys: Option<String>,
 }
 
 /// The same settings in a TOML file, as written: [`Settings::merge`] checks
@@ -183,13 +260,28 @@ struct FileSettings {
     max_connections: Option<Spanned<toml::Value>>,
     header_read_timeout: Option<Spanned<toml::Value>>,
     body_read_timeout: Option<Spanned<toml::Value>>,
+    limit: Option<Spanned<toml::Value>>,
+    min_limit: Option<Spanned<toml::Value>>,
+    max_limit: Option<Spanned<toml::Value>>,
+    queue_discipline: Option<Spanned<toml::Value>>,
+    default_tool_limit: Option<Spanned<toml::Value>>,
+    client_limit: Option<Spanned<toml::Value>>,
+    client_key: Option<Spanned<toml::Value>>,
+    max_tracked_keys: Option<Spanned<toml::Value>>,
+    /// `[tools."NAME"]` tables.
+    #[serde(default)]
+    tools: BTreeMap<String, tools::ToolFile>,
 }
 
 /// Everything the proxy needs to admit requests, validated.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// The limiter's configuration (validated by [`Settings::limiter`]).
+    /// The limiter's configuration (validated by [`Settings::limiter`]). The
+    /// one loaded; after a reload, the limiter's own `config()` is the one
+    /// in force.
     pub config: LimiterConfig,
+    /// HTTP only: what names a call's client.
+    pub client_key: ClientKey,
     /// The overload error's code.
     pub error_code: i32,
     /// The request methods admitted through the limiter.
@@ -230,6 +322,7 @@ impl Settings {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT
                 .max(config.max_concurrent.saturating_add(config.queue_size)),
             config,
+            client_key: ClientKey::None,
             error_code: jsonrpc::DEFAULT_OVERLOAD_CODE,
             guarded: vec!["tools/call".to_owned()],
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
@@ -343,15 +436,50 @@ impl Settings {
             );
         }
 
-        let config = defaults
+        let mut config = defaults
             .with_queue_size(queue_size)
             .with_queue_timeout(queue_timeout)
             .with_retry_after_bounds(retry_after_min, retry_after_max)
             .with_initial_service_time(initial_service_time);
+        set_limit(&mut config, args, file)?;
+        config.tools = tools::merge(args, file)?;
+        if let Some(n) =
+            DEFAULT_TOOL_LIMIT.get(pick(&args.default_tool_limit, &file.default_tool_limit))?
+        {
+            config = config.with_default_tool_limit(n);
+        }
+        if let Some(n) = CLIENT_LIMIT.get(pick(&args.client_limit, &file.client_limit))? {
+            config = config.with_client_limit(n);
+        }
+        if let Some(n) =
+            MAX_TRACKED_KEYS.get(pick(&args.max_tracked_keys, &file.max_tracked_keys))?
+        {
+            config = config.with_max_tracked_keys(n);
+        }
+        if let Some(input) = pick(&args.queue_discipline, &file.queue_discipline) {
+            config = config.with_discipline(choice(
+                "queue_discipline",
+                "one of fifo, codel, adaptive-lifo",
+                input,
+                |text| text.parse::<QueueDiscipline>().ok(),
+            )?);
+        }
+        let client_key = pick(&args.client_key, &file.client_key)
+            .map(|input| {
+                choice(
+                    "client_key",
+                    "session or header:NAME (e.g. header:x-client-id)",
+                    input,
+                    |text| text.parse::<ClientKey>().ok(),
+                )
+            })
+            .transpose()?
+            .unwrap_or_default();
         // Already implied by the checks above; the library's own word is final.
         config.validate()?;
         Ok(Self {
             config,
+            client_key,
             error_code,
             guarded,
             max_message_bytes,
@@ -370,6 +498,7 @@ impl Settings {
             .on_overload(|o| {
                 tracing::warn!(
                     reason = %o.reason,
+                    scope = %o.scope,
                     active = o.snapshot.active,
                     queued = o.snapshot.queued,
                     "overloaded: request rejected"
@@ -438,6 +567,17 @@ impl fmt::Display for Input<'_> {
     }
 }
 
+impl Input<'_> {
+    /// The value as written, quoted if it is text (for settings whose values
+    /// are names: `got "fast"`, as `got 5` for a number in their place).
+    fn quoted(&self) -> String {
+        match self {
+            Input::Text(text) => format!("{text:?}"),
+            Input::Toml(_, text) => (*text).to_owned(),
+        }
+    }
+}
+
 /// The value that was given, or the default, for an error's `got ...`.
 fn given(input: Option<Input<'_>>, value: impl fmt::Display) -> String {
     match input {
@@ -468,17 +608,22 @@ impl Count {
     }
 
     fn check(self, input: Input<'_>) -> anyhow::Result<usize> {
-        let why = match input.number() {
-            Number::Int(i) => match usize::try_from(i) {
-                Ok(n) if n >= self.min => return Ok(n),
-                Err(_) if i > 0 => format!("must be at most {}", usize::MAX),
-                _ if self.min == 0 => "must not be negative".to_owned(),
-                _ => format!("must be at least {}", self.min),
-            },
-            Number::Float(_) | Number::Not => "must be a whole number".to_owned(),
-        };
-        bail!("invalid {}: {why}, got {input}", self.name)
+        count(self.name, self.min, input)
     }
+}
+
+/// A whole number in `min..=usize::MAX`, for the setting `name`.
+fn count(name: &str, min: usize, input: Input<'_>) -> anyhow::Result<usize> {
+    let why = match input.number() {
+        Number::Int(i) => match usize::try_from(i) {
+            Ok(n) if n >= min => return Ok(n),
+            Err(_) if i > 0 => format!("must be at most {}", usize::MAX),
+            _ if min == 0 => "must not be negative".to_owned(),
+            _ => format!("must be at least {min}"),
+        },
+        Number::Float(_) | Number::Not => "must be a whole number".to_owned(),
+    };
+    bail!("invalid {name}: {why}, got {input}")
 }
 
 /// A duration setting, in seconds (fractions allowed), at most
@@ -535,6 +680,101 @@ impl Seconds {
         };
         bail!("invalid {}: {why}, got {input}", self.name)
     }
+}
+
+/// A setting with a few named values: `parse` reads the text (a TOML
+/// string); anything else is refused with `expected` listed.
+fn choice<T>(
+    name: &str,
+    expected: &str,
+    input: Input<'_>,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> anyhow::Result<T> {
+    let text = match input {
+        Input::Text(text) => Some(text),
+        Input::Toml(toml::Value::String(text), _) => Some(text.as_str()),
+        Input::Toml(..) => None,
+    };
+    match text.and_then(parse) {
+        Some(value) => Ok(value),
+        None => bail!("invalid {name}: must be {expected}, got {}", input.quoted()),
+    }
+}
+
+/// `limit`, `min_limit`, `max_limit`: the global limit's algorithm and bounds.
+fn set_limit<'a>(
+    config: &mut LimiterConfig,
+    args: &'a LimitArgs,
+    file: &'a FileSettings,
+) -> anyhow::Result<()> {
+    let pick = |flag: &'a Option<String>, value: &'a Option<Spanned<toml::Value>>| {
+        flag.as_deref()
+            .map(Input::Text)
+            .or_else(|| file.written(value))
+    };
+    let algorithm = pick(&args.limit, &file.limit)
+        .map(|input| algorithm("limit", input))
+        .transpose()?
+        .unwrap_or_default();
+    let min_input = pick(&args.min_limit, &file.min_limit);
+    let max_input = pick(&args.max_limit, &file.max_limit);
+    let (min_limit, max_limit) =
+        bounds("", algorithm, config.max_concurrent, min_input, max_input)?;
+    *config = config
+        .clone()
+        .with_limit(algorithm, min_limit.unwrap_or(1), max_limit);
+    Ok(())
+}
+
+/// A limit algorithm's name (`limit`, `tools."NAME".limit`).
+fn algorithm(name: &str, input: Input<'_>) -> anyhow::Result<LimitAlgorithm> {
+    choice(
+        name,
+        "one of fixed, aimd, gradient2, vegas",
+        input,
+        |text| text.parse().ok(),
+    )
+}
+
+/// `min_limit` and `max_limit` of a limit starting at `max_concurrent`
+/// (`prefix` names a tool's: `tools."NAME".`): only with an adaptive
+/// algorithm, and `min_limit <= max_concurrent <= max_limit`.
+fn bounds(
+    prefix: &str,
+    algorithm: LimitAlgorithm,
+    max_concurrent: usize,
+    min_input: Option<Input<'_>>,
+    max_input: Option<Input<'_>>,
+) -> anyhow::Result<(Option<usize>, Option<usize>)> {
+    let min_name = format!("{prefix}min_limit");
+    let max_name = format!("{prefix}max_limit");
+    let min_limit = min_input.map(|i| count(&min_name, 1, i)).transpose()?;
+    let max_limit = max_input.map(|i| count(&max_name, 1, i)).transpose()?;
+    for (name, input) in [(&min_name, min_input), (&max_name, max_input)] {
+        if let Some(input) = input
+            && !algorithm.is_adaptive()
+        {
+            bail!(
+                "invalid {name}: only an adaptive limit has bounds \
+                 ({prefix}limit = aimd, gradient2 or vegas; it is {algorithm}), got {input}"
+            );
+        }
+    }
+    if let (Some(min), Some(input)) = (min_limit, min_input)
+        && min > max_concurrent
+    {
+        bail!(
+            "invalid {min_name}: must not be above {prefix}max_concurrent ({max_concurrent}), got {input}"
+        );
+    }
+    if let (Some(max), Some(input)) = (max_limit, max_input)
+        && max < max_concurrent
+    {
+        bail!(
+            "invalid {max_name}: must not be below {prefix}max_concurrent ({max_concurrent}), got {input}"
+        );
+    }
+    Ok((min_limit, max_limit))
 }
 
 /// `error_code`: a JSON-RPC error code, a 32-bit integer.
@@ -614,6 +854,11 @@ fn parse_file(text: &str, path: &Path) -> anyhow::Result<FileSettings> {
 fn refused_value(text: &str, error: &toml::de::Error) -> Option<anyhow::Error> {
     let span = error.span()?;
     let before = text.get(..span.start)?;
+    // Only top-level keys: in a `[tools."NAME"]` table the same key names
+    // another setting.
+    if before.lines().any(|l| l.trim_start().starts_with('[')) {
+        return None;
+    }
     let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
     let (key, _) = line.split_once('=')?;
     let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
@@ -632,6 +877,7 @@ fn refused_value(text: &str, error: &toml::de::Error) -> Option<anyhow::Error> {
 #[cfg(test)]
 mod tests {
     use clap::Parser;
+    use mcp_backpressure::ToolConfig;
 
     use super::*;
 
@@ -1181,5 +1427,261 @@ mod tests {
                 assert!(help.contains("in bytes"), "--{id}: {help}");
             }
         }
+    }
+
+    #[test]
+    fn the_file_sets_limits_tools_and_clients() {
+        let settings = Settings::merge(
+            &LimitArgs::default(),
+            &file(
+                "max_concurrent = 8\nlimit = \"aimd\"\nmin_limit = 2\nmax_limit = 16\n\
+                 queue_discipline = \"codel\"\ndefault_tool_limit = 3\nclient_limit = 4\n\
+                 client_key = \"header:X-Client-Id\"\nmax_tracked_keys = 50\n\
+                 [tools.report]\nmax_concurrent = 2\nweight = 4\nlimit = \"vegas\"\n\
+                 min_limit = 1\nmax_limit = 6\n\
+                 [tools.\"search.v2\"]\nweight = 2\n",
+            ),
+        )
+        .unwrap();
+        let config = &settings.config;
+        assert_eq!(config.limit, LimitAlgorithm::Aimd);
+        assert_eq!((config.min_limit, config.max_limit), (2, Some(16)));
+        assert_eq!(config.discipline, QueueDiscipline::CODEL);
+        assert_eq!(config.default_tool_limit, Some(3));
+        assert_eq!(config.client_limit, Some(4));
+        assert_eq!(config.max_tracked_keys, 50);
+        assert_eq!(settings.client_key.to_string(), "header:x-client-id");
+        assert_eq!(
+            config.tools["report"],
+            ToolConfig::new()
+                .with_max_concurrent(2)
+                .with_weight(4)
+                .with_limit(LimitAlgorithm::Vegas, 1, Some(6))
+        );
+        assert_eq!(config.tools["search.v2"], ToolConfig::new().with_weight(2));
+        assert_eq!(config.tools.len(), 2);
+    }
+
+    #[test]
+    fn tool_flags_override_the_files_keys_of_that_tool() {
+        let args = flags(&[
+            "--tool-limit",
+            "report=1",
+            "--tool-weight",
+            "search=3",
+            "--tool-limit",
+            "a=b=2",
+            "--limit",
+            "gradient2",
+            "--queue-discipline",
+            "adaptive-lifo",
+            "--client-key",
+            "session",
+            "--client-limit",
+            "1",
+        ]);
+        let settings = Settings::merge(
+            &args,
+            &file(
+                "max_concurrent = 4\nlimit = \"fixed\"\nclient_limit = 9\n\
+                 [tools.report]\nmax_concurrent = 3\nweight = 2\n",
+            ),
+        )
+        .unwrap();
+        let tools = &settings.config.tools;
+        assert_eq!(
+            tools["report"],
+            ToolConfig::new().with_max_concurrent(1).with_weight(2)
+        );
+        assert_eq!(tools["search"], ToolConfig::new().with_weight(3));
+        assert_eq!(tools["a=b"], ToolConfig::new().with_max_concurrent(2));
+        assert_eq!(settings.config.limit, LimitAlgorithm::Gradient2);
+        assert_eq!(settings.config.discipline, QueueDiscipline::ADAPTIVE_LIFO);
+        assert_eq!(settings.config.client_limit, Some(1));
+        assert_eq!(settings.client_key, ClientKey::Session);
+        // Unset: nothing of the kind.
+        let plain = Settings::merge(&LimitArgs::default(), &file("max_concurrent = 4")).unwrap();
+        assert_eq!(plain.config, LimiterConfig::new(4));
+        assert_eq!(plain.client_key, ClientKey::None);
+    }
+
+    /// Each new setting refuses a bad value naming the flag or the key.
+    #[test]
+    fn bad_tool_client_and_limit_settings_are_named() {
+        for (argv, expected) in [
+            (
+                &["--tool-limit", "report"][..],
+                "invalid --tool-limit: expected NAME=N (e.g. report=2), got \"report\"",
+            ),
+            (
+                &["--tool-weight", "report:2"],
+                "invalid --tool-weight: expected NAME=W (e.g. report=2), got \"report:2\"",
+            ),
+            (
+                &["--tool-limit", "=2"],
+                "invalid --tool-limit: a tool name must not be empty",
+            ),
+            (
+                &["--tool-limit", "*=2"],
+                "invalid --tool-limit: \"*\" stands for every tool without a limit of its own; \
+                 use default_tool_limit",
+            ),
+            (
+                &["--tool-limit", "a=1", "--tool-limit", "a=2"],
+                "invalid --tool-limit: the tool \"a\" is given twice, got \"a=2\"",
+            ),
+            (
+                &["--tool-limit", "report=0"],
+                "invalid tools.\"report\".max_concurrent: must be at least 1, got 0",
+            ),
+            (
+                &["--tool-limit", "report=x"],
+                "invalid tools.\"report\".max_concurrent: must be a whole number, got \"x\"",
+            ),
+            (
+                &["--tool-weight", "report=0"],
+                "invalid tools.\"report\".weight: must be at least 1, got 0",
+            ),
+            (
+                &["--tool-weight", "report=-1"],
+                "invalid tools.\"report\".weight: must be at least 1, got -1",
+            ),
+            (
+                &["--limit", "fast"],
+                "invalid limit: must be one of fixed, aimd, gradient2, vegas, got \"fast\"",
+            ),
+            (
+                &["--min-limit", "2"],
+                "invalid min_limit: only an adaptive limit has bounds \
+                 (limit = aimd, gradient2 or vegas; it is fixed), got 2",
+            ),
+            (
+                &["--limit", "aimd", "--min-limit", "2"],
+                "invalid min_limit: must not be above max_concurrent (1), got 2",
+            ),
+            (
+                &[
+                    "--limit",
+                    "aimd",
+                    "--max-concurrent",
+                    "4",
+                    "--max-limit",
+                    "3",
+                ],
+                "invalid max_limit: must not be below max_concurrent (4), got 3",
+            ),
+            (
+                &["--limit", "vegas", "--max-limit", "0"],
+                "invalid max_limit: must be at least 1, got 0",
+            ),
+            (
+                &["--queue-discipline", "lifo"],
+                "invalid queue_discipline: must be one of fifo, codel, adaptive-lifo, got \"lifo\"",
+            ),
+            (
+                &["--client-key", "cookie"],
+                "invalid client_key: must be session or header:NAME (e.g. header:x-client-id), \
+                 got \"cookie\"",
+            ),
+            (
+                &["--client-key", "header:"],
+                "invalid client_key: must be session or header:NAME (e.g. header:x-client-id), \
+                 got \"header:\"",
+            ),
+            (
+                &["--client-limit", "0"],
+                "invalid client_limit: must be at least 1, got 0",
+            ),
+            (
+                &["--default-tool-limit", "-1"],
+                "invalid default_tool_limit: must be at least 1, got -1",
+            ),
+            (
+                &["--max-tracked-keys", "0"],
+                "invalid max_tracked_keys: must be at least 1, got 0",
+            ),
+        ] {
+            assert_eq!(flag_error(argv), expected, "{argv:?}");
+        }
+        let long = format!("{}=1", "t".repeat(257));
+        assert_eq!(
+            flag_error(&["--tool-limit", &long]),
+            "invalid --tool-limit: a tool name is at most 256 bytes, got 257 bytes"
+        );
+        for (toml, expected) in [
+            (
+                "[tools.report]\nweight = 0",
+                "invalid tools.\"report\".weight: must be at least 1, got 0",
+            ),
+            (
+                "[tools.report]\nmax_concurrent = \"2\"",
+                "invalid tools.\"report\".max_concurrent: must be a whole number, got \"2\"",
+            ),
+            (
+                "[tools.report]\nmax_concurrent = 2\nlimit = \"turbo\"",
+                "invalid tools.\"report\".limit: must be one of fixed, aimd, gradient2, vegas, \
+                 got \"turbo\"",
+            ),
+            (
+                "[tools.report]\nlimit = \"aimd\"",
+                "invalid tools.\"report\".max_concurrent: required by tools.\"report\".limit, \
+                 min_limit or max_limit (the limit starts there); set it, or \
+                 --tool-limit report=N",
+            ),
+            (
+                "[tools.report]\nmax_concurrent = 2\nmin_limit = 1",
+                "invalid tools.\"report\".min_limit: only an adaptive limit has bounds \
+                 (tools.\"report\".limit = aimd, gradient2 or vegas; it is fixed), got 1",
+            ),
+            (
+                "[tools.report]\nmax_concurrent = 2\nlimit = \"aimd\"\nmax_limit = 1",
+                "invalid tools.\"report\".max_limit: must not be below \
+                 tools.\"report\".max_concurrent (2), got 1",
+            ),
+            (
+                "[tools.\"*\"]\nweight = 2",
+                "invalid tools.\"*\": \"*\" stands for every tool without a limit of its own; \
+                 use default_tool_limit",
+            ),
+            (
+                "[tools.\"\"]\nweight = 2",
+                "invalid tools.\"\": a tool name must not be empty",
+            ),
+            (
+                "limit = 3",
+                "invalid limit: must be one of fixed, aimd, gradient2, vegas, got 3",
+            ),
+            (
+                "queue_discipline = \"LIFO\"",
+                "invalid queue_discipline: must be one of fifo, codel, adaptive-lifo, got \"LIFO\"",
+            ),
+            (
+                "client_key = [\"session\"]",
+                "invalid client_key: must be session or header:NAME (e.g. header:x-client-id), \
+                 got [\"session\"]",
+            ),
+            (
+                "client_limit = 99999999999999999999",
+                "invalid client_limit: must be at most 18446744073709551615, \
+                 got 99999999999999999999",
+            ),
+        ] {
+            let text = format!("max_concurrent = 1\n{toml}");
+            assert_eq!(file_error(&text), expected, "{toml}");
+        }
+        // Unknown keys in a tool's table are named, with the file.
+        let message = file_error("[tools.report]\nmax_concurent = 2");
+        assert!(message.contains("max_concurent"), "{message}");
+        assert!(message.contains("test.toml"), "{message}");
+        // A value the TOML parser refuses inside a tool's table is the
+        // parser's error (naming the line), not another setting's.
+        let message =
+            file_error("max_concurrent = 1\n[tools.report]\nmax_concurrent = 99999999999999999999");
+        assert!(
+            message.starts_with("invalid config file test.toml"),
+            "{message}"
+        );
+        let message = file_error("tools = 5");
+        assert!(message.contains("test.toml"), "{message}");
     }
 }

@@ -1,18 +1,24 @@
 //! `--metrics ADDR`: Prometheus text at `/metrics`.
 //!
-//! The gauges and counters are read from the limiter's snapshot at scrape time
-//! (consistent with each other: `admitted == completed + active`); the two
-//! histograms are observed by the proxy around each guarded request: the time
-//! it waited for a slot and the time it held one.
+//! The gauges and counters are read from the limiter's snapshots at scrape
+//! time (consistent with each other: `admitted == completed + running`); the
+//! two histograms are observed by the proxy around each guarded request: the
+//! time it waited for a slot and the time it held one (answered calls only).
 //!
 //! | metric | type |
 //! |---|---|
-//! | `mcp_backpressure_active`, `mcp_backpressure_queued`, `mcp_backpressure_limit` | gauge |
+//! | `mcp_backpressure_active` (slots in use: weights summed), `mcp_backpressure_running` (calls holding slots), `mcp_backpressure_queued`, `mcp_backpressure_limit` (the global limit in force: an adaptive limit's current value) | gauge |
 //! | `mcp_backpressure_admitted_total`, `mcp_backpressure_completed_total`, `mcp_backpressure_cancelled_in_queue_total` | counter |
-//! | `mcp_backpressure_rejected_total{reason}` | counter |
+//! | `mcp_backpressure_rejected_total{reason}` (`concurrency_limit`, `queue_full`, `queue_timeout`, `queue_shed`) | counter |
+//! | `mcp_backpressure_tracked_keys` (client keys and names of tools without a limit of their own, tracked now) | gauge |
+//! | `mcp_backpressure_tool_running{tool}`, `mcp_backpressure_tool_queued{tool}`, `mcp_backpressure_tool_limit{tool}` (tools with a limit only) | gauge |
+//! | `mcp_backpressure_tool_admitted_total{tool}`, `mcp_backpressure_tool_rejected_total{tool}` | counter |
 //! | `mcp_backpressure_queue_wait_seconds`, `mcp_backpressure_service_time_seconds` | histogram |
 //! | `mcp_backpressure_in_flight` (requests forwarded, not yet answered), `mcp_backpressure_held_after_cancel` (cancelled or abandoned calls still holding their slot while the upstream finishes) | gauge |
 //! | `mcp_backpressure_cancel_grace_expired_total` (slots freed because the cancel grace passed) | counter |
+//!
+//! The `tool` label is bounded whatever names clients send: one series per
+//! configured tool, and `*` for every other tool together.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,9 +28,10 @@ use anyhow::Context;
 use axum::http::header;
 use axum::response::IntoResponse;
 use mcp_backpressure::metrics::names;
-use mcp_backpressure::{Limiter, OverloadReason};
+use mcp_backpressure::{Limiter, OverloadReason, ToolSnapshot};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
@@ -42,6 +49,23 @@ pub const IN_FLIGHT: &str = "mcp_backpressure_in_flight";
 pub const HELD_AFTER_CANCEL: &str = "mcp_backpressure_held_after_cancel";
 /// The counter of slots freed by the end of the cancel grace.
 pub const CANCEL_GRACE_EXPIRED: &str = "mcp_backpressure_cancel_grace_expired";
+
+/// The gauge of calls holding slots (whatever their weight).
+pub const RUNNING: &str = "mcp_backpressure_running";
+/// The gauge of client keys and tool names tracked.
+pub const TRACKED_KEYS: &str = "mcp_backpressure_tracked_keys";
+/// Per tool: calls holding a slot.
+pub const TOOL_RUNNING: &str = "mcp_backpressure_tool_running";
+/// Per tool: calls waiting.
+pub const TOOL_QUEUED: &str = "mcp_backpressure_tool_queued";
+/// Per tool: the tool's limit in force.
+pub const TOOL_LIMIT: &str = "mcp_backpressure_tool_limit";
+/// Per tool: calls given a slot.
+pub const TOOL_ADMITTED: &str = "mcp_backpressure_tool_admitted_total";
+/// Per tool: calls turned away.
+pub const TOOL_REJECTED: &str = "mcp_backpressure_tool_rejected_total";
+/// The label of the per-tool series.
+pub const TOOL_LABEL: &str = "tool";
 
 /// What the proxy observes itself. Cheap to clone (shared).
 #[derive(Clone, Debug)]
@@ -83,7 +107,9 @@ impl ProxyMetrics {
         self.queue_wait.observe(d.as_secs_f64());
     }
 
-    /// A request held its slot for `d` and completed (cancelled ones are not counted).
+    /// A request held its slot for `d` and was answered by the upstream
+    /// (cancelled ones, and ones whose stream ended without an answer, are
+    /// not counted).
     pub fn observe_service_time(&self, d: Duration) {
         self.service_time.observe(d.as_secs_f64());
     }
@@ -98,12 +124,20 @@ fn counter_name(name: &str) -> &str {
     name.strip_suffix("_total").unwrap_or(name)
 }
 
+fn gauge(value: usize) -> ConstGauge {
+    ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
+}
+
 impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = self.0.snapshot();
-        let gauge = |value: usize| ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
         for (name, help, value) in [
-            (names::ACTIVE, "Guarded requests holding a slot", s.active),
+            (
+                names::ACTIVE,
+                "Slots in use by guarded requests (a call of weight w holds w)",
+                s.active,
+            ),
+            (RUNNING, "Guarded requests holding slots", s.running),
             (
                 names::QUEUED,
                 "Guarded requests waiting for a slot",
@@ -111,8 +145,13 @@ impl Collector for SnapshotCollector {
             ),
             (
                 names::LIMIT,
-                "The concurrency limit in force",
+                "The concurrency limit in force (an adaptive limit's current value)",
                 s.max_concurrent,
+            ),
+            (
+                TRACKED_KEYS,
+                "Client keys and names of tools without a limit of their own, tracked now",
+                s.tracked_keys,
             ),
         ] {
             let metric = gauge(value);
@@ -139,14 +178,65 @@ impl Collector for SnapshotCollector {
             counter_name(names::REJECTED),
             "Guarded requests turned away, by reason",
             None,
-            prometheus_client::metrics::MetricType::Counter,
+            MetricType::Counter,
         )?;
         for reason in OverloadReason::ALL {
             let labels = [(names::REASON_LABEL, reason.as_str())];
             ConstCounter::new(s.rejected(reason)).encode(family.encode_family(&labels)?)?;
         }
-        Ok(())
+        encode_tools(&self.0.tool_snapshots(), &mut encoder)
     }
+}
+
+/// The per-tool series, labelled `tool`: configured tools by name, `*` for
+/// the rest.
+fn encode_tools(
+    tools: &[ToolSnapshot],
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    type Read = fn(&ToolSnapshot) -> Option<usize>;
+    let gauges: [(&str, &str, Read); 3] = [
+        (TOOL_RUNNING, "Calls of the tool holding a slot", |t| {
+            Some(t.running)
+        }),
+        (TOOL_QUEUED, "Calls of the tool waiting for a slot", |t| {
+            Some(t.queued)
+        }),
+        (
+            TOOL_LIMIT,
+            "The tool's limit in force (an adaptive limit's current value)",
+            |t| t.limit,
+        ),
+    ];
+    for (name, help, read) in gauges {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for tool in tools {
+            if let Some(value) = read(tool) {
+                let labels = [(TOOL_LABEL, tool.tool.as_str())];
+                gauge(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+    }
+    type Count = fn(&ToolSnapshot) -> u64;
+    let counters: [(&str, &str, Count); 2] = [
+        (TOOL_ADMITTED, "Calls of the tool given a slot", |t| {
+            t.admitted
+        }),
+        (
+            TOOL_REJECTED,
+            "Calls of the tool turned away, for any reason and by any limit",
+            |t| t.rejected,
+        ),
+    ];
+    for (name, help, read) in counters {
+        let mut family =
+            encoder.encode_descriptor(counter_name(name), help, None, MetricType::Counter)?;
+        for tool in tools {
+            let labels = [(TOOL_LABEL, tool.tool.as_str())];
+            ConstCounter::new(read(tool)).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
 }
 
 /// The registry served at `/metrics`.
@@ -229,7 +319,7 @@ pub async fn bind(
 
 #[cfg(test)]
 mod tests {
-    use mcp_backpressure::LimiterConfig;
+    use mcp_backpressure::{LimiterConfig, Request, ToolConfig};
 
     use super::*;
 
@@ -251,6 +341,13 @@ mod tests {
             "mcp_backpressure_completed_total 0",
             "mcp_backpressure_rejected_total{reason=\"concurrency_limit\"} 1",
             "mcp_backpressure_rejected_total{reason=\"queue_full\"} 0",
+            "mcp_backpressure_rejected_total{reason=\"queue_shed\"} 0",
+            "mcp_backpressure_running 1",
+            "mcp_backpressure_tracked_keys 0",
+            "mcp_backpressure_tool_running{tool=\"*\"} 1",
+            "mcp_backpressure_tool_queued{tool=\"*\"} 0",
+            "mcp_backpressure_tool_admitted_total{tool=\"*\"} 1",
+            "mcp_backpressure_tool_rejected_total{tool=\"*\"} 1",
             "mcp_backpressure_queue_wait_seconds_count 1",
             "mcp_backpressure_service_time_seconds_count 0",
             "mcp_backpressure_in_flight 0",
@@ -262,5 +359,64 @@ mod tests {
                 "missing {line:?} in\n{text}"
             );
         }
+        // No tool has a limit: no tool_limit sample.
+        assert!(!text.contains("mcp_backpressure_tool_limit{"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn each_configured_tool_has_its_series_and_the_rest_share_one() {
+        let limiter = Limiter::new(
+            LimiterConfig::new(8)
+                .with_tool(
+                    "report",
+                    ToolConfig::new().with_max_concurrent(1).with_weight(3),
+                )
+                .with_tool("say \"hi\"", ToolConfig::new().with_weight(2))
+                .with_default_tool_limit(2),
+        )
+        .unwrap();
+        let _report = limiter
+            .acquire_with(Request::new().tool("report").client("alice"))
+            .await
+            .unwrap();
+        let refused = limiter.acquire_with(Request::new().tool("report")).await;
+        assert!(refused.is_err());
+        let mut others = Vec::new();
+        for name in ["a", "b", "c"] {
+            others.push(
+                limiter
+                    .acquire_with(Request::new().tool(name).client(name))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(
+            &mut text,
+            &registry(&limiter, &ProxyMetrics::default()),
+        )
+        .unwrap();
+        for line in [
+            "mcp_backpressure_active 6",
+            "mcp_backpressure_running 4",
+            "mcp_backpressure_limit 8",
+            // alice, a, b, c as clients; a, b, c as tools.
+            "mcp_backpressure_tracked_keys 7",
+            "mcp_backpressure_tool_running{tool=\"report\"} 1",
+            "mcp_backpressure_tool_limit{tool=\"report\"} 1",
+            "mcp_backpressure_tool_admitted_total{tool=\"report\"} 1",
+            "mcp_backpressure_tool_rejected_total{tool=\"report\"} 1",
+            "mcp_backpressure_tool_running{tool=\"say \\\"hi\\\"\"} 0",
+            "mcp_backpressure_tool_running{tool=\"*\"} 3",
+            "mcp_backpressure_tool_limit{tool=\"*\"} 2",
+            "mcp_backpressure_tool_admitted_total{tool=\"*\"} 3",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert!(!text.contains("tool_limit{tool=\"say"), "{text}");
+        drop(others);
     }
 }

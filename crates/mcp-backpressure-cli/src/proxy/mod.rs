@@ -9,10 +9,13 @@
 //! `router` decides what happens to each (admit, track, swallow, answer,
 //! forward) over the `inflight` table; `stdio` and `http` only move bytes
 //! and act on the decision; `error` turns the proxy's typed errors into
-//! JSON-RPC and HTTP at the edge.
+//! JSON-RPC and HTTP at the edge. Around them: `limits` (the settings),
+//! `client_key` (who a request's client is), `outcome` (what an answer says
+//! about load), `metrics` and `reload` (SIGHUP).
 
 mod body;
 mod budget;
+mod client_key;
 mod error;
 mod gate;
 mod http;
@@ -21,6 +24,8 @@ mod limits;
 mod listener;
 
 mod metrics;
+mod outcome;
+mod reload;
 mod router;
 mod stdio;
 pub use mcp_backpressure_cli::wire;
@@ -32,6 +37,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use self::client_key::ClientKey;
 use self::gate::Gate;
 use self::limits::{LimitArgs, Settings};
 use self::metrics::ProxyMetrics;
@@ -43,7 +49,7 @@ use self::metrics::ProxyMetrics;
   mcp-backpressure proxy --config limits.toml --listen 9000 --upstream http://127.0.0.1:8000/mcp")]
 pub struct ProxyArgs {
     #[command(flatten)]
-    limits: LimitArgs,
+    limits: Box<LimitArgs>,
     /// Serve Streamable HTTP on this address, or on this port of 127.0.0.1; needs --upstream.
     #[arg(long, value_name = "ADDR|PORT", requires = "upstream", value_parser = address, allow_negative_numbers = true)]
     listen: Option<SocketAddr>,
@@ -92,7 +98,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         metrics: ProxyMetrics::default(),
     });
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-    let result = runtime.block_on(serve(gate, transport, args.metrics));
+    let result = runtime.block_on(serve(gate, transport, args.metrics, *args.limits));
     // A read of the client's stdin may still block a runtime thread: don't wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));
     result
@@ -106,7 +112,7 @@ enum Transport {
     },
 }
 
-/// Starts the metrics endpoint, then the transport.
+/// Starts the metrics endpoint and the reload on SIGHUP, then the transport.
 ///
 /// # Cancel safety
 ///
@@ -115,7 +121,9 @@ async fn serve(
     gate: Arc<Gate>,
     transport: Transport,
     metrics_addr: Option<SocketAddr>,
+    limits: LimitArgs,
 ) -> anyhow::Result<ExitCode> {
+    reload::listen(gate.clone(), limits);
     if let Some(addr) = metrics_addr {
         let (bound, server) = metrics::bind(addr, &gate.limiter, &gate.metrics).await?;
         tracing::info!("metrics on http://{bound}/metrics");
@@ -125,14 +133,28 @@ async fn serve(
             }
         });
     }
-    let config = &gate.settings.config;
+    let settings = &gate.settings;
+    let config = &settings.config;
     tracing::info!(
         max_concurrent = config.max_concurrent,
         queue_size = config.queue_size,
         queue_timeout = ?config.queue_timeout,
-        guarded = ?gate.settings.guarded,
+        limit = %config.limit,
+        tools = config.tools.len(),
+        client_key = %settings.client_key,
+        guarded = ?settings.guarded,
         "admission control"
     );
+    let http = matches!(transport, Transport::Http { .. });
+    if !http && settings.client_key != ClientKey::None {
+        tracing::warn!("client_key has no effect over stdio: its one client has no key");
+    }
+    if http && settings.client_key == ClientKey::None && config.client_limit.is_some() {
+        tracing::warn!(
+            "client_limit without client_key: every request is the same client, so \
+             client_limit caps them all together"
+        );
+    }
     match transport {
         Transport::Stdio(command) => stdio::run(gate, &command).await,
         Transport::Http { listen, upstream } => http::run(gate, listen, upstream).await,

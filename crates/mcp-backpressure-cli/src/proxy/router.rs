@@ -3,16 +3,34 @@
 //! the proxy or forwarded; an upstream message frees the slots of the
 //! requests it answers. The transports only move bytes and act on the
 //! decision.
+//!
+//! A guarded request is admitted as its tool — `params.name` of a
+//! `tools/call`, the method name of any other guarded method — and its
+//! client's key (see [`client_key`](super::client_key)); both are at most
+//! [`MAX_NAME_BYTES`], or the request is refused (-32600). A response frees
+//! its call's slot with the outcome [`outcome`] reads in it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use mcp_backpressure::Outcome;
 
 use super::error::ProxyError;
 use super::gate::Gate;
 #[cfg(test)]
 use super::inflight::Admission;
-use super::inflight::{Begun, Cancel, Expired, InFlight, Key, Left, Queued, Scope, Ticket};
+use super::inflight::{Ask, Begun, Cancel, Expired, InFlight, Key, Left, Queued, Scope, Ticket};
+use super::outcome;
 use super::wire::message::{self, From, Kind, Malformed, Parsed, RequestId, Shape};
 use super::wire::scan::{IdScan, ScanResult};
+
+/// The longest tool name and client key admission is keyed on, in bytes
+/// (MCP tool names are at most 128 characters). A guarded request with a
+/// longer one is refused with -32600: every key the limiter tracks is short.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// The method whose requests are admitted as the tool they name.
+const TOOLS_CALL: &str = "tools/call";
 
 /// A forwarded request whose answer is awaited.
 #[derive(Clone, Debug)]
@@ -90,6 +108,8 @@ pub enum FromUpstream {
 #[derive(Clone, Debug)]
 pub struct Router {
     inflight: InFlight,
+    /// Whether a guarded request without a client key was logged yet.
+    keyless_seen: Arc<AtomicBool>,
 }
 
 impl Router {
@@ -97,6 +117,7 @@ impl Router {
     pub fn new(gate: Arc<Gate>) -> Self {
         Self {
             inflight: InFlight::new(gate),
+            keyless_seen: Arc::default(),
         }
     }
 
@@ -110,8 +131,9 @@ impl Router {
         self.inflight.gate()
     }
 
-    /// Decides on one client message of `scope`. Call it in arrival order.
-    pub fn client(&self, scope: &Scope, bytes: &[u8]) -> FromClient {
+    /// Decides on one client message of `scope`, from the client `client`
+    /// (its key, if any). Call it in arrival order.
+    pub fn client(&self, scope: &Scope, client: Option<&str>, bytes: &[u8]) -> FromClient {
         let Parsed { kinds, bytes } = match message::parse(bytes, From::Client) {
             Ok(parsed) => parsed,
             Err(malformed) => {
@@ -128,15 +150,30 @@ impl Router {
         };
         let settings = &self.gate().settings;
         match kinds {
-            Shape::One(Kind::Request { id, method }) => {
+            Shape::One(Kind::Request { id, method, name }) => {
+                let ask = if settings.is_guarded(&method) {
+                    match self.ask(method, name, client) {
+                        Ok(ask) => Some(ask),
+                        Err(why) => {
+                            return FromClient::Answer {
+                                error: Malformed::Request {
+                                    id: id.clone(),
+                                    why,
+                                }
+                                .into(),
+                                ids: vec![Some(id)],
+                                batch: false,
+                            };
+                        }
+                    }
+                } else {
+                    None
+                };
                 let key = Key {
                     scope: scope.clone(),
                     id: id.clone(),
                 };
-                match self
-                    .inflight
-                    .begin(key.clone(), settings.is_guarded(&method))
-                {
+                match self.inflight.begin(key.clone(), ask) {
                     Ok(Begun::Queued(queued)) => FromClient::Admit { bytes, queued },
                     Ok(Begun::Tracked(ticket)) => FromClient::Forward {
                         bytes,
@@ -169,6 +206,53 @@ impl Router {
                 requests: Vec::new(),
             },
             Shape::Batch(kinds) => self.batch(scope, bytes, kinds),
+        }
+    }
+
+    /// What a guarded request of `method` (naming `name`) from `client` asks
+    /// the limiter for; `Err` says why it cannot be admitted.
+    fn ask(
+        &self,
+        method: String,
+        name: Option<String>,
+        client: Option<&str>,
+    ) -> Result<Ask, String> {
+        let tool = match name {
+            Some(name) if method == TOOLS_CALL => name,
+            _ => method,
+        };
+        if tool.len() > MAX_NAME_BYTES {
+            return Err(format!(
+                "the tool name is longer than {MAX_NAME_BYTES} bytes ({} bytes)",
+                tool.len()
+            ));
+        }
+        let key = &self.gate().settings.client_key;
+        match client {
+            Some(client) if client.len() > MAX_NAME_BYTES => Err(format!(
+                "the client key (the {} header) is longer than {MAX_NAME_BYTES} bytes ({} bytes)",
+                key.header().unwrap_or("client key"),
+                client.len()
+            )),
+            Some(client) => Ok(Ask {
+                tool: tool.into(),
+                client: Some(client.into()),
+            }),
+            None => {
+                if let Some(header) = key.header()
+                    && !self.keyless_seen.swap(true, Ordering::Relaxed)
+                {
+                    tracing::warn!(
+                        header,
+                        "a guarded request without a client key: such requests share one \
+                         client (one client_limit, one turn in the queue); logged once"
+                    );
+                }
+                Ok(Ask {
+                    tool: tool.into(),
+                    client: None,
+                })
+            }
         }
     }
 
@@ -233,16 +317,13 @@ impl Router {
                 scope: scope.clone(),
                 id: id.clone(),
             };
-            match self.inflight.begin(key.clone(), false) {
+            match self.inflight.begin(key.clone(), None) {
                 Ok(Begun::Tracked(ticket)) => requests.push(Watched { key, ticket }),
                 Ok(Begun::Queued(_)) => unreachable!("unguarded requests are not queued"),
                 Err(refused) => {
                     for watched in &requests {
-                        self.inflight.finish(
-                            &watched.key,
-                            watched.ticket,
-                            mcp_backpressure::Outcome::Ignore,
-                        );
+                        self.inflight
+                            .finish(&watched.key, watched.ticket, Outcome::Ignore);
                     }
                     return FromClient::Answer {
                         error: refused.into(),
@@ -256,8 +337,9 @@ impl Router {
     }
 
     /// Routes one upstream message of `scope` (held whole in memory): frees
-    /// the slots of the requests it answers.
-    pub fn upstream(&self, scope: &Scope, bytes: &[u8]) -> FromUpstream {
+    /// the slots of the requests it answers. `status`: the HTTP status of the
+    /// response that carried it (none over stdio).
+    pub fn upstream(&self, scope: &Scope, bytes: &[u8], status: Option<u16>) -> FromUpstream {
         match message::parse(bytes, From::Upstream) {
             Ok(Parsed { kinds, bytes }) => {
                 let kinds = match kinds {
@@ -266,8 +348,11 @@ impl Router {
                 };
                 let mut answered = Vec::new();
                 for kind in kinds {
-                    if let Kind::Response { id: Some(id) } = kind
-                        && self.answered(scope, id.clone())
+                    if let Kind::Response {
+                        id: Some(id),
+                        answer,
+                    } = kind
+                        && self.answered(scope, id.clone(), outcome::of_answer(answer, status))
                     {
                         answered.push(id);
                     }
@@ -288,18 +373,22 @@ impl Router {
     }
 
     /// A response to `id` passed (or was replaced by an error): its request
-    /// is over.
-    pub fn answered(&self, scope: &Scope, id: RequestId) -> bool {
-        self.inflight.answered(&Key {
-            scope: scope.clone(),
-            id,
-        })
+    /// is over, with `outcome`.
+    pub fn answered(&self, scope: &Scope, id: RequestId, outcome: Outcome) -> bool {
+        self.inflight.answered(
+            &Key {
+                scope: scope.clone(),
+                id,
+            },
+            outcome,
+        )
     }
 
     /// An upstream message the proxy could not hold or parse, as far as a
     /// streaming scan saw it: if it was a response to a request in flight,
-    /// that request is over (its slot free) and its id is returned so the
-    /// client can be told.
+    /// that request is over (its slot free, its outcome `Ignore`: the proxy
+    /// never read what it said) and its id is returned so the client can be
+    /// told.
     pub fn salvage(&self, scope: &Scope, scan: &ScanResult) -> Option<RequestId> {
         if !scan.is_object || scan.has_method || !(scan.has_result || scan.has_error) {
             return None;
@@ -308,7 +397,8 @@ impl Router {
             return None;
         };
         let id = std::str::from_utf8(raw).ok().and_then(RequestId::parse)?;
-        self.answered(scope, id.clone()).then_some(id)
+        self.answered(scope, id.clone(), Outcome::Ignore)
+            .then_some(id)
     }
 
     /// The request of `watched` was abandoned by its client (HTTP: the
@@ -336,14 +426,19 @@ impl Router {
 
 #[cfg(test)]
 mod tests {
-    use mcp_backpressure::LimiterConfig;
+    use mcp_backpressure::{LimiterConfig, ToolConfig};
 
     use super::*;
     use crate::proxy::limits::Settings;
     use crate::proxy::metrics::ProxyMetrics;
 
     fn router() -> Router {
-        let settings = Settings::with_defaults(LimiterConfig::new(1).with_queue_size(1));
+        router_with(LimiterConfig::new(1).with_queue_size(1))
+    }
+
+    fn router_with(config: LimiterConfig) -> Router {
+        let mut settings = Settings::with_defaults(config);
+        settings.client_key = "header:x-client-id".parse().unwrap();
         let limiter = settings.limiter().unwrap();
         Router::new(Arc::new(Gate {
             limiter,
@@ -361,29 +456,29 @@ mod tests {
         let router = router();
         let a = Scope::Session("a".into());
         let b = Scope::Session("b".into());
-        let FromClient::Admit { queued, .. } = router.client(&a, CALL.as_bytes()) else {
+        let FromClient::Admit { queued, .. } = router.client(&a, None, CALL.as_bytes()) else {
             panic!("a call is admitted");
         };
         assert!(matches!(queued.admit().await, Admission::Admitted(_)));
         // Another session (or an exchange without one) naming id 1: nothing
         // of its own, so nothing is forwarded.
         assert!(matches!(
-            router.client(&b, CANCEL.as_bytes()),
+            router.client(&b, None, CANCEL.as_bytes()),
             FromClient::Drop
         ));
         assert!(matches!(
-            router.client(&Scope::Exchange(9), CANCEL.as_bytes()),
+            router.client(&Scope::Exchange(9), None, CANCEL.as_bytes()),
             FromClient::Drop
         ));
         // Its own session's cancellation is forwarded; the slot is held for the grace.
         assert!(matches!(
-            router.client(&a, CANCEL.as_bytes()),
+            router.client(&a, None, CANCEL.as_bytes()),
             FromClient::Forward { .. }
         ));
         assert_eq!(router.gate().limiter.snapshot().active, 1);
         // Once cancelled, a second cancellation finds nothing more.
         assert!(matches!(
-            router.client(&a, CANCEL.as_bytes()),
+            router.client(&a, None, CANCEL.as_bytes()),
             FromClient::Drop
         ));
     }
@@ -395,36 +490,198 @@ mod tests {
         let batch = format!(r#"[{CALL},{{"jsonrpc":"2.0","id":2,"method":"ping"}}]"#);
         let FromClient::Answer {
             ids, batch: true, ..
-        } = router.client(&s, batch.as_bytes())
+        } = router.client(&s, None, batch.as_bytes())
         else {
             panic!("a batch with a guarded call is answered by the proxy");
         };
         assert_eq!(ids, [Some(RequestId::Int(1)), Some(RequestId::Int(2))]);
         let batch = format!("[{CANCEL}]");
         assert!(matches!(
-            router.client(&s, batch.as_bytes()),
+            router.client(&s, None, batch.as_bytes()),
             FromClient::Drop
         ));
         let batch = format!(r#"[{CANCEL},{{"jsonrpc":"2.0","id":3,"method":"ping"}}]"#);
         assert!(matches!(
-            router.client(&s, batch.as_bytes()),
+            router.client(&s, None, batch.as_bytes()),
             FromClient::Answer { .. }
         ));
         // Nothing was entered in the table by the refused batches.
         assert_eq!(router.inflight().len(), 0);
         let ok = r#"[{"jsonrpc":"2.0","id":4,"method":"ping"}]"#;
-        let FromClient::Forward { requests, .. } = router.client(&s, ok.as_bytes()) else {
+        let FromClient::Forward { requests, .. } = router.client(&s, None, ok.as_bytes()) else {
             panic!("a plain batch passes");
         };
         assert_eq!(requests.len(), 1);
         // A ping reusing a tracked id is refused.
         let again = r#"{"jsonrpc":"2.0","id":4,"method":"ping"}"#;
         assert!(matches!(
-            router.client(&s, again.as_bytes()),
+            router.client(&s, None, again.as_bytes()),
             FromClient::Answer {
                 error: ProxyError::Refused(_),
                 ..
             }
         ));
+    }
+
+    fn call(id: i64, tool: &str) -> String {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":{tool:?}}}}}"#
+        )
+    }
+
+    fn admit(router: &Router, scope: &Scope, client: Option<&str>, text: &str) -> Queued {
+        match router.client(scope, client, text.as_bytes()) {
+            FromClient::Admit { queued, .. } => queued,
+            other => panic!("{text} is not admitted: {other:?}"),
+        }
+    }
+
+    /// A `tools/call` is admitted as its tool, another guarded method as
+    /// itself, each with its client's key.
+    #[tokio::test]
+    async fn guarded_requests_ask_for_their_tool_and_client() {
+        let router = router_with(
+            LimiterConfig::new(4)
+                .with_tool("report", ToolConfig::new().with_max_concurrent(1))
+                .with_client_limit(2),
+        );
+        let s = Scope::Session("a".into());
+        let first = admit(&router, &s, Some("alice"), &call(1, "report"));
+        let Admission::Admitted(_) = first.admit().await else {
+            panic!("the first report runs");
+        };
+        let second = admit(&router, &s, Some("bob"), &call(2, "report"));
+        let Admission::Rejected(overload) = second.admit().await else {
+            panic!("a second report is refused by the report tool's limit");
+        };
+        assert_eq!(overload.data().scope, "tool:report");
+        // Alice's second call of another tool runs; her third hits her cap.
+        let other = admit(&router, &s, Some("alice"), &call(3, "search"));
+        assert!(matches!(other.admit().await, Admission::Admitted(_)));
+        let third = admit(&router, &s, Some("alice"), &call(4, "search"));
+        let Admission::Rejected(overload) = third.admit().await else {
+            panic!("alice is at her client limit");
+        };
+        assert_eq!(overload.data().scope, "client");
+        // Anyone else still gets in.
+        let bob = admit(&router, &s, Some("bob"), &call(5, "search"));
+        assert!(matches!(bob.admit().await, Admission::Admitted(_)));
+        let tools = router.gate().limiter.tool_snapshots();
+        assert_eq!(tools[0].tool, "report");
+        assert_eq!((tools[0].running, tools[0].rejected), (1, 1));
+    }
+
+    /// Another guarded method is admitted as the method, whatever it names.
+    #[tokio::test]
+    async fn other_guarded_methods_are_their_own_tool() {
+        let config = LimiterConfig::new(4)
+            .with_tool("resources/read", ToolConfig::new().with_max_concurrent(1));
+        let mut settings = Settings::with_defaults(config);
+        settings.guarded = vec!["tools/call".into(), "resources/read".into()];
+        let limiter = settings.limiter().unwrap();
+        let router = Router::new(Arc::new(Gate {
+            limiter,
+            settings,
+            metrics: ProxyMetrics::default(),
+        }));
+        let read = |id: i64| {
+            format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"resources/read","params":{{"uri":"x","name":"report"}}}}"#
+            )
+        };
+        let s = Scope::Stdio;
+        let first = admit(&router, &s, None, &read(1));
+        assert!(matches!(first.admit().await, Admission::Admitted(_)));
+        let Admission::Rejected(overload) = admit(&router, &s, None, &read(2)).admit().await else {
+            panic!("the second read is refused");
+        };
+        assert_eq!(overload.data().scope, "tool:resources/read");
+    }
+
+    /// Keys and tool names are short: longer ones are refused under the
+    /// request's id, and take nothing.
+    #[tokio::test]
+    async fn long_keys_and_tool_names_are_refused() {
+        let router = router();
+        let s = Scope::Stdio;
+        let long = "k".repeat(MAX_NAME_BYTES + 1);
+        let fits = "k".repeat(MAX_NAME_BYTES);
+        for (client, tool, why) in [
+            (
+                Some(long.as_str()),
+                "x",
+                "the client key (the x-client-id header) is longer than 256 bytes (257 bytes)",
+            ),
+            (
+                None,
+                long.as_str(),
+                "the tool name is longer than 256 bytes (257 bytes)",
+            ),
+        ] {
+            match router.client(&s, client, call(7, tool).as_bytes()) {
+                FromClient::Answer {
+                    error,
+                    ids,
+                    batch: false,
+                } => {
+                    assert_eq!(ids, [Some(RequestId::Int(7))]);
+                    assert_eq!(error.code(-31429), -32600);
+                    assert_eq!(error.to_string(), format!("invalid request: {why}"));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(router.inflight().len(), 0);
+        // At the bound, and unguarded requests whatever the key: fine.
+        admit(&router, &s, Some(&fits), &call(8, &fits));
+        let ping = r#"{"jsonrpc":"2.0","id":9,"method":"ping"}"#;
+        assert!(matches!(
+            router.client(&s, Some(&long), ping.as_bytes()),
+            FromClient::Forward { .. }
+        ));
+    }
+
+    /// A response frees its slot with the outcome it says: an overloaded
+    /// upstream's error is a drop, which an adaptive limit backs off on.
+    #[tokio::test]
+    async fn responses_free_slots_with_their_outcome() {
+        let router = router_with(LimiterConfig::new(10).with_limit(
+            mcp_backpressure::limit::LimitAlgorithm::Aimd,
+            1,
+            None,
+        ));
+        let s = Scope::Stdio;
+        // The limiter times one admission in four: enough drops lower it.
+        for id in 0..8 {
+            let queued = admit(&router, &s, None, &call(id, "x"));
+            assert!(matches!(queued.admit().await, Admission::Admitted(_)));
+            let tool_error = format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"result":{{"content":[],"isError":true}}}}"#
+            );
+            router.upstream(&s, tool_error.as_bytes(), None);
+        }
+        assert_eq!(
+            router.gate().limiter.snapshot().max_concurrent,
+            10,
+            "tool errors say nothing"
+        );
+        for id in 10_i64..18 {
+            let queued = admit(&router, &s, None, &call(id, "x"));
+            assert!(matches!(queued.admit().await, Admission::Admitted(_)));
+            let timeout = format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":-32001,"message":"timed out"}}}}"#
+            );
+            let FromUpstream::Forward { answered, .. } =
+                router.upstream(&s, timeout.as_bytes(), None)
+            else {
+                panic!("forwarded");
+            };
+            assert_eq!(answered, [RequestId::Int(id)]);
+        }
+        assert!(
+            router.gate().limiter.snapshot().max_concurrent < 10,
+            "timeouts back off"
+        );
+        assert_eq!(router.gate().limiter.snapshot().active, 0);
     }
 }

@@ -375,7 +375,8 @@ async fn read_client<R: AsyncRead + Unpin>(
             Line::Message(line) => line,
         };
         let lease = pipes.upstream_budget.reserve(line.len()).await;
-        match router.client(&Scope::Stdio, &line) {
+        // One client over stdio: no key.
+        match router.client(&Scope::Stdio, None, &line) {
             FromClient::Forward { mut bytes, .. } => {
                 bytes.push(b'\n');
                 let out = Out {
@@ -519,7 +520,7 @@ async fn read_upstream<R: AsyncRead + Unpin>(
             Ok(Line::Message(line)) => line,
         };
         let lease = client_budget.reserve(line.len()).await;
-        let out = match router.upstream(&Scope::Stdio, &line) {
+        let out = match router.upstream(&Scope::Stdio, &line, None) {
             FromUpstream::Forward { mut bytes, .. } => {
                 bytes.push(b'\n');
                 Out {

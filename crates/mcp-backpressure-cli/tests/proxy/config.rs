@@ -398,6 +398,83 @@ async fn bad_numbers_in_the_file_name_the_setting_and_start_nothing() {
     }
 }
 
+/// Per-tool, per-client and adaptive-limit settings, as flags and as keys
+/// of the file: a bad one names the flag or the key; nothing starts.
+#[tokio::test]
+async fn bad_tool_client_and_limit_settings_name_the_flag_or_key_and_start_nothing() {
+    let dir = Scratch::new("bad-keyed");
+    let marker = dir.path("upstream-started");
+    let flags: &[(&[&str], &str)] = &[
+        (
+            &["--tool-limit", "report"],
+            "invalid --tool-limit: expected NAME=N (e.g. report=2), got \"report\"",
+        ),
+        (
+            &["--tool-weight", "report=0"],
+            "invalid tools.\"report\".weight: must be at least 1, got 0",
+        ),
+        (
+            &["--limit", "fast"],
+            "invalid limit: must be one of fixed, aimd, gradient2, vegas, got \"fast\"",
+        ),
+        (
+            &["--queue-discipline", "random"],
+            "invalid queue_discipline: must be one of fifo, codel, adaptive-lifo, got \"random\"",
+        ),
+        (
+            &["--client-key", "ip"],
+            "invalid client_key: must be session or header:NAME (e.g. header:x-client-id), got \"ip\"",
+        ),
+        (
+            &["--client-limit", "-2"],
+            "invalid client_limit: must be at least 1, got -2",
+        ),
+        (
+            &["--limit", "aimd", "--min-limit", "5"],
+            "invalid min_limit: must not be above max_concurrent (1), got 5",
+        ),
+    ];
+    for (args, expected) in flags {
+        let mut argv = vec!["--max-concurrent", "1"];
+        argv.extend_from_slice(args);
+        argv.extend(touching(&marker));
+        let stderr = fails(&argv).await;
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: expected {expected:?} in {stderr}"
+        );
+        assert!(!marker.exists(), "{args:?}: the upstream was started");
+    }
+    let files = [
+        (
+            "[tools.report]\nweight = 0\n",
+            "invalid tools.\"report\".weight: must be at least 1, got 0",
+        ),
+        ("[tools.report]\nmax_concurent = 2\n", "max_concurent"),
+        (
+            "limit = \"vegas\"\nmax_limit = 0\n",
+            "invalid max_limit: must be at least 1, got 0",
+        ),
+        (
+            "client_key = \"header:\"\n",
+            "invalid client_key: must be session or header:NAME (e.g. header:x-client-id), \
+             got \"header:\"",
+        ),
+    ];
+    for (i, (text, expected)) in files.into_iter().enumerate() {
+        let path = dir.path(&format!("keyed-{i}.toml"));
+        std::fs::write(&path, format!("max_concurrent = 1\n{text}")).unwrap();
+        let mut argv = vec!["--config", path.to_str().unwrap()];
+        argv.extend(touching(&marker));
+        let stderr = fails(&argv).await;
+        assert!(
+            stderr.contains(expected),
+            "{text:?}: expected {expected:?} in {stderr}"
+        );
+        assert!(!marker.exists(), "{text:?}: the upstream was started");
+    }
+}
+
 /// `mcp-backpressure load`: the same for its numeric flags; the server is
 /// never started.
 #[tokio::test]

@@ -11,9 +11,13 @@ mod http;
 mod http_client;
 mod http_faults;
 mod http_listener;
+mod keyed;
 #[path = "../../../../tests/support/line_session.rs"]
 mod line_session;
+mod outcomes;
 mod python;
+mod recorder;
+mod reload;
 mod resume;
 mod review;
 mod stdio;

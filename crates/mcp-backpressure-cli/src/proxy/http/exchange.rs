@@ -92,7 +92,8 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
             return error_status(&error);
         }
     };
-    if let Some(name) = repeated_header(&parts.headers) {
+    let client_key = &settings.client_key;
+    if let Some(name) = repeated_header(&parts.headers, client_key.header()) {
         let why = format!("the {name} header is given more than once");
         let error = ProxyError::Malformed(Malformed::Invalid(why));
         return proxy.error_response(&error, &[None], false);
@@ -139,7 +140,8 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
             false,
         );
     }
-    match proxy.router.client(&scope, &bytes) {
+    let client = client_key.of(&parts.headers);
+    match proxy.router.client(&scope, client.as_deref(), &bytes) {
         FromClient::Forward { bytes, requests } => {
             proxy
                 .forward(&parts, &target, Bytes::from(bytes), scope, requests)
@@ -188,9 +190,10 @@ fn looks_like_json(headers: &HeaderMap, bytes: &[u8]) -> bool {
             .is_some_and(|b| matches!(b, b'{' | b'['))
 }
 
-/// A header that decides routing, given twice: the proxy would check one
-/// value and an upstream might act on the other (or on both, joined).
-fn repeated_header(headers: &HeaderMap) -> Option<&'static str> {
+/// A header that decides routing (or names the client), given twice: the
+/// proxy would check one value and an upstream might act on the other (or
+/// on both, joined).
+fn repeated_header<'a>(headers: &HeaderMap, client_key: Option<&'a str>) -> Option<&'a str> {
     [
         "mcp-method",
         "mcp-name",
@@ -199,6 +202,7 @@ fn repeated_header(headers: &HeaderMap) -> Option<&'static str> {
         "content-type",
     ]
     .into_iter()
+    .chain(client_key)
     .find(|name| headers.get_all(*name).iter().count() > 1)
 }
 

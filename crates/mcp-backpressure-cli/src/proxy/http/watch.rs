@@ -37,6 +37,7 @@ use super::exchange::Proxy;
 use super::target;
 use crate::proxy::error::{ProxyError, to_line};
 use crate::proxy::inflight::{Expired, Scope};
+use crate::proxy::outcome;
 use crate::proxy::router::{FromUpstream, Watched};
 use crate::proxy::wire::message::RequestId;
 use crate::proxy::wire::sse::{SseData, SseEvent, SseParser};
@@ -58,6 +59,8 @@ pub struct Watch {
     requests: Vec<Watched>,
     /// The client's headers (a cancellation upstream goes in its session).
     headers: HeaderMap,
+    /// The status of the upstream's response, once it came.
+    status: Option<u16>,
 }
 
 impl Watch {
@@ -73,7 +76,14 @@ impl Watch {
             scope,
             requests,
             headers,
+            status: None,
         }
+    }
+
+    /// The outcome of the requests the upstream's response ended without
+    /// answering.
+    fn unanswered(&self) -> Outcome {
+        self.status.map_or(Outcome::Ignore, outcome::of_unanswered)
     }
 
     /// Ends every request still waiting; returns the ids of those that were
@@ -90,7 +100,7 @@ impl Watch {
     /// Routes one upstream message; drops the requests it answered.
     fn route(&mut self, bytes: &[u8]) {
         if let FromUpstream::Forward { answered, .. } =
-            self.proxy.router.upstream(&self.scope, bytes)
+            self.proxy.router.upstream(&self.scope, bytes, self.status)
         {
             self.requests.retain(|w| !answered.contains(&w.key.id));
         }
@@ -149,6 +159,7 @@ impl Watch {
     /// Streams the upstream's response back.
     pub async fn respond(mut self, upstream: reqwest::Response) -> Response {
         let status = upstream.status();
+        self.status = Some(status.as_u16());
         let mut headers = target::end_to_end(upstream.headers());
         let sse = headers
             .get(header::CONTENT_TYPE)
@@ -216,11 +227,7 @@ impl Watch {
             self.route(&body);
         }
         // The exchange is over: whatever was not answered in it is done.
-        let outcome = if status.is_success() {
-            Outcome::Success
-        } else {
-            Outcome::Ignore
-        };
+        let outcome = self.unanswered();
         for watched in std::mem::take(&mut self.requests) {
             self.proxy.finish(&watched, outcome);
         }
@@ -314,8 +321,9 @@ impl Stream for Events {
                     // calls go on; their answers may come on another stream.
                     this.watch.let_go(true);
                 } else {
+                    let outcome = this.watch.unanswered();
                     for watched in std::mem::take(&mut this.watch.requests) {
-                        this.watch.proxy.finish(&watched, Outcome::Ignore);
+                        this.watch.proxy.finish(&watched, outcome);
                     }
                 }
                 Poll::Ready(None)
@@ -346,6 +354,7 @@ impl Drop for Events {
             std::mem::take(&mut self.watch.requests),
             HeaderMap::new(),
         );
+        watch.status = self.watch.status;
         let mut parser = std::mem::replace(&mut self.parser, SseParser::new(0));
         let grace = watch.proxy.router.gate().settings.cancel_grace;
         tokio::spawn(async move {

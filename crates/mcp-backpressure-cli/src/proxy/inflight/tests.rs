@@ -29,8 +29,21 @@ fn key(scope: &Scope, id: i64) -> Key {
     }
 }
 
+/// What an anonymous call of the tool `t` asks.
+fn ask() -> Option<Ask> {
+    Some(Ask {
+        tool: "t".into(),
+        client: None,
+    })
+}
+
+/// `guarded` as what [`InFlight::begin`] takes.
+fn asked(guarded: bool) -> Option<Ask> {
+    if guarded { ask() } else { None }
+}
+
 fn queued(table: &InFlight, key: Key) -> Queued {
-    match table.begin(key, true) {
+    match table.begin(key, ask()) {
         Ok(Begun::Queued(q)) => q,
         other => panic!("expected a queued request, got {other:?}"),
     }
@@ -59,10 +72,13 @@ async fn a_response_frees_the_slot_for_the_next_in_line() {
         panic!("expected a rejection");
     };
     assert_eq!(overload.reason, mcp_backpressure::OverloadReason::QueueFull);
-    assert!(table.answered(&key(&s, 1)));
+    assert!(table.answered(&key(&s, 1), Outcome::Success));
     admitted(waiting.await.unwrap());
-    assert!(!table.answered(&key(&s, 1)), "answered twice");
-    assert!(table.answered(&key(&s, 2)));
+    assert!(
+        !table.answered(&key(&s, 1), Outcome::Success),
+        "answered twice"
+    );
+    assert!(table.answered(&key(&s, 2), Outcome::Success));
     let snapshot = table.gate().limiter.snapshot();
     assert_eq!((snapshot.active, snapshot.completed), (0, 2));
     assert_eq!(table.len(), 0);
@@ -76,26 +92,26 @@ async fn ids_in_flight_are_unique_per_scope_and_the_table_is_bounded() {
     admitted(queued(&table, key(&a, 1)).admit().await);
     // A ping reusing the id of a running call is refused, not forwarded.
     assert_eq!(
-        table.begin(key(&a, 1), false).unwrap_err(),
+        table.begin(key(&a, 1), None).unwrap_err(),
         Refused::Duplicate(RequestId::Int(1))
     );
     assert!(matches!(
-        table.begin(key(&b, 1), false),
+        table.begin(key(&b, 1), None),
         Ok(Begun::Tracked(_))
     ));
     assert!(matches!(
-        table.begin(key(&a, 2), false),
+        table.begin(key(&a, 2), None),
         Ok(Begun::Tracked(_))
     ));
     assert_eq!(
-        table.begin(key(&a, 3), false).unwrap_err(),
+        table.begin(key(&a, 3), None).unwrap_err(),
         Refused::Full { max: 3 }
     );
     assert_eq!(active(&table), 1, "the refused requests took no slot");
     // An answered request leaves no trace: its id can be used again.
-    assert!(table.answered(&key(&a, 2)));
+    assert!(table.answered(&key(&a, 2), Outcome::Success));
     assert!(matches!(
-        table.begin(key(&a, 2), false),
+        table.begin(key(&a, 2), None),
         Ok(Begun::Tracked(_))
     ));
 }
@@ -112,7 +128,7 @@ async fn a_cancelled_call_keeps_its_slot_until_the_upstream_answers_or_the_grace
     assert_eq!(active(&table), 1, "the upstream may still be working");
     assert_eq!(table.gate().metrics.held_after_cancel.get(), 1);
     // Still reserved: the id cannot be reused while the upstream may answer it.
-    assert!(table.begin(key(&s, 1), false).is_err());
+    assert!(table.begin(key(&s, 1), None).is_err());
     // A second cancellation finds nothing more to do.
     assert!(matches!(table.cancel(&key(&s, 1)), Cancel::Unknown));
     table.expire_after(key(&s, 1), ticket, Duration::from_secs(2), |_| {});
@@ -129,7 +145,7 @@ async fn a_cancelled_call_keeps_its_slot_until_the_upstream_answers_or_the_grace
     table.expire_after(key(&s, 2), ticket, Duration::from_secs(2), |_| {
         panic!("nothing expires")
     });
-    assert!(table.answered(&key(&s, 2)));
+    assert!(table.answered(&key(&s, 2), Outcome::Success));
     assert_eq!(active(&table), 0);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(table.gate().metrics.cancel_grace_expired.get(), 1);
@@ -327,7 +343,7 @@ async fn run_model(steps: Vec<Step>) {
         match step {
             Step::Begin { scope, id, guarded } => {
                 let k = key(&scope_of(scope), i64::from(id));
-                let result = table.begin(k.clone(), guarded);
+                let result = table.begin(k.clone(), asked(guarded));
                 if model.entries.contains_key(&k) {
                     assert_eq!(result.unwrap_err(), Refused::Duplicate(k.id.clone()));
                 } else if model.entries.len() >= MAX_IN_FLIGHT {
@@ -356,7 +372,7 @@ async fn run_model(steps: Vec<Step>) {
                 let k = key(&scope_of(scope), i64::from(id));
                 let expect =
                     matches!(model.entries.get(&k), Some((m, _, _)) if *m != Model::Queued);
-                assert_eq!(table.answered(&k), expect, "{k:?}");
+                assert_eq!(table.answered(&k, Outcome::Success), expect, "{k:?}");
                 if expect {
                     model.entries.remove(&k);
                 }

@@ -139,6 +139,9 @@ pub enum Kind {
         id: RequestId,
         /// The method.
         method: String,
+        /// From the client only: `params.name` when it is a string (the tool
+        /// of a `tools/call`, the prompt of a `prompts/get`).
+        name: Option<String>,
     },
     /// A notification: a method, no id.
     Notification {
@@ -152,10 +155,29 @@ pub enum Kind {
     Response {
         /// The id of the request it answers.
         id: Option<RequestId>,
+        /// What it says: a result or an error.
+        answer: Answer,
     },
     /// From the upstream only: valid JSON that is none of the above (no
     /// `jsonrpc`, an odd id…). Forwarded as it is, routed nowhere.
     Other,
+}
+
+/// What a response says, as far as the proxy judges load by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// A `result`; `is_error` when it is an object whose top-level
+    /// `isError` is `true` (a tool's own failure).
+    Result {
+        /// `result.isError` is `true`.
+        is_error: bool,
+    },
+    /// An `error` (also when a response carries both); `code` when
+    /// `error.code` is an integer.
+    Error {
+        /// `error.code`.
+        code: Option<i64>,
+    },
 }
 
 /// A parsed message: what it is, and the bytes to forward for it.
@@ -322,13 +344,18 @@ fn classify(
         }
         (Some(method), Some(raw)) => match RequestId::parse(raw.get()) {
             Some(id) => {
+                let mut name = None;
                 if strict {
-                    if let Err(Malformed::Invalid(why)) = check_params(envelope.params) {
-                        return Err(Malformed::Request { id, why });
+                    match check_params(envelope.params) {
+                        Ok(found) => name = found,
+                        Err(Malformed::Invalid(why)) => {
+                            return Err(Malformed::Request { id, why });
+                        }
+                        Err(other) => return Err(other),
                     }
                     canonical(raw, &id, full, splices);
                 }
-                Ok(Kind::Request { id, method })
+                Ok(Kind::Request { id, method, name })
             }
             None if strict => Err(Malformed::BadId(raw.get().to_owned())),
             None => Ok(Kind::Other),
@@ -366,6 +393,7 @@ fn classify(
             }
             Ok(Kind::Response {
                 id: RequestId::parse(raw.get()),
+                answer: answer(envelope.result, envelope.error),
             })
         }
         _ => other("neither a request, a notification nor a response"),
@@ -376,25 +404,61 @@ fn classify(
 struct Params<'a> {
     #[serde(borrow, rename = "_meta", default, deserialize_with = "present")]
     meta: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    name: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ResultProbe<'a> {
+    #[serde(borrow, rename = "isError", default, deserialize_with = "present")]
+    is_error: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ErrorProbe<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    code: Option<&'a RawValue>,
+}
+
+/// What a response's `result` or `error` says (see [`Answer`]). Lenient, as
+/// everything read from the upstream: a shape it does not recognise is a
+/// plain result, or an error without a code.
+fn answer(result: Option<&RawValue>, error: Option<&RawValue>) -> Answer {
+    if let Some(error) = error {
+        let code = serde_json::from_str::<ErrorProbe<'_>>(error.get())
+            .ok()
+            .and_then(|e| e.code)
+            .and_then(|code| code.get().parse::<i64>().ok());
+        return Answer::Error { code };
+    }
+    let is_error = result
+        .filter(|r| r.get().starts_with('{'))
+        .and_then(|r| serde_json::from_str::<ResultProbe<'_>>(r.get()).ok())
+        .and_then(|r| r.is_error)
+        .is_some_and(|flag| flag.get() == "true");
+    Answer::Result { is_error }
 }
 
 /// MCP's rules for `params` (stricter than JSON-RPC's, and what the SDKs
 /// parse): an object, whose `_meta`, if any, is an object too. A request the
 /// upstream cannot read is never answered, so the proxy refuses it instead.
-fn check_params(params: Option<&RawValue>) -> Result<(), Malformed> {
+/// Returns `params.name` when it is a string.
+fn check_params(params: Option<&RawValue>) -> Result<Option<String>, Malformed> {
     let Some(params) = params else {
-        return Ok(());
+        return Ok(None);
     };
     if !params.get().starts_with('{') {
         return Err(invalid("\"params\" must be an object"));
     }
     let params: Params<'_> = serde_json::from_str(params.get())
-        .map_err(|_| invalid("\"params\" holds \"_meta\" twice"))?;
+        .map_err(|_| invalid("\"params\" holds \"_meta\" or \"name\" twice"))?;
     match params.meta {
         Some(meta) if !meta.get().starts_with('{') => {
             Err(invalid("\"params._meta\" must be an object"))
         }
-        _ => Ok(()),
+        _ => Ok(params
+            .name
+            .and_then(|name| serde_json::from_str::<String>(name.get()).ok())),
     }
 }
 

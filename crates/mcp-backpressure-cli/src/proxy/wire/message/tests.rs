@@ -17,8 +17,11 @@ fn request(id: RequestId) -> Kind {
     Kind::Request {
         id,
         method: "tools/call".into(),
+        name: None,
     }
 }
+
+const RESULT: Answer = Answer::Result { is_error: false };
 
 #[test]
 fn ids_compare_by_value() {
@@ -205,7 +208,8 @@ fn upstream_messages_of_any_depth_are_routed() {
     assert_eq!(
         parsed.kinds,
         Shape::One(Kind::Response {
-            id: Some(RequestId::Int(7))
+            id: Some(RequestId::Int(7)),
+            answer: RESULT,
         })
     );
 }
@@ -217,7 +221,10 @@ fn serde_jsons_private_raw_value_key_is_just_an_object() {
     let response = r#"{"jsonrpc":"2.0","id":{"$serde_json::private::RawValue":"5"},"result":{}}"#;
     assert_eq!(
         parse(response.as_bytes(), From::Upstream).unwrap().kinds,
-        Shape::One(Kind::Response { id: None })
+        Shape::One(Kind::Response {
+            id: None,
+            answer: RESULT
+        })
     );
 }
 
@@ -229,12 +236,14 @@ fn upstream_messages_are_forwarded_whatever_their_shape() {
             r#"{"id":1,"result":{}}"#,
             Kind::Response {
                 id: Some(RequestId::Int(1)),
+                answer: RESULT,
             },
         ),
         (
             r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#,
             Kind::Response {
                 id: Some(RequestId::Int(1)),
+                answer: Answer::Error { code: None },
             },
         ),
         (
@@ -251,6 +260,76 @@ fn upstream_messages_are_forwarded_whatever_their_shape() {
     // Routing keys twice: peers disagree on which counts; refused both ways.
     let twice = r#"{"jsonrpc":"2.0","id":1,"id":2,"result":{}}"#;
     assert!(parse(twice.as_bytes(), From::Upstream).is_err());
+}
+
+#[test]
+fn requests_carry_their_name() {
+    assert_eq!(
+        one(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"re\u0070ort","arguments":{"name":"x"}}}"#
+        ),
+        Kind::Request {
+            id: RequestId::Int(1),
+            method: "tools/call".into(),
+            name: Some("report".into()),
+        }
+    );
+    // Not a string: no name.
+    assert_eq!(
+        one(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":7}}"#),
+        request(RequestId::Int(1))
+    );
+    // Twice: the proxy would key on one and the upstream might run the other.
+    assert!(matches!(
+        client(
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}"#
+        ),
+        Err(Malformed::Request { .. })
+    ));
+}
+
+#[test]
+fn responses_say_what_they_answer() {
+    for (text, answer) in [
+        (r#"{"jsonrpc":"2.0","id":1,"result":{}}"#, RESULT),
+        (r#"{"jsonrpc":"2.0","id":1,"result":[]}"#, RESULT),
+        (r#"{"jsonrpc":"2.0","id":1,"result":null}"#, RESULT),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":true}}"#,
+            Answer::Result { is_error: true },
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"isError":false}}"#,
+            RESULT,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"isError":"true"}}"#,
+            RESULT,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"x":{"isError":true}}}"#,
+            RESULT,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32001,"message":"timed out"}}"#,
+            Answer::Error { code: Some(-32001) },
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":1.5}}"#,
+            Answer::Error { code: None },
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"error":"x"}"#,
+            Answer::Error { code: None },
+        ),
+    ] {
+        let Shape::One(Kind::Response { answer: got, .. }) =
+            parse(text.as_bytes(), From::Upstream).unwrap().kinds
+        else {
+            panic!("a response: {text}");
+        };
+        assert_eq!(got, answer, "{text}");
+    }
 }
 
 #[test]
@@ -276,7 +355,8 @@ fn batches_are_classified_element_by_element() {
         Shape::Batch(vec![
             Kind::Request {
                 id: RequestId::Int(1),
-                method: "ping".into()
+                method: "ping".into(),
+                name: None,
             },
             Kind::Notification {
                 method: "n".into(),

@@ -1,0 +1,116 @@
+//! What a finished call says about the upstream's load: the
+//! [`Outcome`] its slot reports to the limiter (and so to an adaptive limit
+//! and to the retry estimate).
+//!
+//! Honest, in one table:
+//!
+//! | the call ended with | outcome |
+//! |---|---|
+//! | a response with `result` | `Success` (its time is a sample) |
+//! | a tool result with `isError: true` | `Ignore` (the tool failed on its own) |
+//! | an error whose code says overload or timeout (see [`OVERLOAD_CODES`]) | `Dropped` (the limit backs off) |
+//! | an HTTP 429 or 503 from the upstream, whatever its body | `Dropped` |
+//! | any other error | `Ignore` |
+//! | a cancellation, a disconnect, a stream that ended or broke without its response, a response the proxy could not read | `Ignore` |
+
+use mcp_backpressure::Outcome;
+
+use super::wire::message::Answer;
+
+/// JSON-RPC error codes that say the upstream (or a proxy further down) is
+/// overloaded or timed out: -32001 (the MCP SDKs' request timeout, and the
+/// Python package's overload code), -31429 (this project's overload code),
+/// -32029 and -32023 (rate limits and overloads of other MCP servers and
+/// gateways).
+pub const OVERLOAD_CODES: [i64; 4] = [-32001, -31429, -32029, -32023];
+
+/// The HTTP statuses that say the upstream is overloaded: 429 Too Many
+/// Requests and 503 Service Unavailable.
+pub const OVERLOAD_STATUSES: [u16; 2] = [429, 503];
+
+/// The outcome of a call answered with `answer`, carried (over HTTP) in a
+/// response of `status`.
+pub fn of_answer(answer: Answer, status: Option<u16>) -> Outcome {
+    if status.is_some_and(overloaded) {
+        return Outcome::Dropped;
+    }
+    match answer {
+        Answer::Result { is_error: false } => Outcome::Success,
+        Answer::Result { is_error: true } => Outcome::Ignore,
+        Answer::Error { code: Some(code) } if OVERLOAD_CODES.contains(&code) => Outcome::Dropped,
+        Answer::Error { .. } => Outcome::Ignore,
+    }
+}
+
+/// The outcome of a call whose HTTP response (of `status`) ended without
+/// its answer.
+pub fn of_unanswered(status: u16) -> Outcome {
+    if overloaded(status) {
+        Outcome::Dropped
+    } else {
+        Outcome::Ignore
+    }
+}
+
+fn overloaded(status: u16) -> bool {
+    OVERLOAD_STATUSES.contains(&status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: Answer = Answer::Result { is_error: false };
+    const TOOL_ERROR: Answer = Answer::Result { is_error: true };
+
+    fn error(code: i64) -> Answer {
+        Answer::Error { code: Some(code) }
+    }
+
+    #[test]
+    fn results_are_successes_unless_the_tool_failed() {
+        assert_eq!(of_answer(OK, None), Outcome::Success);
+        assert_eq!(of_answer(OK, Some(200)), Outcome::Success);
+        assert_eq!(of_answer(TOOL_ERROR, None), Outcome::Ignore);
+        assert_eq!(of_answer(TOOL_ERROR, Some(200)), Outcome::Ignore);
+    }
+
+    #[test]
+    fn overload_and_timeout_codes_are_drops() {
+        for code in [-32001, -31429, -32029, -32023] {
+            assert_eq!(of_answer(error(code), None), Outcome::Dropped, "{code}");
+            assert_eq!(
+                of_answer(error(code), Some(200)),
+                Outcome::Dropped,
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_errors_say_nothing_about_load() {
+        for code in [
+            -32600, -32601, -32602, -32603, -32700, -32000, -32002, 0, 429, 503,
+        ] {
+            assert_eq!(of_answer(error(code), None), Outcome::Ignore, "{code}");
+        }
+        assert_eq!(
+            of_answer(Answer::Error { code: None }, None),
+            Outcome::Ignore
+        );
+    }
+
+    #[test]
+    fn an_overloaded_status_drops_whatever_the_body() {
+        for status in [429, 503] {
+            for answer in [OK, TOOL_ERROR, error(-32603), Answer::Error { code: None }] {
+                assert_eq!(of_answer(answer, Some(status)), Outcome::Dropped);
+            }
+            assert_eq!(of_unanswered(status), Outcome::Dropped);
+        }
+        for status in [200, 202, 400, 404, 500, 502, 504] {
+            assert_eq!(of_unanswered(status), Outcome::Ignore, "{status}");
+        }
+        assert_eq!(of_answer(OK, Some(500)), Outcome::Success);
+    }
+}
