@@ -21,7 +21,7 @@ enum Command {
     /// Put admission control in front of any MCP server (stdio or Streamable HTTP).
     Proxy(proxy::ProxyArgs),
     /// Drive an MCP server with tool calls and report goodput and latency.
-    Load(load::LoadArgs),
+    Load(Box<load::LoadArgs>),
 }
 
 fn main() -> ExitCode {
@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Proxy(args) => proxy::run(args),
-        Command::Load(args) => load::run(args),
+        Command::Load(args) => load::run(*args),
     };
     match result {
         Ok(code) => code,
