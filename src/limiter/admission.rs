@@ -179,6 +179,52 @@ impl Limiter {
         }
     }
 
+    /// Re-reads the global limit's [`Limit::current`] and serves the waiters
+    /// a higher value lets in, at once.
+    ///
+    /// The limiter reads `current()` after every sample it feeds; call this
+    /// when a custom [`Limit`] (given to [`LimiterBuilder::limit`]) changes
+    /// its value for reasons of its own — a controller, a limit shared with
+    /// other processes — so the change is pushed rather than noticed at the
+    /// next release.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use mcp_backpressure::limit::{Limit, Sample};
+    /// use mcp_backpressure::{Limiter, LimiterConfig};
+    ///
+    /// struct Shared(Arc<AtomicUsize>);
+    /// impl Limit for Shared {
+    ///     fn current(&self) -> usize { self.0.load(Ordering::Relaxed) }
+    ///     fn on_sample(&mut self, _: &Sample) {}
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let value = Arc::new(AtomicUsize::new(1));
+    /// let limiter = Limiter::builder(LimiterConfig::new(1).with_queue_size(1))
+    ///     .limit(Shared(value.clone()))
+    ///     .build()
+    ///     .unwrap();
+    /// let _first = limiter.acquire().await.unwrap();
+    /// let second = tokio::spawn({
+    ///     let limiter = limiter.clone();
+    ///     async move { limiter.acquire().await.is_ok() }
+    /// });
+    /// tokio::task::yield_now().await; // the second call is queued
+    /// value.store(2, Ordering::Relaxed);
+    /// limiter.limit_changed();
+    /// assert!(second.await.unwrap());
+    /// # }
+    /// ```
+    pub fn limit_changed(&self) {
+        let mut wake = WakeList::default();
+        self.shared
+            .lock()
+            .limit_changed(&mut LazyNow::default(), &mut wake);
+        wake.wake_all();
+    }
+
     /// A consistent snapshot of the global counters. Cheap; callable from sync code.
     pub fn snapshot(&self) -> MetricsSnapshot {
         self.shared.lock().snapshot()

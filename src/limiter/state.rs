@@ -355,6 +355,17 @@ impl State {
         self.grant_waiters(now, wake);
     }
 
+    /// Re-reads the global limit (a custom one changed on its own) and
+    /// serves whom a higher value lets in.
+    pub(crate) fn limit_changed(&mut self, now: &mut LazyNow, wake: &mut WakeList) {
+        let limit = &self.limit;
+        match catch_unwind(AssertUnwindSafe(|| limit.current())) {
+            Ok(current) => self.max_concurrent = current.max(1),
+            Err(_) => tracing::error!("the limit algorithm panicked; keeping its previous limit"),
+        }
+        self.grant_waiters(now, wake);
+    }
+
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {
         let [concurrency_limit, queue_full, queue_timeout, queue_shed] = self.counters.rejected;
         MetricsSnapshot {

@@ -42,7 +42,8 @@ async fn the_wire_error_is_exact_and_ping_and_list_are_never_limited() {
             // No request has completed yet: S̄ = 1 s, so 1 s · (1 + 1) / 2.
             "message": "SERVER_OVERLOADED: queue_full, retry after 1000 ms",
             "data": {"reason": "queue_full", "active": 2, "queued": 1, "max_concurrent": 2,
-                     "queue_size": 1, "queue_timeout_ms": 30000, "retry_after_ms": 1000}}})
+                     "queue_size": 1, "queue_timeout_ms": 30000, "retry_after_ms": 1000,
+                     "scope": "global"}}})
     );
 
     s.send(json!({"jsonrpc": "2.0", "id": 5, "method": "ping"}))
