@@ -66,6 +66,7 @@ pub struct LimiterConfig {
     /// Client keys (and unconfigured tool names) tracked at once, `>= 1`. A key
     /// is tracked while it has a call running or queued; keys beyond this many
     /// share one overflow entry (and so one per-client cap and one turn).
+    /// Keys are told apart by their first [`MAX_KEY_BYTES`] bytes.
     pub max_tracked_keys: usize,
     /// The order in which the queue is served.
     pub discipline: QueueDiscipline,
@@ -222,6 +223,11 @@ impl std::str::FromStr for QueueDiscipline {
 
 /// The default queue timeout, as in the Python package: 30 seconds.
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Client keys and tool names are told apart by their first this many bytes
+/// (longer ones are cut on a character boundary), so a caller cannot make one
+/// tracked entry cost more than that; configured tool names may not be longer.
+pub const MAX_KEY_BYTES: usize = 256;
 
 /// The default of [`LimiterConfig::max_tracked_keys`].
 pub const DEFAULT_MAX_TRACKED_KEYS: usize = 10_000;
@@ -391,6 +397,15 @@ impl LimiterConfig {
             }
         }
         for (name, tool) in &self.tools {
+            if name.len() > MAX_KEY_BYTES {
+                return Err(ConfigError::Invalid {
+                    setting: "tools".into(),
+                    reason: format!(
+                        "a tool name is {} bytes long, more than {MAX_KEY_BYTES}",
+                        name.len()
+                    ),
+                });
+            }
             let prefix = format!("tools.{name:?}.");
             if tool.weight == 0 {
                 return Err(ConfigError::Invalid {

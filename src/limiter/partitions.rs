@@ -32,6 +32,20 @@ pub(crate) const ANONYMOUS: u32 = 0;
 /// The name the overflow entries and the anonymous tool entry report.
 pub(crate) const OTHER: &str = "*";
 
+use crate::config::MAX_KEY_BYTES;
+
+/// `key`, cut to at most [`MAX_KEY_BYTES`] on a character boundary.
+fn truncate(key: &str) -> &str {
+    if key.len() <= MAX_KEY_BYTES {
+        return key;
+    }
+    let mut end = MAX_KEY_BYTES;
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    &key[..end]
+}
+
 pub(crate) struct ToolEntry {
     pub(crate) name: Box<str>,
     pub(crate) running: usize,
@@ -149,9 +163,11 @@ impl<E> Table<E> {
         }
     }
 
-    /// The entry of `key`, created with `make` if needed (or the overflow
-    /// entry when `max` keys are tracked already).
+    /// The entry of `key` (its first [`MAX_KEY_BYTES`] bytes), created with
+    /// `make` if needed (or the overflow entry when `max` keys are tracked
+    /// already).
     fn resolve(&mut self, key: &str, max: usize, make: impl FnOnce(Box<str>) -> E) -> u32 {
+        let key = truncate(key);
         if let Some(&id) = self.by_key.get(key) {
             return id;
         }
@@ -222,7 +238,7 @@ impl Tools {
         let Some(name) = tool else {
             return ANONYMOUS;
         };
-        if let Some(&id) = self.table.by_key.get(name) {
+        if let Some(&id) = self.table.by_key.get(truncate(name)) {
             return id;
         }
         match self.default_cap {
@@ -243,8 +259,11 @@ impl Tools {
 
     /// Drops the entry if it is dynamic and idle.
     pub(crate) fn release_if_idle(&mut self, id: u32) {
+        if id == ANONYMOUS {
+            return;
+        }
         let entry = &self.table.entries[id as usize];
-        if id != ANONYMOUS && !entry.configured && entry.idle() {
+        if !entry.configured && entry.idle() {
             // Its counters live on in the shared `*` figures.
             let (admitted, rejected) = (entry.admitted, entry.rejected);
             self.table.drop_entry(id, |e| &e.name);
@@ -406,5 +425,28 @@ impl Clients {
     pub(crate) fn reconfigure(&mut self, config: &LimiterConfig) {
         self.cap = config.client_limit;
         self.max_keys = config.max_tracked_keys;
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_keys_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate("short"), "short");
+        let long = "é".repeat(200); // 400 bytes
+        let cut = truncate(&long);
+        assert!(cut.len() <= MAX_KEY_BYTES && cut.len() >= MAX_KEY_BYTES - 1);
+        assert!(long.starts_with(cut));
+    }
+
+    #[test]
+    fn keys_sharing_their_first_bytes_share_an_entry() {
+        let mut clients = Clients::new(&LimiterConfig::new(1));
+        let a = format!("{}a", "x".repeat(MAX_KEY_BYTES));
+        let b = format!("{}b", "x".repeat(MAX_KEY_BYTES));
+        assert_eq!(clients.resolve(Some(&a)), clients.resolve(Some(&b)));
+        assert_eq!(clients.tracked(), 1);
     }
 }
