@@ -22,11 +22,14 @@
 #      tool's goodput with --tool-limit sleep=2 against without.
 #   c. adaptive limits: `db` 50 ms at 250 calls/s against an upstream whose
 #      capacity halves mid-run (--db-capacity 16 --db-capacity-after 10=8:
-#      320 calls/s at full speed, then 160): goodput and p99 with --limit aimd
-#      and --limit gradient2 (--min-limit 1 --max-limit 64, starting at 16)
-#      against the best fixed limit after the drop (8) and a too-high one (32).
+#      320 calls/s at full speed, then 160) and whose throughput collapses
+#      past its capacity (--db-contention 2: a call takes 50 ms * (n/C)^2
+#      with n running; --db-timeout 1000: past 1 s it fails with -32001):
+#      goodput and p99 with --limit aimd and --limit gradient2 (--min-limit 1
+#      --max-limit 64, starting at 16) against the best fixed limits before
+#      (16) and after (8) the drop and a too-high one (32).
 #
-# Takes ~4 minutes after the build (8 configurations x 25 s + start-up and
+# Takes ~4 minutes after the build (9 configurations x 25 s + start-up and
 # draining); --quick runs 4 s per configuration (~1 minute), a smoke run.
 #
 #   bench/scenarios.sh                 all three, 25 s per configuration, 1 round
@@ -240,9 +243,10 @@ EOF
             ;;
         c)
             scenario c "upstream capacity halves after $CHANGE_AT s, adaptive vs fixed limits" \
-                "--db-capacity 16 --db-capacity-after $CHANGE_AT=8" \
+                "--db-capacity 16 --db-capacity-after $CHANGE_AT=8 --db-contention 2 --db-timeout 1000" \
                 --stream 'db:rate=250,tool=db,args={"ms":50}' <<'EOF'
 fixed-8|--max-concurrent 8 --queue-size 50
+fixed-16|--max-concurrent 16 --queue-size 50
 fixed-32|--max-concurrent 32 --queue-size 50
 aimd|--max-concurrent 16 --queue-size 50 --limit aimd --min-limit 1 --max-limit 64
 gradient2|--max-concurrent 16 --queue-size 50 --limit gradient2 --min-limit 1 --max-limit 64

@@ -20,7 +20,9 @@ use rmcp::model::{Implementation, ProgressNotificationParam, ServerCapabilities,
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use rmcp::{RoleServer, ServerHandler, ServiceExt, schemars, tool, tool_handler, tool_router};
+use rmcp::{
+    ErrorData, RoleServer, ServerHandler, ServiceExt, schemars, tool, tool_handler, tool_router,
+};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -232,6 +234,24 @@ pub struct SaturationArgs {
         value_parser = CapacityChange::parse
     )]
     pub db_capacity_after: Option<CapacityChange>,
+    /// How hard contention bites past the capacity: a call takes
+    /// `ms * max(1, n / C)^K` (K >= 1; 1 = throughput stays at C calls per
+    /// `ms` however many run, above 1 = throughput collapses as more run,
+    /// as lock contention does to a real database).
+    #[arg(long, value_name = "K", default_value_t = 1.0, value_parser = parse_contention)]
+    pub db_contention: f64,
+    /// A statement timeout, in milliseconds: a call that would take longer
+    /// fails after this long with JSON-RPC error -32001 ("statement
+    /// timeout"), as a database with a statement timeout does.
+    #[arg(long, value_name = "MS")]
+    pub db_timeout: Option<u64>,
+}
+
+fn parse_contention(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(k) if k.is_finite() && k >= 1.0 => Ok(k),
+        _ => Err(format!("expected a number >= 1, got {value:?}")),
+    }
 }
 
 impl Default for SaturationArgs {
@@ -239,6 +259,8 @@ impl Default for SaturationArgs {
         Self {
             db_capacity: 8,
             db_capacity_after: None,
+            db_contention: 1.0,
+            db_timeout: None,
         }
     }
 }
@@ -298,6 +320,8 @@ pub struct Db {
     running: AtomicUsize,
     capacity: u32,
     change: Option<CapacityChange>,
+    contention: f64,
+    timeout: Option<Duration>,
     started: Instant,
 }
 
@@ -307,6 +331,8 @@ impl Db {
             running: AtomicUsize::new(0),
             capacity: args.db_capacity.max(1),
             change: args.db_capacity_after,
+            contention: args.db_contention,
+            timeout: args.db_timeout.map(Duration::from_millis),
             started: Instant::now(),
         }
     }
@@ -326,11 +352,13 @@ impl Db {
     }
 
     /// Starts a call of base time `base`: counts it (until the guard drops)
-    /// and returns how long it takes, `base * max(1, n / C)`.
+    /// and returns how long it takes, `base * max(1, n / C)^K`.
     fn enter(self: &Arc<Self>, base: Duration) -> (Duration, DbCall) {
         let n = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         let guard = DbCall(self.clone());
-        let factor = (n as f64 / f64::from(self.capacity())).max(1.0);
+        let factor = (n as f64 / f64::from(self.capacity()))
+            .max(1.0)
+            .powf(self.contention);
         let time =
             Duration::try_from_secs_f64(base.as_secs_f64() * factor).unwrap_or(Duration::MAX);
         (time, guard)
@@ -415,12 +443,23 @@ impl DemoServer {
     #[tool(
         description = "A database query of base time `ms` milliseconds: with n `db` calls \
         running at once and the server's capacity C (--db-capacity), it takes \
-        `ms * max(1, n / C)`."
+        `ms * max(1, n / C)^K` (--db-contention K), or fails with -32001 after \
+        --db-timeout."
     )]
-    async fn db(&self, Parameters(DbArgs { ms }): Parameters<DbArgs>) -> String {
+    async fn db(&self, Parameters(DbArgs { ms }): Parameters<DbArgs>) -> Result<String, ErrorData> {
         let (time, _running) = self.db.enter(Duration::from_millis(ms));
+        if let Some(timeout) = self.db.timeout
+            && time > timeout
+        {
+            tokio::time::sleep(timeout).await;
+            return Err(ErrorData::new(
+                rmcp::model::ErrorCode(-32001),
+                "statement timeout",
+                None,
+            ));
+        }
         tokio::time::sleep(time).await;
-        format!("done in {} ms", time.as_millis())
+        Ok(format!("done in {} ms", time.as_millis()))
     }
 }
 
