@@ -59,7 +59,7 @@ impl Future for Acquire<'_> {
                 StepProj::Start { request } => match limiter.admit(request) {
                     Ok(answer) => {
                         this.step.set(Step::Done);
-                        return Poll::Ready(answer);
+                        return Poll::Ready(answer.map_err(|overload| *overload));
                     }
                     Err((key, deadline)) => this.step.set(Step::Waiting {
                         waiter: Waiter::new(limiter.shared(), key),
@@ -75,7 +75,7 @@ impl Future for Acquire<'_> {
                         },
                     };
                     this.step.set(Step::Done);
-                    return Poll::Ready(limiter.decided(decided));
+                    return Poll::Ready(limiter.decided(decided).map_err(|overload| *overload));
                 }
                 StepProj::Done => panic!("`acquire` future polled after it completed"),
             }

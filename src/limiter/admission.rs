@@ -1,7 +1,6 @@
 use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::PoisonError;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -151,11 +150,11 @@ impl Limiter {
 
     /// The synchronous part of an admission: the answer, or where and until
     /// when to wait.
-    #[allow(clippy::type_complexity, clippy::result_large_err)]
+    #[allow(clippy::type_complexity)]
     pub(crate) fn admit(
         &self,
         request: &Request<'_>,
-    ) -> Result<Result<Permit, Overload>, (usize, Instant)> {
+    ) -> Result<Result<Permit, Box<Overload>>, (usize, Instant)> {
         let mut now = LazyNow::default();
         let mut wake = WakeList::default();
         let admission = self.shared.lock().admit(request, &mut now, &mut wake);
@@ -167,15 +166,14 @@ impl Limiter {
         }
     }
 
-    /// A waiter's answer as `acquire` returns it.
-    #[allow(clippy::result_large_err)] // `Overload` is what `acquire` returns.
+    /// A waiter's answer as a permit or a (boxed) rejection.
     pub(crate) fn decided(
         &self,
         decided: Result<Grant, Box<Overload>>,
-    ) -> Result<Permit, Overload> {
+    ) -> Result<Permit, Box<Overload>> {
         match decided {
             Ok(grant) => Ok(Permit::new(self.shared.clone(), grant)),
-            Err(overload) => Err(self.shared.rejected(*overload)),
+            Err(overload) => Err(self.shared.rejected(overload)),
         }
     }
 
@@ -288,9 +286,8 @@ fn deadline_after(now: Instant, timeout: Duration) -> Instant {
 impl Shared {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // No code that can panic runs under the lock (the limit algorithm is
-        // called inside `catch_unwind`), so a poisoned lock still guards a
-        // consistent state.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        // called inside `catch_unwind`).
+        crate::sync::lock(&self.state)
     }
 
     pub(crate) fn release(&self, grant: &Grant, sample: Option<Sample>, now: Option<Instant>) {
@@ -308,7 +305,7 @@ impl Shared {
     }
 
     /// Runs the callback (a panic in it is contained) and passes the error on.
-    fn rejected(&self, overload: Overload) -> Overload {
+    fn rejected(&self, overload: Box<Overload>) -> Box<Overload> {
         if let Some(callback) = &self.on_overload
             && catch_unwind(AssertUnwindSafe(|| callback(&overload))).is_err()
         {

@@ -108,6 +108,7 @@ impl ToolEntry {
     }
 
     /// Room for one more call.
+    #[inline]
     pub(crate) fn has_room(&self) -> bool {
         self.cap.is_none_or(|cap| self.running < cap)
     }
@@ -249,15 +250,18 @@ impl Tools {
         }
     }
 
+    #[inline]
     pub(crate) fn get(&self, id: u32) -> &ToolEntry {
         &self.table.entries[id as usize]
     }
 
+    #[inline]
     pub(crate) fn get_mut(&mut self, id: u32) -> &mut ToolEntry {
         &mut self.table.entries[id as usize]
     }
 
     /// Drops the entry if it is dynamic and idle.
+    #[inline]
     pub(crate) fn release_if_idle(&mut self, id: u32) {
         if id == ANONYMOUS {
             return;
@@ -380,6 +384,7 @@ impl Clients {
     }
 
     /// The entry a call from `key` counts against.
+    #[inline]
     pub(crate) fn resolve(&mut self, key: Option<&str>) -> u32 {
         match key {
             None => ANONYMOUS,
@@ -391,26 +396,31 @@ impl Clients {
         }
     }
 
+    #[inline]
     pub(crate) fn get(&self, id: u32) -> &ClientEntry {
         &self.table.entries[id as usize]
     }
 
+    #[inline]
     pub(crate) fn get_mut(&mut self, id: u32) -> &mut ClientEntry {
         &mut self.table.entries[id as usize]
     }
 
     /// The slots a call of `cost` takes of its client's cap.
+    #[inline]
     pub(crate) fn cost(&self, cost: usize) -> usize {
         self.cap.map_or(cost, |cap| cost.min(cap))
     }
 
     /// Room for `cost` more slots.
+    #[inline]
     pub(crate) fn has_room(&self, id: u32, cost: usize) -> bool {
         self.cap
             .is_none_or(|cap| self.get(id).used + self.cost(cost) <= cap)
     }
 
     /// Drops the entry if it is dynamic and idle.
+    #[inline]
     pub(crate) fn release_if_idle(&mut self, id: u32) {
         if id != ANONYMOUS && self.get(id).idle() {
             self.table.drop_entry(id, |e| &e.key);

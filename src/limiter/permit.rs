@@ -50,8 +50,9 @@ impl Permit {
     }
 
     /// When the slot was handed to this request, if the permit is timed (its
-    /// service time is then sampled when it is dropped). One admission in
-    /// four is timed, and every request that waited in the queue.
+    /// service time is then sampled when it is dropped): every request that
+    /// waited in the queue or was admitted while at least half the limit was
+    /// in use, and one in 32 of the others.
     pub fn admitted_at(&self) -> Option<Instant> {
         self.grant.at
     }
