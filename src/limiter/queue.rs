@@ -364,20 +364,22 @@ impl WaitQueue {
         }
         if lane.queued == 0 {
             lane.in_ring = false;
-            lane.flows = Vec::new();
+            // Cleared, not freed: a lane that empties and refills (the
+            // anonymous lane under steady load) must not allocate each time.
+            lane.flows.clear();
             if let Some(at) = self.ring.iter().position(|&c| c == waiting.client) {
                 self.ring.remove(at);
-            }
-            // Lanes of clients that left are not kept growing.
-            while self.lanes.last().is_some_and(|lane| lane.queued == 0) {
-                self.lanes.pop();
             }
         }
         self.waiting -= 1;
         if self.waiting == 0 {
-            // Give back what a burst allocated.
+            // Give back what a burst of client keys allocated (their lanes
+            // are dropped; a few stay, so steady traffic does not allocate).
+            if self.lanes.len() > SHRINK_ABOVE {
+                self.lanes.truncate(16);
+                self.lanes.shrink_to(16);
+            }
             self.ring.shrink_to(16);
-            self.lanes.shrink_to(16);
             if self.flows.is_empty() && self.flows.capacity() > SHRINK_ABOVE {
                 self.flows = Slab::new();
             }
