@@ -45,6 +45,12 @@ type Link = u32;
 /// No entry (the end of a list).
 const NIL: Link = Link::MAX;
 
+/// Whether arrival number `a` came after `b` (serial-number arithmetic,
+/// RFC 1982: right while the two are less than 2^31 apart).
+fn newer(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
 /// Slabs emptied after growing past this many entries are given back.
 const SHRINK_ABOVE: usize = 1024;
 
@@ -55,14 +61,24 @@ pub(crate) struct Waiting {
     prev: Link,
     next: Link,
     flow: Link,
-    /// Arrival order, across the whole queue.
-    pub(crate) seq: u64,
-    /// The slots it asks for (its tool's weight).
-    pub(crate) cost: usize,
+    /// Arrival order, across the whole queue: a wrapping counter compared
+    /// with serial-number arithmetic ([`newer`]), so 4 bytes suffice while
+    /// fewer than 2^31 waiters are queued at once.
+    pub(crate) seq: u32,
+    /// When it joined the queue: nanoseconds after the queue's epoch (8
+    /// bytes instead of an `Instant`'s 16: an entry is 64 bytes).
+    since: u64,
+    /// The slots it asks for (its tool's weight, saturated to `u32::MAX`).
+    cost: u32,
     pub(crate) tool: u32,
     pub(crate) client: u32,
-    /// When it joined the queue.
-    pub(crate) since: Instant,
+}
+
+impl Waiting {
+    /// The slots it asks for.
+    pub(crate) fn cost(&self) -> usize {
+        self.cost as usize
+    }
 }
 
 enum Entry {
@@ -96,8 +112,9 @@ struct Lane {
     in_ring: bool,
 }
 
-#[derive(Default)]
 pub(crate) struct WaitQueue {
+    /// The time waiters' arrival is counted from.
+    epoch: Instant,
     entries: Slab<Entry>,
     flows: Slab<Flow>,
     /// Indexed by client entry.
@@ -105,10 +122,29 @@ pub(crate) struct WaitQueue {
     /// Lanes with waiters, the next to serve first.
     ring: VecDeque<u32>,
     waiting: usize,
-    next_seq: u64,
+    next_seq: u32,
+}
+
+impl Default for WaitQueue {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            entries: Slab::new(),
+            flows: Slab::new(),
+            lanes: Vec::new(),
+            ring: VecDeque::new(),
+            waiting: 0,
+            next_seq: 0,
+        }
+    }
 }
 
 impl WaitQueue {
+    /// When a waiter joined the queue.
+    pub(crate) fn since(&self, waiting: &Waiting) -> Instant {
+        self.epoch + std::time::Duration::from_nanos(waiting.since)
+    }
+
     /// Entries still waiting (granted and rejected ones not counted).
     pub(crate) fn len(&self) -> usize {
         self.waiting
@@ -164,12 +200,13 @@ impl WaitQueue {
             next: NIL,
             flow,
             seq: self.next_seq,
-            cost,
+            since: u64::try_from(since.saturating_duration_since(self.epoch).as_nanos())
+                .unwrap_or(u64::MAX),
+            cost: u32::try_from(cost).unwrap_or(u32::MAX),
             tool,
             client,
-            since,
         }));
-        self.next_seq += 1;
+        self.next_seq = self.next_seq.wrapping_add(1);
         if tail == NIL {
             self.flows[flow as usize].head = link;
         } else {
@@ -212,7 +249,7 @@ impl WaitQueue {
         mut ready: impl FnMut(u32) -> bool,
     ) -> Option<usize> {
         let lane = self.lanes.get(client as usize)?;
-        let mut best: Option<(u64, Link)> = None;
+        let mut best: Option<(u32, Link)> = None;
         for &flow in &lane.flows {
             let flow = &self.flows[flow as usize];
             if !ready(flow.tool) {
@@ -222,7 +259,7 @@ impl WaitQueue {
             let seq = self.waiting_ref(link).seq;
             let better = match best {
                 None => true,
-                Some((best_seq, _)) => (seq > best_seq) == lifo,
+                Some((best_seq, _)) => newer(seq, best_seq) == lifo,
             };
             if better {
                 best = Some((seq, link));
@@ -234,11 +271,14 @@ impl WaitQueue {
     /// The newest waiter of `client`, whatever its tool.
     pub(crate) fn newest_of(&self, client: u32) -> Option<usize> {
         let lane = self.lanes.get(client as usize)?;
-        lane.flows
-            .iter()
-            .map(|&flow| self.flows[flow as usize].tail)
-            .max_by_key(|&link| self.waiting_ref(link).seq)
-            .map(|link| link as usize)
+        let mut newest: Option<Link> = None;
+        for &flow in &lane.flows {
+            let tail = self.flows[flow as usize].tail;
+            if newest.is_none_or(|n| newer(self.waiting_ref(tail).seq, self.waiting_ref(n).seq)) {
+                newest = Some(tail);
+            }
+        }
+        newest.map(|link| link as usize)
     }
 
     /// The lane with the most waiters; among equals, the one whose turn is
@@ -412,7 +452,10 @@ impl WaitQueue {
                 cursor = self.waiting_ref(cursor).next;
             }
         }
-        keys.sort_by_key(|&key| self.waiting(key).seq);
+        keys.sort_by(|&a, &b| {
+            let (a, b) = (self.waiting(a).seq, self.waiting(b).seq);
+            (a.wrapping_sub(b) as i32).cmp(&0)
+        });
         keys
     }
 }
@@ -481,6 +524,30 @@ mod tests {
         assert_eq!(queue.len(), 2);
         let k = queue.push(0, 0, 1, now).unwrap();
         assert_eq!(queue.keys_of(0), [keys[1], keys[3], k]);
+    }
+
+    #[test]
+    fn an_entry_is_64_bytes() {
+        // A parked waiter's share of the queue (72 with an `Instant` and a
+        // 64-bit arrival number in it).
+        assert_eq!(std::mem::size_of::<Entry>(), 64);
+    }
+
+    #[test]
+    fn arrival_order_survives_the_counter_wrapping() {
+        assert!(newer(1, 0));
+        assert!(newer(0, u32::MAX));
+        assert!(!newer(u32::MAX, 0));
+        let mut queue = WaitQueue {
+            next_seq: u32::MAX - 1,
+            ..WaitQueue::default()
+        };
+        let now = Instant::now();
+        let keys: Vec<usize> = (0..4).map(|_| queue.push(0, 0, 1, now).unwrap()).collect();
+        assert_eq!(queue.keys_of(0), keys);
+        assert_eq!(queue.candidate(0, false, |_| true), Some(keys[0]));
+        assert_eq!(queue.candidate(0, true, |_| true), Some(keys[3]));
+        assert_eq!(queue.newest_of(0), Some(keys[3]));
     }
 
     #[test]

@@ -316,7 +316,7 @@ impl State {
             Removed::Rejected(overload) => Err(overload),
             Removed::Waiting(waiting) => {
                 self.leave_queue(waiting.tool, waiting.client);
-                let scope = self.binding_scope(waiting.client, waiting.tool, waiting.cost);
+                let scope = self.binding_scope(waiting.client, waiting.tool, waiting.cost());
                 let overload = self.reject(
                     OverloadReason::QueueTimeout,
                     scope,
@@ -562,7 +562,7 @@ impl State {
                 continue;
             };
             let waiting = self.queue.waiting(key);
-            let (tool, cost, since) = (waiting.tool, waiting.cost, waiting.since);
+            let (tool, cost, since) = (waiting.tool, waiting.cost(), self.queue.since(waiting));
             if !self.clients.has_room(client, cost) {
                 self.queue.rotate();
                 misses += 1;
