@@ -44,6 +44,10 @@ struct Config {
 
 impl Config {
     fn limiter(&self) -> Limiter {
+        Limiter::new(self.limiter_config()).expect("valid")
+    }
+
+    fn limiter_config(&self) -> LimiterConfig {
         let tool = |(cap, weight): (Option<usize>, usize)| {
             let t = ToolConfig::new().with_weight(weight);
             match cap {
@@ -62,7 +66,7 @@ impl Config {
         if let Some(limit) = self.client_limit {
             config = config.with_client_limit(limit);
         }
-        Limiter::new(config).expect("valid")
+        config
     }
 }
 
@@ -93,18 +97,30 @@ fn config() -> impl Strategy<Value = Config> {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Arrive { tool: usize, client: usize },
-    Complete { which: Index },
-    Cancel { which: Index },
-    Advance { ms: u64 },
+    Arrive {
+        tool: usize,
+        client: usize,
+    },
+    Complete {
+        which: Index,
+    },
+    Cancel {
+        which: Index,
+    },
+    Advance {
+        ms: u64,
+    },
+    /// `Limiter::reconfigure` with a new configuration, calls in flight.
+    Reconfigure(Config),
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        5 => (0..TOOLS.len(), 0..CLIENTS.len()).prop_map(|(tool, client)| Op::Arrive { tool, client }),
-        3 => any::<Index>().prop_map(|which| Op::Complete { which }),
-        1 => any::<Index>().prop_map(|which| Op::Cancel { which }),
-        2 => (0..=30u64).prop_map(|ms| Op::Advance { ms }),
+        10 => (0..TOOLS.len(), 0..CLIENTS.len()).prop_map(|(tool, client)| Op::Arrive { tool, client }),
+        6 => any::<Index>().prop_map(|which| Op::Complete { which }),
+        2 => any::<Index>().prop_map(|which| Op::Cancel { which }),
+        4 => (0..=30u64).prop_map(|ms| Op::Advance { ms }),
+        1 => config().prop_map(Op::Reconfigure),
     ]
 }
 
@@ -157,6 +173,10 @@ struct Model {
     completed: u64,
     cancelled: u64,
     rejected: HashMap<OverloadReason, u64>,
+    /// A reload happened: a lower limit may leave more running than it allows
+    /// (until calls finish), so the snapshot's caps are not checked; every
+    /// admission still is (in `take_slot`).
+    reloaded: bool,
 }
 
 impl Model {
@@ -173,7 +193,14 @@ impl Model {
             completed: 0,
             cancelled: 0,
             rejected: HashMap::new(),
+            reloaded: false,
         }
+    }
+
+    fn reconfigure(&mut self, config: Config) {
+        self.config = config;
+        self.reloaded = true;
+        self.grant_waiters();
     }
 
     fn tool_key(&self, tool: Option<&'static str>) -> ToolKey {
@@ -260,6 +287,13 @@ impl Model {
     fn take_slot(&mut self, id: u64, client: Option<&'static str>, tool: ToolKey, weight: usize) {
         let cost = self.global_cost(weight);
         let client_cost = self.client_cost(cost);
+        // Nobody is admitted beyond a limit, whatever happened before.
+        assert!(
+            self.used() + cost <= self.config.max_concurrent,
+            "#{id}: global"
+        );
+        assert!(self.tool_room(tool), "#{id}: tool {tool:?}");
+        assert!(self.client_room(client, weight), "#{id}: client {client:?}");
         self.running.push(Call {
             id,
             client,
@@ -515,6 +549,12 @@ impl<'l> Harness<'l> {
             }
             // The clock was moved by the caller (`advance` is async).
             Op::Advance { .. } => {}
+            Op::Reconfigure(ref config) => {
+                self.limiter
+                    .reconfigure(config.limiter_config())
+                    .expect("valid");
+                self.model.reconfigure(config.clone());
+            }
         }
         self.poll_all();
         self.check();
@@ -573,27 +613,7 @@ impl<'l> Harness<'l> {
             );
         }
         assert_eq!(s.admitted, s.completed + s.running as u64, "{s:?}");
-        // Every cap holds.
-        assert!(s.active <= c.max_concurrent, "global: {s:?}");
-        assert!(s.queued <= c.queue_size, "queue: {s:?}");
-        for tool in ["a", "b", "c", "d"] {
-            let key = m.tool_key(Some(tool));
-            let running = m.running.iter().filter(|call| call.tool == key).count();
-            if let Some(cap) = m.cap(key) {
-                assert!(running <= cap, "tool {tool}: {running} > {cap}");
-            }
-        }
-        if let Some(cap) = c.client_limit {
-            for client in CLIENTS {
-                let used: usize = m
-                    .running
-                    .iter()
-                    .filter(|call| call.client == client)
-                    .map(|call| call.client_cost)
-                    .sum();
-                assert!(used <= cap, "client {client:?}: {used} > {cap}");
-            }
-        }
+        assert_eq!(s.max_concurrent, c.max_concurrent, "{s:?}");
         // Per-tool figures of the configured tools agree too.
         for t in self.limiter.tool_snapshots() {
             if t.tool == "a" || t.tool == "b" {
@@ -629,6 +649,30 @@ impl<'l> Harness<'l> {
             keys.len() + tools.len()
         };
         assert_eq!(s.tracked_keys, keys_in_use, "{s:?}");
+        // Every cap holds (unless a reload lowered one below what runs).
+        if !m.reloaded {
+            // Every cap holds.
+            assert!(s.active <= c.max_concurrent, "global: {s:?}");
+            assert!(s.queued <= c.queue_size, "queue: {s:?}");
+            for tool in ["a", "b", "c", "d"] {
+                let key = m.tool_key(Some(tool));
+                let running = m.running.iter().filter(|call| call.tool == key).count();
+                if let Some(cap) = m.cap(key) {
+                    assert!(running <= cap, "tool {tool}: {running} > {cap}");
+                }
+            }
+            if let Some(cap) = c.client_limit {
+                for client in CLIENTS {
+                    let used: usize = m
+                        .running
+                        .iter()
+                        .filter(|call| call.client == client)
+                        .map(|call| call.client_cost)
+                        .sum();
+                    assert!(used <= cap, "client {client:?}: {used} > {cap}");
+                }
+            }
+        }
     }
 }
 

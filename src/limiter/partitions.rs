@@ -239,9 +239,13 @@ impl Tools {
         let Some(name) = tool else {
             return ANONYMOUS;
         };
-        if let Some(&id) = self.table.by_key.get(truncate(name)) {
+        if let Some(&id) = self.table.by_key.get(truncate(name))
+            && (self.default_cap.is_some() || self.table.entries[id as usize].configured)
+        {
             return id;
         }
+        // Without a default limit, an unconfigured tool has no entry of its
+        // own (one left from before a reload lives on only for its calls).
         match self.default_cap {
             None => ANONYMOUS,
             Some(cap) => self.table.resolve(name, self.max_keys, |name| {
