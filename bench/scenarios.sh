@@ -14,8 +14,8 @@
 #   a. fairness: a greedy client (500 calls/s) and a polite one (5 calls/s)
 #      of `sleep` 100 ms, proxy --max-concurrent 10 --queue-size 50 (capacity
 #      100 calls/s): the polite client's success rate and p99 with fair
-#      queueing across clients (--client-key header:x-client-id
-#      --client-limit 8) against one global FIFO queue.
+#      queueing across clients (--client-key header:x-client-id, and with
+#      --client-limit 8 on top) against one global FIFO queue.
 #   b. per-tool limits: a slow tool (`sleep` 2000 ms, 10 calls/s, enough to
 #      hold every slot) and a fast one (`db` 5 ms with room for 10000 at once,
 #      100 calls/s), proxy --max-concurrent 10 --queue-size 50: the fast
@@ -29,7 +29,7 @@
 #      --max-limit 64, starting at 16) against the best fixed limits before
 #      (16) and after (8) the drop and a too-high one (32).
 #
-# Takes ~4 minutes after the build (9 configurations x 25 s + start-up and
+# Takes ~5 minutes after the build (10 configurations x 25 s + start-up and
 # draining); --quick runs 4 s per configuration (~1 minute), a smoke run.
 #
 #   bench/scenarios.sh                 all three, 25 s per configuration, 1 round
@@ -230,7 +230,8 @@ for s in "${SCENARIOS[@]}"; do
                 --stream "greedy:rate=500,tool=sleep,args=$SLEEP100" \
                 --stream "polite:rate=5,tool=sleep,args=$SLEEP100" <<'EOF'
 global-fifo|--max-concurrent 10 --queue-size 50
-fair-by-client|--max-concurrent 10 --queue-size 50 --client-key header:x-client-id --client-limit 8
+fair-by-client|--max-concurrent 10 --queue-size 50 --client-key header:x-client-id
+fair-capped|--max-concurrent 10 --queue-size 50 --client-key header:x-client-id --client-limit 8
 EOF
             ;;
         b)
