@@ -1,0 +1,63 @@
+//! Defects found in review, each pinned by a failing test.
+
+use std::time::Duration;
+
+use mcp_backpressure::config::ToolConfig;
+use mcp_backpressure::{Limiter, LimiterConfig, OverloadReason, Request, Scope};
+use tokio_test::{assert_pending, task};
+
+/// Evicting the waiter the queue was stalled on (held back by the global
+/// limit alone) leaves the limiter "stalled": newcomers that fit are queued,
+/// and then refused with `queue_full`, beside idle slots, until some running
+/// call ends.
+#[tokio::test(start_paused = true)]
+async fn evicting_the_stalled_waiter_leaves_idle_slots_unused() {
+    let limiter = Limiter::new(
+        LimiterConfig::new(4)
+            .with_queue_size(2)
+            .with_queue_timeout(Duration::from_secs(60))
+            .with_tool("slow", ToolConfig::new().with_max_concurrent(1))
+            .with_tool("big", ToolConfig::new().with_weight(4)),
+    )
+    .unwrap();
+    // A runs one `slow` call: 1 of 4 slots in use.
+    let _a = limiter
+        .acquire_with(Request::new().tool("slow").client("a"))
+        .await
+        .unwrap();
+    // B queues a `slow` call (held by the tool's cap) and a `big` one (held
+    // by the global limit alone: the queue is now stalled on it).
+    let mut b1 = task::spawn(limiter.acquire_with(Request::new().tool("slow").client("b")));
+    assert_pending!(b1.poll());
+    let mut b2 = task::spawn(limiter.acquire_with(Request::new().tool("big").client("b")));
+    assert_pending!(b2.poll());
+    // C arrives with a light call: the queue is full, so B's newest waiter
+    // (the big call everyone was stalled on) is evicted for it.
+    let mut c = task::spawn(limiter.acquire_with(Request::new().tool("fast").client("c")));
+    let c_ready = c.poll();
+    match b2.poll() {
+        std::task::Poll::Ready(Err(o)) => {
+            assert_eq!(
+                (o.reason, o.scope),
+                (OverloadReason::QueueFull, Scope::Client)
+            )
+        }
+        other => panic!("b2 should have been evicted: {other:?}"),
+    }
+    let s = limiter.snapshot();
+    // And D, a fresh client with a light call.
+    let d = limiter
+        .acquire_with(Request::new().tool("fast").client("d"))
+        .await;
+    // Nothing holds C or D back: 1 of 4 slots is in use and no waiter is
+    // held by the global limit. Both should run at once.
+    assert!(
+        c_ready.is_ready() && d.is_ok(),
+        "C admitted: {}, D: {:?}; active {} of {}, queued {}",
+        c_ready.is_ready(),
+        d.map(|_| ()).map_err(|o| (o.reason, o.scope)),
+        s.active,
+        s.max_concurrent,
+        s.queued
+    );
+}
