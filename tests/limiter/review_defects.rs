@@ -61,3 +61,34 @@ async fn evicting_the_stalled_waiter_leaves_idle_slots_unused() {
         s.queued
     );
 }
+
+/// A reload that lowers `retry_after_max` bounds global and client
+/// rejections, but a configured tool's rejections keep the bounds the tool
+/// was first configured with.
+#[tokio::test(start_paused = true)]
+async fn reconfigured_retry_bounds_reach_configured_tools() {
+    let config = |max: Duration| {
+        LimiterConfig::new(8)
+            .with_initial_service_time(Duration::from_secs(10))
+            .with_retry_after_bounds(Duration::from_millis(10), max)
+            .with_tool("report", ToolConfig::new().with_max_concurrent(1))
+    };
+    let limiter = Limiter::new(config(Duration::from_secs(60))).unwrap();
+    let _running = limiter
+        .acquire_with(Request::new().tool("report"))
+        .await
+        .unwrap();
+    limiter.reconfigure(config(Duration::from_secs(2))).unwrap();
+    // A second report is refused by the report tool's limit (no queue). Its
+    // retry hint must respect the retry_after_max now in force, 2 s.
+    let refused = limiter
+        .acquire_with(Request::new().tool("report"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.data().scope, "tool:report");
+    assert!(
+        refused.retry_after <= Duration::from_secs(2),
+        "retry_after {:?} above the retry_after_max in force (2 s)",
+        refused.retry_after,
+    );
+}
