@@ -92,3 +92,33 @@ async fn reconfigured_retry_bounds_reach_configured_tools() {
         refused.retry_after,
     );
 }
+
+/// A limit given by reconfigure to a tool whose calls are running (counted,
+/// until then, with every other unconfigured tool) does not see them: new
+/// calls are admitted beside them up to the full new cap, although "a
+/// lowered limit admits nobody new until what runs is back under it".
+#[tokio::test(start_paused = true)]
+async fn a_tool_limit_added_live_counts_the_calls_already_running() {
+    let limiter = Limiter::new(LimiterConfig::new(10).with_queue_size(0)).unwrap();
+    let report = Request::new().tool("report");
+    let mut running = Vec::new();
+    for _ in 0..3 {
+        running.push(limiter.acquire_with(report).await.unwrap());
+    }
+    limiter
+        .reconfigure(
+            LimiterConfig::new(10).with_tool("report", ToolConfig::new().with_max_concurrent(1)),
+        )
+        .unwrap();
+    let report_row = limiter
+        .tool_snapshots()
+        .into_iter()
+        .find(|t| t.tool == "report")
+        .unwrap();
+    let fourth = limiter.acquire_with(report).await;
+    assert!(
+        fourth.is_err(),
+        "a 4th report runs beside 3 under a limit of 1 (the report row says running {})",
+        report_row.running
+    );
+}
