@@ -122,3 +122,32 @@ async fn a_tool_limit_added_live_counts_the_calls_already_running() {
         report_row.running
     );
 }
+
+/// With `limit = aimd`, a call that *succeeds* after more than 5 s (AIMD's
+/// built-in timeout, which no setting of `LimiterConfig` or the proxy
+/// reaches) is taken as an overload: the limit backs off on every slow
+/// success. MCP tools routinely take longer (the README's "30 s report"),
+/// so the global limit walks down to `min_limit` on healthy traffic.
+#[tokio::test(start_paused = true)]
+async fn aimd_does_not_back_off_on_slow_successes() {
+    use mcp_backpressure::Outcome;
+    use mcp_backpressure::limit::LimitAlgorithm;
+    let limiter =
+        Limiter::new(LimiterConfig::new(10).with_limit(LimitAlgorithm::Aimd, 1, None)).unwrap();
+    for _ in 0..20 {
+        // Ten 6-second calls at once, every one a success.
+        let mut permits = Vec::new();
+        while let Ok(p) = limiter.acquire().await {
+            permits.push(p);
+        }
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        for mut p in permits {
+            p.set_outcome(Outcome::Success);
+        }
+    }
+    assert_eq!(
+        limiter.snapshot().max_concurrent,
+        10,
+        "successful calls lowered the limit"
+    );
+}
