@@ -151,3 +151,53 @@ async fn aimd_does_not_back_off_on_slow_successes() {
         "successful calls lowered the limit"
     );
 }
+
+/// Adaptive limits count slots, but the samples they get count calls
+/// (`inflight` is the number of calls running, and "busy" timing compares
+/// calls with slots): when the traffic is weighted, a limit that backed off
+/// reads every later sample as "app-limited" and never recovers, although
+/// at least half the slots are in use and every call succeeds.
+#[tokio::test(start_paused = true)]
+async fn an_adaptive_limit_recovers_under_weighted_traffic() {
+    use mcp_backpressure::Outcome;
+    use mcp_backpressure::limit::LimitAlgorithm;
+    let limiter = Limiter::new(
+        LimiterConfig::new(8)
+            .with_limit(LimitAlgorithm::Aimd, 1, None)
+            .with_tool("report", ToolConfig::new().with_weight(4)),
+    )
+    .unwrap();
+    let report = Request::new().tool("report");
+    // Phase 1: the upstream struggles; reports fail with an overload.
+    let mut rounds = 0;
+    while limiter.snapshot().max_concurrent == 8 && rounds < 1000 {
+        let mut permits = Vec::new();
+        while let Ok(p) = limiter.acquire_with(report).await {
+            permits.push(p);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for mut p in permits {
+            p.set_outcome(Outcome::Dropped);
+        }
+        rounds += 1;
+    }
+    let backed_off = limiter.snapshot().max_concurrent;
+    assert!(backed_off < 8);
+    // Phase 2: healthy again; as many reports as fit run (at least half the
+    // slots in use), and every one succeeds.
+    for _ in 0..2000 {
+        let mut permits = Vec::new();
+        while let Ok(p) = limiter.acquire_with(report).await {
+            permits.push(p);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for mut p in permits {
+            p.set_outcome(Outcome::Success);
+        }
+    }
+    assert_eq!(
+        limiter.snapshot().max_concurrent,
+        8,
+        "backed off to {backed_off}, never recovered under successful load"
+    );
+}
