@@ -201,3 +201,51 @@ async fn an_adaptive_limit_recovers_under_weighted_traffic() {
         "backed off to {backed_off}, never recovered under successful load"
     );
 }
+
+/// A tool's adaptive limit is fed samples whose `inflight` is the number of
+/// calls running *globally*: while other tools keep the server busy, a tool
+/// that never runs more than one call at once reads as "fully used" and its
+/// limit creeps up to its `max_limit` without ever having been tested.
+#[tokio::test(start_paused = true)]
+async fn a_tool_limit_does_not_grow_while_the_tool_is_idle() {
+    use mcp_backpressure::Outcome;
+    use mcp_backpressure::limit::LimitAlgorithm;
+    let limiter = Limiter::new(
+        LimiterConfig::new(20).with_tool(
+            "x",
+            ToolConfig::new()
+                .with_max_concurrent(2)
+                .with_limit(LimitAlgorithm::Aimd, 1, Some(16)),
+        ),
+    )
+    .unwrap();
+    // Other tools keep 15 calls running.
+    let mut others = Vec::new();
+    for _ in 0..15 {
+        others.push(
+            limiter
+                .acquire_with(Request::new().tool("other"))
+                .await
+                .unwrap(),
+        );
+    }
+    // `x` runs one call at a time, each a success.
+    for _ in 0..100 {
+        let mut p = limiter
+            .acquire_with(Request::new().tool("x"))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        p.set_outcome(Outcome::Success);
+    }
+    let x = limiter
+        .tool_snapshots()
+        .into_iter()
+        .find(|t| t.tool == "x")
+        .unwrap();
+    assert_eq!(
+        x.limit,
+        Some(2),
+        "x never ran 2 calls at once, yet its limit grew"
+    );
+}
