@@ -249,3 +249,22 @@ async fn a_tool_limit_does_not_grow_while_the_tool_is_idle() {
         "x never ran 2 calls at once, yet its limit grew"
     );
 }
+
+/// `Outcome::Dropped` is documented to back an adaptive limit off ("a
+/// sample marked dropped, so an adaptive limit backs off"), and the README's
+/// AIMD example shows it. But only timed permits give samples, and below
+/// half the limit only one admission in 32 is timed: the README example
+/// passes only because it runs on a fresh limiter. One earlier call, and the
+/// same drop teaches nothing.
+#[tokio::test(start_paused = true)]
+async fn a_dropped_outcome_backs_off_whatever_came_before() {
+    use mcp_backpressure::Outcome;
+    use mcp_backpressure::limit::LimitAlgorithm;
+    let limiter =
+        Limiter::new(LimiterConfig::new(10).with_limit(LimitAlgorithm::Aimd, 2, Some(50))).unwrap();
+    drop(limiter.acquire().await.unwrap()); // one earlier call
+    let mut permit = limiter.acquire().await.unwrap();
+    permit.set_outcome(Outcome::Dropped); // the upstream timed out
+    drop(permit);
+    assert_eq!(limiter.snapshot().max_concurrent, 9, "the drop was ignored");
+}
