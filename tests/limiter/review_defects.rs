@@ -268,3 +268,43 @@ async fn a_dropped_outcome_backs_off_whatever_came_before() {
     drop(permit);
     assert_eq!(limiter.snapshot().max_concurrent, 9, "the drop was ignored");
 }
+
+/// Under CoDel the shedding state is global while the queue is served
+/// round-robin across clients: once a greedy client keeps the queue
+/// standing, the call shed at each release is whichever lane's turn it is —
+/// and a polite client's single call gets the very next turn. The client
+/// the fair queue is meant to protect is the one turned away (9 arrival
+/// times out of 10 here; fq_codel keeps CoDel state per flow for this
+/// reason).
+#[tokio::test(start_paused = true)]
+async fn codel_does_not_shed_the_polite_clients_only_call() {
+    use mcp_backpressure::QueueDiscipline;
+    let mut shed = Vec::new();
+    for offset_ms in (5000..5400).step_by(40) {
+        let limiter = Limiter::new(
+            LimiterConfig::new(1)
+                .with_queue_size(400)
+                .with_queue_timeout(Duration::from_secs(3600))
+                .with_discipline(QueueDiscipline::CODEL),
+        )
+        .unwrap();
+        for _ in 0..300 {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                if let Ok(p) = limiter.acquire_with(Request::new().client("greedy")).await {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    drop(p);
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(offset_ms)).await;
+        let polite = limiter.acquire_with(Request::new().client("polite")).await;
+        if let Err(o) = polite {
+            shed.push((offset_ms, o.reason));
+        }
+    }
+    assert!(
+        shed.is_empty(),
+        "the polite client's only call was refused: {shed:?}"
+    );
+}
