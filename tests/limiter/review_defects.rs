@@ -308,3 +308,46 @@ async fn codel_does_not_shed_the_polite_clients_only_call() {
         "the polite client's only call was refused: {shed:?}"
     );
 }
+
+/// Within a lane, the next waiter is the oldest whose *tool* has room; if
+/// that one does not fit its *client's* cap (a heavy call), the whole lane
+/// is skipped — although a lighter call of the same client behind it fits.
+/// That call then waits beside room it could use, and a newer call of the
+/// same client and tool is admitted at once, ahead of it ("within a lane a
+/// tool's calls are served in arrival order; nobody overtakes a waiter that
+/// could run").
+#[tokio::test(start_paused = true)]
+async fn a_heavy_call_over_the_client_cap_does_not_block_its_lane() {
+    let limiter = Limiter::new(
+        LimiterConfig::new(100)
+            .with_queue_size(10)
+            .with_client_limit(4)
+            .with_tool("heavy", ToolConfig::new().with_weight(4)),
+    )
+    .unwrap();
+    let light = Request::new().tool("light").client("a");
+    let mut running = Vec::new();
+    for _ in 0..4 {
+        running.push(limiter.acquire_with(light).await.unwrap());
+    }
+    // The client is at its cap: a heavy call, then a light one, queue.
+    let mut heavy = task::spawn(limiter.acquire_with(Request::new().tool("heavy").client("a")));
+    assert_pending!(heavy.poll());
+    let mut first_light = task::spawn(limiter.acquire_with(light));
+    assert_pending!(first_light.poll());
+    // One light call ends: 3 of 4 client slots used; the queued light call fits.
+    drop(running.pop());
+    let first_ready = first_light.poll().is_ready();
+    // A newer light call of the same client and tool.
+    let mut second_light = task::spawn(limiter.acquire_with(light));
+    let second_ready = second_light.poll().is_ready();
+    assert!(
+        first_ready || !second_ready,
+        "the queued light call still waits (ready: {first_ready}) while a newer one ran at once \
+         (ready: {second_ready})"
+    );
+    assert!(
+        first_ready,
+        "the queued light call waits beside room it fits in"
+    );
+}
