@@ -351,3 +351,35 @@ async fn a_heavy_call_over_the_client_cap_does_not_block_its_lane() {
         "the queued light call waits beside room it fits in"
     );
 }
+
+/// After `queue_size` is lowered below the queue's length, "a lower queue
+/// bound only stops new admissions until the figures are back under it" —
+/// but a newcomer from a client with fewer places still enters, by evicting
+/// a waiter of the longest lane: the queue stays above its bound, one in,
+/// one out, for as long as such newcomers arrive.
+#[tokio::test(start_paused = true)]
+async fn a_lowered_queue_bound_admits_nobody_new_to_the_queue() {
+    let config = |queue_size| {
+        LimiterConfig::new(1)
+            .with_queue_size(queue_size)
+            .with_queue_timeout(Duration::from_secs(60))
+    };
+    let limiter = Limiter::new(config(10)).unwrap();
+    let _running = limiter.acquire().await.unwrap();
+    let greedy = Request::new().client("greedy");
+    let mut waiting: Vec<_> = (0..10)
+        .map(|_| task::spawn(limiter.acquire_with(greedy)))
+        .collect();
+    for w in &mut waiting {
+        assert_pending!(w.poll());
+    }
+    limiter.reconfigure(config(2)).unwrap();
+    let mut newcomer = task::spawn(limiter.acquire_with(Request::new().client("other")));
+    let newcomer_ready = newcomer.poll().is_ready();
+    let s = limiter.snapshot();
+    assert!(
+        newcomer_ready,
+        "the newcomer joined a queue of {} over its bound of {} (by evicting a waiter)",
+        s.queued, s.queue_size
+    );
+}
