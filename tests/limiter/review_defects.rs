@@ -383,3 +383,48 @@ async fn a_lowered_queue_bound_admits_nobody_new_to_the_queue() {
         s.queued, s.queue_size
     );
 }
+
+/// Counters exported as Prometheus counters must never go down. Two ways
+/// they do: a tool that gets a configuration while a call of it runs takes
+/// its `admitted` out of the `*` row; and a slot handed to a waiter whose
+/// caller then leaves is taken back with `admitted -= 1` (a scrape between
+/// the two sees the higher value).
+#[tokio::test(start_paused = true)]
+async fn admitted_counters_never_go_down() {
+    let star = |l: &Limiter| {
+        l.tool_snapshots()
+            .into_iter()
+            .find(|t| t.tool == "*")
+            .unwrap()
+            .admitted
+    };
+    // The `*` row.
+    let limiter = Limiter::new(LimiterConfig::new(4).with_default_tool_limit(2)).unwrap();
+    let _report = limiter
+        .acquire_with(Request::new().tool("report"))
+        .await
+        .unwrap();
+    let before = star(&limiter);
+    limiter
+        .reconfigure(
+            LimiterConfig::new(4)
+                .with_default_tool_limit(2)
+                .with_tool("report", ToolConfig::new().with_max_concurrent(1)),
+        )
+        .unwrap();
+    let star_after = star(&limiter);
+    // The global counter.
+    let limiter = Limiter::new(LimiterConfig::new(1).with_queue_size(1)).unwrap();
+    let held = limiter.acquire().await.unwrap();
+    let mut waiter = task::spawn(limiter.acquire());
+    assert_pending!(waiter.poll());
+    drop(held); // the slot is handed to the waiter
+    let scraped = limiter.snapshot().admitted;
+    drop(waiter); // its caller leaves before claiming it
+    let global_after = limiter.snapshot().admitted;
+    assert!(
+        star_after >= before && global_after >= scraped,
+        "tool_admitted_total{{tool=\"*\"}} {before} -> {star_after}; \
+         admitted_total {scraped} -> {global_after}"
+    );
+}
