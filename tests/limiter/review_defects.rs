@@ -428,3 +428,30 @@ async fn admitted_counters_never_go_down() {
          admitted_total {scraped} -> {global_after}"
     );
 }
+
+/// `default_tool_limit` is "the limit of each tool not in `tools`" in the
+/// library's table, but the proxy's README says `--default-tool-limit 3`
+/// "gives every tool without a limit of its own a limit of 3". A tool
+/// configured with only a weight (`--tool-weight report=4`) has no limit of
+/// its own, yet gets no limit at all: it escapes the default that every
+/// unnamed tool is held to.
+#[tokio::test(start_paused = true)]
+async fn a_weighted_tool_without_its_own_limit_gets_the_default_limit() {
+    let limiter = Limiter::new(
+        LimiterConfig::new(100)
+            .with_default_tool_limit(3)
+            .with_tool("report", ToolConfig::new().with_weight(4)),
+    )
+    .unwrap();
+    let report = Request::new().tool("report");
+    let mut running = Vec::new();
+    while let Ok(p) = limiter.acquire_with(report).await {
+        running.push(p);
+    }
+    assert_eq!(
+        running.len(),
+        3,
+        "report, with no limit of its own, ran {} at once under --default-tool-limit 3",
+        running.len()
+    );
+}
