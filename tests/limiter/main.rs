@@ -14,4 +14,5 @@ mod queue_timeout;
 mod reconfigure;
 mod regressions;
 mod retry_after;
+mod review_defects;
 mod support;

@@ -20,5 +20,6 @@ mod recorder;
 mod reload;
 mod resume;
 mod review;
+mod review_defects;
 mod stdio;
 mod support;
