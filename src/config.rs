@@ -229,6 +229,11 @@ pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 /// tracked entry cost more than that; configured tool names may not be longer.
 pub const MAX_KEY_BYTES: usize = 256;
 
+/// The largest number of slots (`max_concurrent`, `max_limit`) and the
+/// largest weight: 2^32 − 1, far above any real limit, low enough that no
+/// count of slots can overflow.
+pub const MAX_SLOTS: usize = u32::MAX as usize;
+
 /// The default of [`LimiterConfig::max_tracked_keys`].
 pub const DEFAULT_MAX_TRACKED_KEYS: usize = 10_000;
 
@@ -356,6 +361,12 @@ impl LimiterConfig {
             });
         }
         check_bounds("", self.max_concurrent, self.min_limit, self.max_limit)?;
+        if self.queue_size > MAX_SLOTS {
+            return Err(ConfigError::Invalid {
+                setting: "queue_size".into(),
+                reason: format!("must be at most {MAX_SLOTS}, got {}", self.queue_size),
+            });
+        }
         if self.max_tracked_keys == 0 {
             return Err(ConfigError::invalid(
                 "max_tracked_keys",
@@ -407,10 +418,10 @@ impl LimiterConfig {
                 });
             }
             let prefix = format!("tools.{name:?}.");
-            if tool.weight == 0 {
+            if tool.weight == 0 || tool.weight > MAX_SLOTS {
                 return Err(ConfigError::Invalid {
                     setting: format!("{prefix}weight"),
-                    reason: "must be at least 1".into(),
+                    reason: format!("must be between 1 and {MAX_SLOTS}, got {}", tool.weight),
                 });
             }
             match tool.max_concurrent {
@@ -444,6 +455,14 @@ fn check_bounds(
     };
     if max_concurrent == 0 {
         return Err(invalid("max_concurrent", "must be at least 1".into()));
+    }
+    if max_concurrent > MAX_SLOTS || max_limit.is_some_and(|max| max > MAX_SLOTS) {
+        let setting = if max_concurrent > MAX_SLOTS {
+            "max_concurrent"
+        } else {
+            "max_limit"
+        };
+        return Err(invalid(setting, format!("must be at most {MAX_SLOTS}")));
     }
     if min_limit == 0 {
         return Err(invalid("min_limit", "must be at least 1".into()));

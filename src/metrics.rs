@@ -17,15 +17,20 @@ pub struct MetricsSnapshot {
     /// Slots in use now (a call of weight `w` holds `w`; with weights of 1,
     /// the requests running or handed a slot and about to run).
     pub active: usize,
-    /// Requests holding slots now, whatever their weight.
+    /// Requests holding slots now, whatever their weight (those handed a
+    /// slot from the queue whose callers have not taken it yet included).
     pub running: usize,
+    /// Slots handed to queued requests whose callers have not taken them
+    /// yet (a moment, normally; they count as admitted once taken).
+    pub handed_over: usize,
     /// Requests waiting in the queue now.
     pub queued: usize,
     /// The concurrency limit in force (the current value of an adaptive limit).
     pub max_concurrent: usize,
     /// The queue bound.
     pub queue_size: usize,
-    /// Requests ever given a slot.
+    /// Requests that took a slot (never decreases: a request handed a slot
+    /// but gone before taking it counts in `cancelled_in_queue` instead).
     pub admitted: u64,
     /// Slots ever given back (successful, failed, cancelled or panicked requests).
     pub completed: u64,

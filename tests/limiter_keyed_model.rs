@@ -214,8 +214,9 @@ impl Model {
     fn cap(&self, tool: ToolKey) -> Option<usize> {
         match tool {
             ToolKey::Anonymous => None,
-            ToolKey::Named("a") => self.config.a.0,
-            ToolKey::Named("b") => self.config.b.0,
+            // A configured tool without a limit of its own gets the default.
+            ToolKey::Named("a") => self.config.a.0.or(self.config.default_tool_limit),
+            ToolKey::Named("b") => self.config.b.0.or(self.config.default_tool_limit),
             ToolKey::Named(_) => self.config.default_tool_limit,
         }
     }
@@ -323,9 +324,14 @@ impl Model {
             self.reject(OverloadReason::ConcurrencyLimit);
             return Some(Decision::Rejected(OverloadReason::ConcurrencyLimit, scope));
         }
-        if self.waiting.len() >= self.config.queue_size && !self.evict_for(client) {
-            self.reject(OverloadReason::QueueFull);
-            return Some(Decision::Rejected(OverloadReason::QueueFull, Scope::Global));
+        let mut evicted = false;
+        if self.waiting.len() >= self.config.queue_size {
+            // Over a just-lowered bound nobody joins, even by eviction.
+            evicted = self.waiting.len() == self.config.queue_size && self.evict_for(client);
+            if !evicted {
+                self.reject(OverloadReason::QueueFull);
+                return Some(Decision::Rejected(OverloadReason::QueueFull, Scope::Global));
+            }
         }
         if self.tool_room(tool) && self.client_room(client, weight) {
             self.stalled = true;
@@ -341,6 +347,11 @@ impl Model {
         self.seq += 1;
         if !self.ring.contains(&client) {
             self.ring.push(client);
+        }
+        if evicted {
+            // The evicted waiter may have been the one others waited behind.
+            self.grant_waiters();
+            return self.decided.remove(&id);
         }
         None
     }
@@ -393,17 +404,23 @@ impl Model {
         let mut misses = 0;
         while !self.ring.is_empty() && misses < self.ring.len() {
             let lane = self.ring[0];
-            let next = self
+            // The head of each of the lane's tool flows (FIFO per tool),
+            // then the oldest head its tool's and client's limits let run.
+            let heads = self
                 .waiting
                 .iter()
-                .filter(|w| w.client == lane && self.tool_room(w.tool))
+                .filter(|w| w.client == lane)
+                .filter(|w| {
+                    !self
+                        .waiting
+                        .iter()
+                        .any(|o| o.client == lane && o.tool == w.tool && o.seq < w.seq)
+                });
+            let next = heads
+                .filter(|w| self.tool_room(w.tool) && self.client_room(lane, w.weight))
                 .min_by_key(|w| w.seq)
                 .cloned();
-            let eligible = next
-                .as_ref()
-                .filter(|w| self.client_room(lane, w.weight))
-                .cloned();
-            let Some(w) = eligible else {
+            let Some(w) = next else {
                 self.ring.rotate_left(1);
                 misses += 1;
                 continue;

@@ -1,5 +1,6 @@
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -70,7 +71,14 @@ impl LimitAlgorithm {
     pub fn build(self, initial: usize, min_limit: usize, max_limit: usize) -> Box<dyn Limit> {
         match self {
             LimitAlgorithm::Fixed => Box::new(FixedLimit::new(initial)),
-            LimitAlgorithm::Aimd => Box::new(Aimd::new(initial).with_bounds(min_limit, max_limit)),
+            // No latency timeout: a tool call may legitimately take longer
+            // than Netflix's 5 s (a 30 s report); the edges report an
+            // upstream timeout as a dropped outcome instead.
+            LimitAlgorithm::Aimd => Box::new(
+                Aimd::new(initial)
+                    .with_bounds(min_limit, max_limit)
+                    .with_timeout(Duration::MAX),
+            ),
             LimitAlgorithm::Gradient2 => {
                 Box::new(Gradient2::new(initial).with_bounds(min_limit, max_limit))
             }
@@ -209,6 +217,17 @@ mod tests {
         assert_eq!(after_two_busy_samples(Aimd, 1, 100), 22); // +1, +1
         assert_eq!(after_two_busy_samples(Gradient2, 1, 100), 21); // +0.8, +0.8
         assert_eq!(after_two_busy_samples(Vegas, 1, 100), 26); // rtt_noload, +6
+    }
+
+    #[test]
+    fn a_built_aimd_does_not_take_slow_successes_for_drops() {
+        let mut limit = LimitAlgorithm::Aimd.build(10, 1, 10);
+        for _ in 0..50 {
+            limit.on_sample(&Sample::new(Duration::from_secs(60), 10, false));
+        }
+        assert_eq!(limit.current(), 10);
+        limit.on_sample(&Sample::new(Duration::from_secs(60), 10, true));
+        assert_eq!(limit.current(), 9);
     }
 
     #[test]

@@ -92,7 +92,12 @@ impl ToolEntry {
             name: name.into(),
             running: 0,
             queued: 0,
-            cap: limit.as_ref().map(|limit| limit.current().max(1)),
+            // A tool with a weight but no limit of its own gets the default
+            // tool limit, as every tool without a limit of its own does.
+            cap: limit
+                .as_ref()
+                .map(|limit| limit.current().max(1))
+                .or(config.default_tool_limit),
             limit,
             spec: Some(LimitSpec::of(tool)),
             weight: tool.weight,
@@ -118,8 +123,10 @@ impl ToolEntry {
     }
 
     /// Feeds this tool's own limit and retry estimate.
-    pub(crate) fn observe(&mut self, sample: &Sample) {
-        if let Some(retry) = &mut self.retry {
+    pub(crate) fn observe(&mut self, sample: &Sample, timed: bool) {
+        if let Some(retry) = &mut self.retry
+            && timed
+        {
             retry.observe(sample.rtt);
         }
         if let Some(limit) = &mut self.limit
@@ -308,15 +315,29 @@ impl Tools {
                 Some(tool) => {
                     let fresh = ToolEntry::configured(&name, tool, config);
                     entry.weight = fresh.weight;
-                    if entry.spec != fresh.spec {
+                    if entry.spec != fresh.spec || entry.limit.is_none() {
                         entry.cap = fresh.cap;
                         entry.limit = fresh.limit;
                         entry.spec = fresh.spec;
                     }
+                    entry.retry = match entry.retry {
+                        Some(retry) => {
+                            Some(retry.with_bounds(config.retry_after_min, config.retry_after_max))
+                        }
+                        None => fresh.retry,
+                    };
                     if !entry.configured {
                         entry.configured = true;
                         entry.retry = fresh.retry;
                         self.table.dynamic -= 1;
+                        // Its past counts stay in the `*` figures (counters
+                        // never go down); its own row starts at zero.
+                        let (admitted, rejected) = (entry.admitted, entry.rejected);
+                        entry.admitted = 0;
+                        entry.rejected = 0;
+                        let other = &mut self.table.entries[ANONYMOUS as usize];
+                        other.admitted += admitted;
+                        other.rejected += rejected;
                     }
                 }
                 None if entry.configured => {

@@ -1,4 +1,5 @@
 use std::fmt;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -90,14 +91,22 @@ impl Drop for Permit {
                 return;
             }
         };
-        let Some(admitted_at) = self.grant.at else {
-            self.shared.release(&self.grant, None, None);
-            return;
-        };
-        let now = Instant::now();
-        let rtt = now.saturating_duration_since(admitted_at);
-        let sample = Sample::new(rtt, self.grant.inflight, dropped);
-        self.shared.release(&self.grant, Some(sample), Some(now));
+        match self.grant.at {
+            Some(admitted_at) => {
+                let now = Instant::now();
+                let rtt = now.saturating_duration_since(admitted_at);
+                let sample = Sample::new(rtt, self.grant.inflight as usize, dropped);
+                self.shared.release(&self.grant, Some(sample), Some(now));
+            }
+            // An overload says what it says however long the call took: a
+            // drop is fed even untimed (with no service time: the retry
+            // estimate skips it, and no algorithm reads a drop's rtt).
+            None if dropped => {
+                let sample = Sample::new(Duration::ZERO, self.grant.inflight as usize, true);
+                self.shared.release(&self.grant, Some(sample), None);
+            }
+            None => self.shared.release(&self.grant, None, None),
+        }
     }
 }
 

@@ -25,10 +25,16 @@ use crate::overload::Overload;
 /// What a waiter's owner receives when a slot is handed to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Grant {
+    /// Handed over from the queue (counted as admitted when taken).
+    pub(crate) from_queue: bool,
     /// When the slot was handed over; `None` when the permit is not timed.
     pub(crate) at: Option<Instant>,
-    /// Requests holding a slot right after the hand-over, this one included.
-    pub(crate) inflight: usize,
+    /// Slots in use right after the hand-over, this call's included (what
+    /// the global limit's algorithm compares with the limit).
+    pub(crate) inflight: u32,
+    /// Calls of its tool running right after the hand-over, this one
+    /// included (what the tool's own limit is compared with).
+    pub(crate) tool_inflight: u32,
     /// Slots of the global limit it holds.
     pub(crate) cost: usize,
     /// Slots of its client's limit it holds.
@@ -240,23 +246,25 @@ impl WaitQueue {
         }
     }
 
-    /// The next waiter of `client` among the flows whose tool `ready` accepts:
-    /// the oldest one, or the newest with `lifo`.
+    /// The next waiter of `client` among those `ready(tool, cost)` accepts
+    /// (the head of each flow, or its tail with `lifo`): the oldest one, or
+    /// the newest with `lifo`.
     pub(crate) fn candidate(
         &self,
         client: u32,
         lifo: bool,
-        mut ready: impl FnMut(u32) -> bool,
+        mut ready: impl FnMut(u32, usize) -> bool,
     ) -> Option<usize> {
         let lane = self.lanes.get(client as usize)?;
         let mut best: Option<(u32, Link)> = None;
         for &flow in &lane.flows {
             let flow = &self.flows[flow as usize];
-            if !ready(flow.tool) {
+            let link = if lifo { flow.tail } else { flow.head };
+            let waiting = self.waiting_ref(link);
+            if !ready(flow.tool, waiting.cost()) {
                 continue;
             }
-            let link = if lifo { flow.tail } else { flow.head };
-            let seq = self.waiting_ref(link).seq;
+            let seq = waiting.seq;
             let better = match best {
                 None => true,
                 Some((best_seq, _)) => newer(seq, best_seq) == lifo,
@@ -374,8 +382,10 @@ impl WaitQueue {
     /// leaving a placeholder in its slab slot; returns what it was.
     fn unlink(&mut self, key: usize) -> Waiting {
         let placeholder = Entry::Granted(Grant {
+            from_queue: false,
             at: None,
             inflight: 0,
+            tool_inflight: 0,
             cost: 0,
             client_cost: 0,
             tool: 0,
@@ -468,8 +478,10 @@ mod tests {
 
     fn grant() -> Grant {
         Grant {
+            from_queue: true,
             at: None,
             inflight: 1,
+            tool_inflight: 1,
             cost: 1,
             client_cost: 1,
             tool: 0,
@@ -485,10 +497,10 @@ mod tests {
         let b = queue.push(0, 1, 1, now).unwrap();
         let c = queue.push(0, 0, 1, now).unwrap();
         assert_eq!(queue.keys_of(0), [a, b, c]);
-        assert_eq!(queue.candidate(0, false, |_| true), Some(a));
-        assert_eq!(queue.candidate(0, true, |_| true), Some(c));
+        assert_eq!(queue.candidate(0, false, |_, _| true), Some(a));
+        assert_eq!(queue.candidate(0, true, |_, _| true), Some(c));
         // Tool 0 blocked: the same client's call of tool 1 is next.
-        assert_eq!(queue.candidate(0, false, |tool| tool != 0), Some(b));
+        assert_eq!(queue.candidate(0, false, |tool, _| tool != 0), Some(b));
         assert_eq!(queue.newest_of(0), Some(c));
     }
 
@@ -545,8 +557,8 @@ mod tests {
         let now = Instant::now();
         let keys: Vec<usize> = (0..4).map(|_| queue.push(0, 0, 1, now).unwrap()).collect();
         assert_eq!(queue.keys_of(0), keys);
-        assert_eq!(queue.candidate(0, false, |_| true), Some(keys[0]));
-        assert_eq!(queue.candidate(0, true, |_| true), Some(keys[3]));
+        assert_eq!(queue.candidate(0, false, |_, _| true), Some(keys[0]));
+        assert_eq!(queue.candidate(0, true, |_, _| true), Some(keys[3]));
         assert_eq!(queue.newest_of(0), Some(keys[3]));
     }
 

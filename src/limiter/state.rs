@@ -12,7 +12,9 @@
 //!   until the next one in order does not fit the global limit (`stalled`)
 //!   or none is eligible. While stalled, newcomers queue too, so a heavy call
 //!   at the front is never starved by lighter ones behind it;
-//! - `admitted == completed + running`.
+//! - `admitted + handed_over == completed + running`: a call counts as
+//!   admitted when its caller takes the slot (so `admitted` never goes down);
+//!   until then its slot is `handed_over`.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::task::{Poll, Waker};
@@ -25,7 +27,7 @@ use super::partitions::{ANONYMOUS, Clients, OTHER, Tools};
 use super::queue::{Grant, Removed, WaitQueue};
 use super::request::Request;
 use super::retry::RetryEstimator;
-use crate::config::LimiterConfig;
+use crate::config::{LimiterConfig, MAX_SLOTS};
 use crate::limit::{FixedLimit, Limit, LimitAlgorithm, Sample};
 use crate::metrics::{MetricsSnapshot, ToolSnapshot};
 use crate::overload::{Overload, OverloadReason, Scope};
@@ -68,6 +70,8 @@ impl LazyNow {
 
 #[derive(Default)]
 struct Counters {
+    /// Slots handed to waiters whose callers have not taken them yet.
+    handed_over: usize,
     admitted: u64,
     completed: u64,
     cancelled_in_queue: u64,
@@ -199,12 +203,14 @@ impl State {
         let cost = request
             .cost_override()
             .unwrap_or_else(|| self.tools.get(tool).weight)
-            .max(1);
+            .clamp(1, MAX_SLOTS);
         if !self.stalled && self.fits(client, tool, cost) {
-            let busy = (self.running + 1) * 2 >= self.max_concurrent;
+            let busy = (self.used + cost.min(self.max_concurrent)) * 2 >= self.max_concurrent;
             let at =
                 (busy || self.counters.admitted.is_multiple_of(TIMED_EVERY)).then(|| now.get());
-            return Admission::Admitted(self.take_slot(client, tool, cost, at));
+            let grant = self.take_slot(client, tool, cost, at);
+            self.claimed(&grant);
+            return Admission::Admitted(grant);
         }
         if self.config.queue_size == 0 {
             let scope = self.binding_scope(client, tool, cost);
@@ -214,7 +220,11 @@ impl State {
         }
         let mut evicted = None;
         if self.queue.len() >= self.config.queue_size {
-            evicted = self.evict_for(client, wake);
+            // Over the bound (it was just lowered): nobody new joins, not
+            // even by taking someone's place.
+            if self.queue.len() == self.config.queue_size {
+                evicted = self.evict_for(client, wake);
+            }
             if evicted.is_none() {
                 let overload = self.reject(OverloadReason::QueueFull, Scope::Global, tool, client);
                 self.release_if_idle(tool, client);
@@ -234,11 +244,14 @@ impl State {
         }
         self.tools.get_mut(tool).queued += 1;
         self.clients.get_mut(client).queued += 1;
-        if let Some((tool, client)) = evicted {
-            self.release_if_idle(tool, client);
-        }
         if self.queue.len() == 1 {
             self.discipline.on_nonempty(since);
+        }
+        if let Some((tool, client)) = evicted {
+            self.release_if_idle(tool, client);
+            // The evicted waiter may have been the one everyone else waited
+            // behind: serve whom that lets in (the newcomer, maybe).
+            self.grant_waiters(now, wake);
         }
         Admission::Enqueued {
             key,
@@ -259,11 +272,17 @@ impl State {
         self.give_back(grant);
         self.counters.completed += 1;
         if let Some(sample) = sample {
-            self.retry.observe(sample.rtt);
+            // An untimed drop carries no service time.
+            let timed = grant.at.is_some();
+            if timed {
+                self.retry.observe(sample.rtt);
+            }
             if let Some(current) = feed(self.limit.as_mut(), &sample) {
                 self.max_concurrent = current;
             }
-            self.tools.get_mut(grant.tool).observe(&sample);
+            // The tool's own limit is compared with the tool's own calls.
+            let tool_sample = Sample::new(sample.rtt, grant.tool_inflight as usize, sample.dropped);
+            self.tools.get_mut(grant.tool).observe(&tool_sample, timed);
         }
         self.release_if_idle(grant.tool, grant.client);
         self.grant_waiters(now, wake);
@@ -275,7 +294,20 @@ impl State {
         key: usize,
         waker: &Waker,
     ) -> Poll<Result<Grant, Box<Overload>>> {
-        self.queue.poll(key, waker)
+        let poll = self.queue.poll(key, waker);
+        if let Poll::Ready(Ok(grant)) = &poll {
+            self.claimed(grant);
+        }
+        poll
+    }
+
+    /// A slot handed to a waiter was taken by its caller: only now is the
+    /// call admitted (so `admitted` never goes down when a caller leaves
+    /// before taking its slot).
+    fn claimed(&mut self, grant: &Grant) {
+        self.counters.admitted += 1;
+        self.counters.handed_over -= grant.from_queue as usize;
+        self.tools.get_mut(grant.tool).admitted += 1;
     }
 
     /// A queued request's caller went away. It counts as cancelled in the
@@ -291,9 +323,8 @@ impl State {
             }
             Removed::Granted(grant) => {
                 self.counters.cancelled_in_queue += 1;
+                self.counters.handed_over -= 1;
                 self.give_back(&grant);
-                self.counters.admitted -= 1;
-                self.tools.get_mut(grant.tool).admitted -= 1;
                 self.release_if_idle(grant.tool, grant.client);
             }
             // Already counted as rejected.
@@ -312,7 +343,10 @@ impl State {
         wake: &mut WakeList,
     ) -> Result<Grant, Box<Overload>> {
         match self.queue.remove(key) {
-            Removed::Granted(grant) => Ok(grant),
+            Removed::Granted(grant) => {
+                self.claimed(&grant);
+                Ok(grant)
+            }
             Removed::Rejected(overload) => Err(overload),
             Removed::Waiting(waiting) => {
                 self.leave_queue(waiting.tool, waiting.client);
@@ -373,6 +407,7 @@ impl State {
         MetricsSnapshot {
             active: self.used,
             running: self.running,
+            handed_over: self.counters.handed_over,
             queued: self.queue.len(),
             max_concurrent: self.max_concurrent,
             queue_size: self.config.queue_size,
@@ -444,14 +479,15 @@ impl State {
         let client_cost = self.clients.cost(cost);
         self.used += cost;
         self.running += 1;
-        self.counters.admitted += 1;
         let entry = self.tools.get_mut(tool);
         entry.running += 1;
-        entry.admitted += 1;
+        let tool_inflight = saturate(entry.running);
         self.clients.get_mut(client).used += client_cost;
         Grant {
+            from_queue: false,
             at,
-            inflight: self.running,
+            inflight: saturate(self.used),
+            tool_inflight,
             cost,
             client_cost,
             tool,
@@ -552,22 +588,19 @@ impl State {
                 break;
             }
             let lifo = self.discipline.needs_clock() && self.discipline.lifo(now.get());
-            let tools = &self.tools;
-            let Some(key) = self
-                .queue
-                .candidate(client, lifo, |tool| tools.get(tool).has_room())
-            else {
+            let (tools, clients) = (&self.tools, &self.clients);
+            // The lane's next call among those its tool's and its client's
+            // limits let run: one held back by either never blocks the
+            // lane's other calls.
+            let Some(key) = self.queue.candidate(client, lifo, |tool, cost| {
+                tools.get(tool).has_room() && clients.has_room(client, cost)
+            }) else {
                 self.queue.rotate();
                 misses += 1;
                 continue;
             };
             let waiting = self.queue.waiting(key);
             let (tool, cost, since) = (waiting.tool, waiting.cost(), self.queue.since(waiting));
-            if !self.clients.has_room(client, cost) {
-                self.queue.rotate();
-                misses += 1;
-                continue;
-            }
             if self.used + cost.min(self.max_concurrent) > self.max_concurrent {
                 self.stalled = true;
                 break;
@@ -587,7 +620,9 @@ impl State {
                     continue;
                 }
             }
-            let grant = self.take_slot(client, tool, cost, Some(now.get()));
+            let mut grant = self.take_slot(client, tool, cost, Some(now.get()));
+            grant.from_queue = true;
+            self.counters.handed_over += 1;
             wake.push(self.queue.grant(key, grant));
             self.leave_queue(tool, client);
             if self.queue.front() == Some(client) {
@@ -596,6 +631,11 @@ impl State {
             }
         }
     }
+}
+
+/// A count as `u32`, saturated.
+fn saturate(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 fn reason_index(reason: OverloadReason) -> usize {

@@ -24,7 +24,11 @@ pub fn assert_consistent(limiter: &Limiter) {
     let s = limiter.snapshot();
     assert!(s.active <= s.max_concurrent, "active over the limit: {s:?}");
     assert!(s.queued <= s.queue_size, "queued over the bound: {s:?}");
-    assert_eq!(s.admitted, s.completed + s.running as u64, "{s:?}");
+    assert_eq!(
+        s.admitted + s.handed_over as u64,
+        s.completed + s.running as u64,
+        "{s:?}"
+    );
     assert_eq!(
         s.total_rejected,
         s.rejected_concurrency_limit

@@ -90,12 +90,21 @@ impl Pipes {
 /// without cancelling anything upstream. Run it to completion.
 pub async fn run(gate: Arc<Gate>, command: &[String]) -> anyhow::Result<ExitCode> {
     let (program, args) = command.split_first().context("no upstream command given")?;
-    let mut child = Command::new(program)
+    let mut command_line = Command::new(program);
+    command_line
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    // Its own process group: a signal sent to the proxy's group (a shell's
+    // `kill -HUP %1`, Ctrl-C in a terminal) reaches the proxy alone, which
+    // reloads on SIGHUP and, on SIGINT or SIGTERM, cancels what is in flight
+    // and closes the upstream's stdin — instead of the upstream dying of a
+    // signal meant for the proxy.
+    #[cfg(unix)]
+    command_line.process_group(0);
+    let mut child = command_line
         .spawn()
         .with_context(|| format!("cannot start the upstream server `{program}`"))?;
     let pid = child.id();

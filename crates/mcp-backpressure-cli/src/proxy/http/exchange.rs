@@ -210,11 +210,17 @@ fn repeated_header<'a>(headers: &HeaderMap, client_key: Option<&'a str>) -> Opti
 /// `Mcp-Name` headers that must match the body; a server may route on
 /// either, so the proxy refuses a request where they differ.
 fn header_mismatch(headers: &HeaderMap, bytes: &[u8]) -> Option<String> {
-    let method_header = headers.get("mcp-method")?;
+    // Each header present is checked on its own: an upstream that routes on
+    // `Mcp-Name` alone must not run another tool than the one admitted.
+    if !headers.contains_key("mcp-method") && !headers.contains_key("mcp-name") {
+        return None;
+    }
     let body: Value = serde_json::from_slice(bytes).ok()?;
-    let method = body.get("method").and_then(Value::as_str);
-    if method_header.to_str().ok() != method {
-        return Some("the Mcp-Method header does not match the body's method".into());
+    if let Some(method_header) = headers.get("mcp-method") {
+        let method = body.get("method").and_then(Value::as_str);
+        if method_header.to_str().ok() != method {
+            return Some("the Mcp-Method header does not match the body's method".into());
+        }
     }
     if let Some(name_header) = headers.get("mcp-name") {
         let params = body.get("params");
@@ -350,5 +356,38 @@ impl Proxy {
         self.router
             .inflight()
             .finish(&watched.key, watched.ticket, outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue};
+
+    use super::header_mismatch;
+
+    const CALL: &[u8] =
+        br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search"}}"#;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn each_routing_header_is_checked_on_its_own() {
+        assert_eq!(header_mismatch(&headers(&[]), CALL), None);
+        assert_eq!(
+            header_mismatch(
+                &headers(&[("mcp-method", "tools/call"), ("mcp-name", "search")]),
+                CALL
+            ),
+            None
+        );
+        // An `Mcp-Name` without `Mcp-Method` naming another tool than the body.
+        assert!(header_mismatch(&headers(&[("mcp-name", "report")]), CALL).is_some());
+        assert!(header_mismatch(&headers(&[("mcp-method", "tools/list")]), CALL).is_some());
     }
 }
