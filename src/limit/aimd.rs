@@ -278,19 +278,6 @@ mod tests {
         let _ = Aimd::new(10).with_timeout(Duration::ZERO);
     }
 
-    fn any_rtt() -> impl Strategy<Value = Duration> {
-        prop_oneof![
-            Just(Duration::ZERO),
-            Just(Duration::MAX),
-            (0u64..10_000).prop_map(Duration::from_millis),
-        ]
-    }
-
-    fn any_sample() -> impl Strategy<Value = Sample> {
-        (any_rtt(), 0usize..600, proptest::bool::weighted(0.2))
-            .prop_map(|(rtt, inflight, dropped)| Sample::new(rtt, inflight, dropped))
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -299,7 +286,7 @@ mod tests {
             min in 1usize..50,
             span in 0usize..300,
             initial in 0usize..400,
-            samples in proptest::collection::vec(any_sample(), 0..300),
+            samples in proptest::collection::vec(super::super::testing::any_sample(600), 0..300),
         ) {
             let max = min + span;
             let mut limit = Aimd::new(initial).with_bounds(min, max);

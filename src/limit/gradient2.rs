@@ -458,19 +458,6 @@ mod tests {
         let _ = Gradient2::new(10).with_smoothing(0.0);
     }
 
-    fn any_rtt() -> impl Strategy<Value = Duration> {
-        prop_oneof![
-            Just(Duration::ZERO),
-            Just(Duration::MAX),
-            (0u64..10_000).prop_map(Duration::from_millis),
-        ]
-    }
-
-    fn any_sample() -> impl Strategy<Value = Sample> {
-        (any_rtt(), 0usize..600, proptest::bool::weighted(0.2))
-            .prop_map(|(rtt, inflight, dropped)| Sample::new(rtt, inflight, dropped))
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -481,7 +468,7 @@ mod tests {
             initial in 0usize..400,
             window in 1usize..700,
             queue in proptest::option::of(0usize..50),
-            samples in proptest::collection::vec(any_sample(), 0..300),
+            samples in proptest::collection::vec(super::super::testing::any_sample(600), 0..300),
         ) {
             let max = min + span;
             let mut limit = Gradient2::new(initial)

@@ -27,6 +27,8 @@ mod algorithm;
 mod fixed;
 mod gradient2;
 mod sample;
+#[cfg(all(test, not(loom)))]
+mod testing;
 mod vegas;
 
 pub use aimd::Aimd;

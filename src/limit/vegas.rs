@@ -431,19 +431,6 @@ mod tests {
         let _ = Vegas::new(10).with_smoothing(1.5);
     }
 
-    fn any_rtt() -> impl Strategy<Value = Duration> {
-        prop_oneof![
-            Just(Duration::ZERO),
-            Just(Duration::MAX),
-            (0u64..10_000).prop_map(Duration::from_millis),
-        ]
-    }
-
-    fn any_sample() -> impl Strategy<Value = Sample> {
-        (any_rtt(), 0usize..2000, proptest::bool::weighted(0.2))
-            .prop_map(|(rtt, inflight, dropped)| Sample::new(rtt, inflight, dropped))
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -454,7 +441,7 @@ mod tests {
             initial in 0usize..1500,
             probe in 1usize..40,
             smoothing in 0.05f64..=1.0,
-            samples in proptest::collection::vec(any_sample(), 0..300),
+            samples in proptest::collection::vec(super::super::testing::any_sample(2000), 0..300),
         ) {
             let max = min + span;
             let mut limit = Vegas::new(initial)
