@@ -57,9 +57,7 @@ impl Discipline {
     /// The queue emptied.
     pub(crate) fn on_empty(&mut self) {
         self.nonempty_since = None;
-        if self.codel.dropping {
-            self.codel.dropping = false;
-        }
+        self.codel.dropping = false;
         self.codel.first_above = None;
     }
 

@@ -137,17 +137,12 @@ impl ToolEntry {
     }
 }
 
+/// A client key's entry. Its waiters are counted by its lane in the wait
+/// queue, not here.
 pub(crate) struct ClientEntry {
     pub(crate) key: Box<str>,
     /// Slots held (a call of weight `w` holds `min(w, client_limit)`).
     pub(crate) used: usize,
-    pub(crate) queued: usize,
-}
-
-impl ClientEntry {
-    fn idle(&self) -> bool {
-        self.used == 0 && self.queued == 0
-    }
 }
 
 /// A bounded table of keyed entries with a permanent anonymous entry at 0.
@@ -401,7 +396,6 @@ impl Clients {
             table: Table::new(ClientEntry {
                 key: "".into(),
                 used: 0,
-                queued: 0,
             }),
             cap: config.client_limit,
             max_keys: config.max_tracked_keys,
@@ -413,11 +407,9 @@ impl Clients {
     pub(crate) fn resolve(&mut self, key: Option<&str>) -> u32 {
         match key {
             None => ANONYMOUS,
-            Some(key) => self.table.resolve(key, self.max_keys, |key| ClientEntry {
-                key,
-                used: 0,
-                queued: 0,
-            }),
+            Some(key) => self
+                .table
+                .resolve(key, self.max_keys, |key| ClientEntry { key, used: 0 }),
         }
     }
 
@@ -444,10 +436,11 @@ impl Clients {
             .is_none_or(|cap| self.get(id).used + self.cost(cost) <= cap)
     }
 
-    /// Drops the entry if it is dynamic and idle.
+    /// Drops the entry if it is dynamic and idle (nothing held, `queued`
+    /// waiting).
     #[inline]
-    pub(crate) fn release_if_idle(&mut self, id: u32) {
-        if id != ANONYMOUS && self.get(id).idle() {
+    pub(crate) fn release_if_idle(&mut self, id: u32, queued: usize) {
+        if id != ANONYMOUS && queued == 0 && self.get(id).used == 0 {
             self.table.drop_entry(id, |e| &e.key);
         }
     }

@@ -145,10 +145,16 @@ fn limit_changed(old: &LimiterConfig, new: &LimiterConfig) -> bool {
 /// Feeds `limit`; returns its new value, or `None` if it panicked (the
 /// previous value stays in force).
 pub(crate) fn feed(limit: &mut dyn Limit, sample: &Sample) -> Option<usize> {
-    match catch_unwind(AssertUnwindSafe(|| {
+    contained(|| {
         limit.on_sample(sample);
         limit.current()
-    })) {
+    })
+}
+
+/// Runs a limit algorithm's code: its new value, or `None` if it panicked
+/// (the previous value stays in force).
+fn contained(f: impl FnOnce() -> usize) -> Option<usize> {
+    match catch_unwind(AssertUnwindSafe(f)) {
         Ok(current) => Some(current.max(1)),
         Err(_) => {
             tracing::error!("a limit algorithm panicked; keeping its previous limit");
@@ -243,7 +249,6 @@ impl State {
             self.stalled = true;
         }
         self.tools.get_mut(tool).queued += 1;
-        self.clients.get_mut(client).queued += 1;
         if self.queue.len() == 1 {
             self.discipline.on_nonempty(since);
         }
@@ -318,7 +323,7 @@ impl State {
         match self.queue.remove(key) {
             Removed::Waiting(waiting) => {
                 self.counters.cancelled_in_queue += 1;
-                self.leave_queue(waiting.tool, waiting.client);
+                self.leave_queue(waiting.tool);
                 self.release_if_idle(waiting.tool, waiting.client);
             }
             Removed::Granted(grant) => {
@@ -349,7 +354,7 @@ impl State {
             }
             Removed::Rejected(overload) => Err(overload),
             Removed::Waiting(waiting) => {
-                self.leave_queue(waiting.tool, waiting.client);
+                self.leave_queue(waiting.tool);
                 let scope = self.binding_scope(waiting.client, waiting.tool, waiting.cost());
                 let overload = self.reject(
                     OverloadReason::QueueTimeout,
@@ -395,9 +400,8 @@ impl State {
     /// serves whom a higher value lets in.
     pub(crate) fn limit_changed(&mut self, now: &mut LazyNow, wake: &mut WakeList) {
         let limit = &self.limit;
-        match catch_unwind(AssertUnwindSafe(|| limit.current())) {
-            Ok(current) => self.max_concurrent = current.max(1),
-            Err(_) => tracing::error!("the limit algorithm panicked; keeping its previous limit"),
+        if let Some(current) = contained(|| limit.current()) {
+            self.max_concurrent = current;
         }
         self.grant_waiters(now, wake);
     }
@@ -504,9 +508,8 @@ impl State {
     }
 
     /// A waiter left the queue (served, turned away or gone).
-    fn leave_queue(&mut self, tool: u32, client: u32) {
+    fn leave_queue(&mut self, tool: u32) {
         self.tools.get_mut(tool).queued -= 1;
-        self.clients.get_mut(client).queued -= 1;
         if self.queue.len() == 0 {
             self.discipline.on_empty();
         }
@@ -515,7 +518,8 @@ impl State {
     #[inline]
     fn release_if_idle(&mut self, tool: u32, client: u32) {
         self.tools.release_if_idle(tool);
-        self.clients.release_if_idle(client);
+        self.clients
+            .release_if_idle(client, self.queue.queued_of(client));
     }
 
     /// The queue is full and `client` wants a place: if another client holds
@@ -541,7 +545,7 @@ impl State {
             victim_client,
         );
         wake.push(self.queue.reject(victim, overload));
-        self.leave_queue(tool, victim_client);
+        self.leave_queue(tool);
         Some((tool, victim_client))
     }
 
@@ -558,7 +562,7 @@ impl State {
                 retry.estimate(entry.queued, entry.cap.unwrap_or(self.max_concurrent))
             }
             Scope::Client => self.retry.estimate(
-                self.clients.get(client).queued,
+                self.queue.queued_of(client),
                 self.clients.cap.unwrap_or(self.max_concurrent),
             ),
         };
@@ -615,7 +619,7 @@ impl State {
                     let overload =
                         self.reject(OverloadReason::QueueShed, Scope::Global, tool, client);
                     wake.push(self.queue.reject(key, overload));
-                    self.leave_queue(tool, client);
+                    self.leave_queue(tool);
                     self.release_if_idle(tool, client);
                     continue;
                 }
@@ -624,7 +628,7 @@ impl State {
             grant.from_queue = true;
             self.counters.handed_over += 1;
             wake.push(self.queue.grant(key, grant));
-            self.leave_queue(tool, client);
+            self.leave_queue(tool);
             if self.queue.front() == Some(client) {
                 // Its turn is over: round-robin.
                 self.queue.rotate();

@@ -45,7 +45,7 @@ pub enum ClientKey {
 pub type KeyFn = Arc<dyn Fn(&RequestContext<RoleServer>) -> Option<String> + Send + Sync>;
 
 /// The longest client key taken from a header, in bytes.
-pub const MAX_HEADER_KEY_BYTES: usize = 256;
+pub const MAX_HEADER_KEY_BYTES: usize = crate::config::MAX_KEY_BYTES;
 
 impl ClientKey {
     /// A key computed by `f` from each request's context.

@@ -27,7 +27,7 @@ use super::wire::scan::{IdScan, ScanResult};
 /// The longest tool name and client key admission is keyed on, in bytes
 /// (MCP tool names are at most 128 characters). A guarded request with a
 /// longer one is refused with -32600: every key the limiter tracks is short.
-pub const MAX_NAME_BYTES: usize = 256;
+pub const MAX_NAME_BYTES: usize = mcp_backpressure::config::MAX_KEY_BYTES;
 
 /// The method whose requests are admitted as the tool they name.
 const TOOLS_CALL: &str = "tools/call";
