@@ -29,6 +29,20 @@ use crate::overload::Overload;
 /// The default JSON-RPC code of the overload error (see the module docs).
 pub const DEFAULT_OVERLOAD_CODE: i32 = -31429;
 
+/// JSON-RPC error codes that say a dependency is overloaded or timed out, so
+/// the call's [`Outcome`](crate::Outcome) is `Dropped` (an adaptive limit
+/// backs off): -32001 (the MCP SDKs' request timeout, and the Python
+/// package's overload code), -32023 (SEP-3304's proposed RateLimited),
+/// -32029 (ToolHive's rate limit) and -31429 (this project's overload
+/// error, from a guarded server further down). The wrapper and the proxy
+/// classify by this one list.
+pub const OVERLOAD_SIGNAL_CODES: [i32; 4] = [-32001, -32023, -32029, DEFAULT_OVERLOAD_CODE];
+
+/// Whether `code` is one of [`OVERLOAD_SIGNAL_CODES`].
+pub fn signals_overload(code: i64) -> bool {
+    OVERLOAD_SIGNAL_CODES.iter().any(|&c| i64::from(c) == code)
+}
+
 /// The Python package's code, -32001, kept for compatibility.
 pub const PYTHON_PACKAGE_OVERLOAD_CODE: i32 = -32001;
 

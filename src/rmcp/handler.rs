@@ -23,20 +23,13 @@ use tokio_util::sync::CancellationToken;
 use super::disconnect::Disconnected;
 use super::options::{BackpressureOptions, CancelPolicy, OverloadResponse};
 use super::wire;
-use crate::jsonrpc::DEFAULT_OVERLOAD_CODE;
+use crate::jsonrpc::signals_overload;
 use crate::limiter::{Limiter, Outcome, Permit, Request};
 use crate::overload::Overload;
 
-/// Error codes that say a dependency timed out or is overloaded, so the
-/// call's outcome is a drop for adaptive limits: -32001 (the SDKs' request
-/// timeout), -32023 (SEP-3304's proposed RateLimited), -32029 (ToolHive's
-/// rate limit) and -31429 (our own overload error, from a guarded server
-/// further down).
-const OVERLOAD_CODES: [i32; 4] = [-32001, -32023, -32029, DEFAULT_OVERLOAD_CODE];
-
 /// The outcome an error reports.
 fn error_outcome(error: &ErrorData, own_code: i32) -> Outcome {
-    if OVERLOAD_CODES.contains(&error.code.0) || error.code.0 == own_code {
+    if signals_overload(error.code.0.into()) || error.code.0 == own_code {
         Outcome::Dropped
     } else {
         Outcome::Ignore

@@ -8,21 +8,17 @@
 //! |---|---|
 //! | a response with `result` | `Success` (its time is a sample) |
 //! | a tool result with `isError: true` | `Ignore` (the tool failed on its own) |
-//! | an error whose code says overload or timeout (see [`OVERLOAD_CODES`]) | `Dropped` (the limit backs off) |
+//! | an error whose code says overload or timeout (the library's [`OVERLOAD_SIGNAL_CODES`], shared with the rmcp wrapper) | `Dropped` (the limit backs off) |
 //! | an HTTP 429 or 503 from the upstream, whatever its body | `Dropped` |
 //! | any other error | `Ignore` |
 //! | a cancellation, a disconnect, a stream that ended or broke without its response, a response the proxy could not read | `Ignore` |
 
 use mcp_backpressure::Outcome;
+#[cfg(doc)]
+use mcp_backpressure::jsonrpc::OVERLOAD_SIGNAL_CODES;
+use mcp_backpressure::jsonrpc::signals_overload;
 
 use super::wire::message::Answer;
-
-/// JSON-RPC error codes that say the upstream (or a proxy further down) is
-/// overloaded or timed out: -32001 (the MCP SDKs' request timeout, and the
-/// Python package's overload code), -31429 (this project's overload code),
-/// -32029 and -32023 (rate limits and overloads of other MCP servers and
-/// gateways).
-pub const OVERLOAD_CODES: [i64; 4] = [-32001, -31429, -32029, -32023];
 
 /// The HTTP statuses that say the upstream is overloaded: 429 Too Many
 /// Requests and 503 Service Unavailable.
@@ -37,7 +33,7 @@ pub fn of_answer(answer: Answer, status: Option<u16>) -> Outcome {
     match answer {
         Answer::Result { is_error: false } => Outcome::Success,
         Answer::Result { is_error: true } => Outcome::Ignore,
-        Answer::Error { code: Some(code) } if OVERLOAD_CODES.contains(&code) => Outcome::Dropped,
+        Answer::Error { code: Some(code) } if signals_overload(code) => Outcome::Dropped,
         Answer::Error { .. } => Outcome::Ignore,
     }
 }
