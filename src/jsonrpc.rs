@@ -35,12 +35,14 @@ pub const DEFAULT_OVERLOAD_CODE: i32 = -31429;
 /// package's overload code), -32023 (SEP-3304's proposed RateLimited),
 /// -32029 (ToolHive's rate limit) and -31429 (this project's overload
 /// error, from a guarded server further down). The wrapper and the proxy
-/// classify by this one list.
+/// classify by this one list (see [`signals_overload`]).
 pub const OVERLOAD_SIGNAL_CODES: [i32; 4] = [-32001, -32023, -32029, DEFAULT_OVERLOAD_CODE];
 
-/// Whether `code` is one of [`OVERLOAD_SIGNAL_CODES`].
-pub fn signals_overload(code: i64) -> bool {
-    OVERLOAD_SIGNAL_CODES.iter().any(|&c| i64::from(c) == code)
+/// Whether an error of `code` says a dependency is overloaded: one of
+/// [`OVERLOAD_SIGNAL_CODES`], or `own_code`, the overload code this edge is
+/// configured with (a guarded server or proxy further down configured alike).
+pub fn signals_overload(code: i64, own_code: i32) -> bool {
+    code == i64::from(own_code) || OVERLOAD_SIGNAL_CODES.iter().any(|&c| i64::from(c) == code)
 }
 
 /// The Python package's code, -32001, kept for compatibility.

@@ -104,8 +104,12 @@ pub(crate) enum Removed {
     Rejected(Box<Overload>),
 }
 
+/// One lane's waiters of one tool and cost, in arrival order. Calls of one
+/// tool normally share a cost (its weight); a per-request cost override
+/// gets a flow of its own, so a costly head never hides lighter calls.
 struct Flow {
     tool: u32,
+    cost: u32,
     head: Link,
     tail: Link,
 }
@@ -178,12 +182,13 @@ impl WaitQueue {
         if self.lanes.len() <= lane_index {
             self.lanes.resize_with(lane_index + 1, Lane::default);
         }
+        let cost = u32::try_from(cost).unwrap_or(u32::MAX);
         let flows = &self.flows;
         let existing = self.lanes[lane_index]
             .flows
             .iter()
             .copied()
-            .find(|&f| flows[f as usize].tool == tool);
+            .find(|&f| flows[f as usize].tool == tool && flows[f as usize].cost == cost);
         let flow = match existing {
             Some(flow) => flow,
             None => {
@@ -192,6 +197,7 @@ impl WaitQueue {
                     .filter(|&f| f != NIL)?;
                 self.flows.insert(Flow {
                     tool,
+                    cost,
                     head: NIL,
                     tail: NIL,
                 });
@@ -208,7 +214,7 @@ impl WaitQueue {
             seq: self.next_seq,
             since: u64::try_from(since.saturating_duration_since(self.epoch).as_nanos())
                 .unwrap_or(u64::MAX),
-            cost: u32::try_from(cost).unwrap_or(u32::MAX),
+            cost,
             tool,
             client,
         }));

@@ -29,7 +29,7 @@ use crate::overload::Overload;
 
 /// The outcome an error reports.
 fn error_outcome(error: &ErrorData, own_code: i32) -> Outcome {
-    if signals_overload(error.code.0.into()) || error.code.0 == own_code {
+    if signals_overload(error.code.0.into(), own_code) {
         Outcome::Dropped
     } else {
         Outcome::Ignore

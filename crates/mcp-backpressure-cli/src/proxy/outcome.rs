@@ -26,14 +26,16 @@ pub const OVERLOAD_STATUSES: [u16; 2] = [429, 503];
 
 /// The outcome of a call answered with `answer`, carried (over HTTP) in a
 /// response of `status`.
-pub fn of_answer(answer: Answer, status: Option<u16>) -> Outcome {
+/// `own_code`: the proxy's configured overload code (an inner proxy
+/// configured alike signals overload with it).
+pub fn of_answer(answer: Answer, status: Option<u16>, own_code: i32) -> Outcome {
     if status.is_some_and(overloaded) {
         return Outcome::Dropped;
     }
     match answer {
         Answer::Result { is_error: false } => Outcome::Success,
         Answer::Result { is_error: true } => Outcome::Ignore,
-        Answer::Error { code: Some(code) } if signals_overload(code) => Outcome::Dropped,
+        Answer::Error { code: Some(code) } if signals_overload(code, own_code) => Outcome::Dropped,
         Answer::Error { .. } => Outcome::Ignore,
     }
 }
@@ -54,7 +56,18 @@ fn overloaded(status: u16) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use mcp_backpressure::jsonrpc::DEFAULT_OVERLOAD_CODE;
+
     use super::*;
+
+    #[test]
+    fn the_proxys_own_configured_code_is_a_drop() {
+        assert_eq!(of_answer(error(-32050), None, -32050), Outcome::Dropped);
+        assert_eq!(
+            of_answer(error(-32050), None, DEFAULT_OVERLOAD_CODE),
+            Outcome::Ignore
+        );
+    }
 
     const OK: Answer = Answer::Result { is_error: false };
     const TOOL_ERROR: Answer = Answer::Result { is_error: true };
@@ -65,18 +78,31 @@ mod tests {
 
     #[test]
     fn results_are_successes_unless_the_tool_failed() {
-        assert_eq!(of_answer(OK, None), Outcome::Success);
-        assert_eq!(of_answer(OK, Some(200)), Outcome::Success);
-        assert_eq!(of_answer(TOOL_ERROR, None), Outcome::Ignore);
-        assert_eq!(of_answer(TOOL_ERROR, Some(200)), Outcome::Ignore);
+        assert_eq!(of_answer(OK, None, DEFAULT_OVERLOAD_CODE), Outcome::Success);
+        assert_eq!(
+            of_answer(OK, Some(200), DEFAULT_OVERLOAD_CODE),
+            Outcome::Success
+        );
+        assert_eq!(
+            of_answer(TOOL_ERROR, None, DEFAULT_OVERLOAD_CODE),
+            Outcome::Ignore
+        );
+        assert_eq!(
+            of_answer(TOOL_ERROR, Some(200), DEFAULT_OVERLOAD_CODE),
+            Outcome::Ignore
+        );
     }
 
     #[test]
     fn overload_and_timeout_codes_are_drops() {
         for code in [-32001, -31429, -32029, -32023] {
-            assert_eq!(of_answer(error(code), None), Outcome::Dropped, "{code}");
             assert_eq!(
-                of_answer(error(code), Some(200)),
+                of_answer(error(code), None, DEFAULT_OVERLOAD_CODE),
+                Outcome::Dropped,
+                "{code}"
+            );
+            assert_eq!(
+                of_answer(error(code), Some(200), DEFAULT_OVERLOAD_CODE),
                 Outcome::Dropped,
                 "{code}"
             );
@@ -88,10 +114,14 @@ mod tests {
         for code in [
             -32600, -32601, -32602, -32603, -32700, -32000, -32002, 0, 429, 503,
         ] {
-            assert_eq!(of_answer(error(code), None), Outcome::Ignore, "{code}");
+            assert_eq!(
+                of_answer(error(code), None, DEFAULT_OVERLOAD_CODE),
+                Outcome::Ignore,
+                "{code}"
+            );
         }
         assert_eq!(
-            of_answer(Answer::Error { code: None }, None),
+            of_answer(Answer::Error { code: None }, None, DEFAULT_OVERLOAD_CODE),
             Outcome::Ignore
         );
     }
@@ -100,13 +130,19 @@ mod tests {
     fn an_overloaded_status_drops_whatever_the_body() {
         for status in [429, 503] {
             for answer in [OK, TOOL_ERROR, error(-32603), Answer::Error { code: None }] {
-                assert_eq!(of_answer(answer, Some(status)), Outcome::Dropped);
+                assert_eq!(
+                    of_answer(answer, Some(status), DEFAULT_OVERLOAD_CODE),
+                    Outcome::Dropped
+                );
             }
             assert_eq!(of_unanswered(status), Outcome::Dropped);
         }
         for status in [200, 202, 400, 404, 500, 502, 504] {
             assert_eq!(of_unanswered(status), Outcome::Ignore, "{status}");
         }
-        assert_eq!(of_answer(OK, Some(500)), Outcome::Success);
+        assert_eq!(
+            of_answer(OK, Some(500), DEFAULT_OVERLOAD_CODE),
+            Outcome::Success
+        );
     }
 }

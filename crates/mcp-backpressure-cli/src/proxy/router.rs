@@ -352,7 +352,11 @@ impl Router {
                         id: Some(id),
                         answer,
                     } = kind
-                        && self.answered(scope, id.clone(), outcome::of_answer(answer, status))
+                        && self.answered(
+                            scope,
+                            id.clone(),
+                            outcome::of_answer(answer, status, self.gate().settings.error_code),
+                        )
                     {
                         answered.push(id);
                     }
