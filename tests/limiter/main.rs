@@ -15,4 +15,5 @@ mod reconfigure;
 mod regressions;
 mod retry_after;
 mod review_defects;
+mod review2_defects;
 mod support;
