@@ -4,9 +4,12 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Sample {
-    /// Time from admission to release.
+    /// Time from admission to release. Zero for a dropped sample of a permit
+    /// that was not timed (a drop is always fed; its time is not known).
     pub rtt: Duration,
-    /// Requests holding a slot when this one was admitted, itself included.
+    /// In use when this one was admitted, itself included: slots of the
+    /// global limit (weights summed) for the global limit's algorithm, calls
+    /// of the tool for a tool's own limit.
     pub inflight: usize,
     /// The request failed in a way that signals overload (a timeout, a
     /// rejection further down): the algorithm should back off.

@@ -14,6 +14,6 @@ mod queue_timeout;
 mod reconfigure;
 mod regressions;
 mod retry_after;
-mod review_defects;
 mod review2_defects;
+mod review_defects;
 mod support;

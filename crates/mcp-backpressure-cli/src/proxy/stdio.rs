@@ -101,7 +101,9 @@ pub async fn run(gate: Arc<Gate>, command: &[String]) -> anyhow::Result<ExitCode
     // `kill -HUP %1`, Ctrl-C in a terminal) reaches the proxy alone, which
     // reloads on SIGHUP and, on SIGINT or SIGTERM, cancels what is in flight
     // and closes the upstream's stdin — instead of the upstream dying of a
-    // signal meant for the proxy.
+    // signal meant for the proxy. If it does not exit within the grace, its
+    // whole group is killed. (A proxy killed with SIGKILL cannot do that:
+    // the upstream then sees its stdin close, as before.)
     #[cfg(unix)]
     command_line.process_group(0);
     let mut child = command_line
@@ -272,10 +274,26 @@ async fn wait_or_kill(child: &mut Child) -> Option<ExitStatus> {
         Ok(status) => status.ok(),
         Err(_) => {
             tracing::warn!(?GRACE, "the upstream server did not exit; killing it");
+            kill_group(child);
             let _ = child.start_kill();
             child.wait().await.ok()
         }
     }
+}
+
+/// Kills the upstream's process group (it runs in its own, see `run`), so
+/// that what it started (a shell shim's child, `npx`'s server) goes with it.
+fn kill_group(child: &Child) {
+    #[cfg(unix)]
+    if let Some(pid) = child.id().and_then(|pid| i32::try_from(pid).ok()) {
+        use nix::sys::signal::{Signal, killpg};
+        use nix::unistd::Pid;
+        if let Err(error) = killpg(Pid::from_raw(pid), Signal::SIGKILL) {
+            tracing::debug!(%error, "cannot kill the upstream's process group");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = child;
 }
 
 /// Resolves on SIGTERM or SIGINT.
