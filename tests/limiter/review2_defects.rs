@@ -1,4 +1,4 @@
-//! Defects found in the second review, each pinned by a failing test.
+//! Defects found in the second review, each pinned by a test that failed before its fix.
 
 use mcp_backpressure::{Limiter, LimiterConfig, Request};
 use tokio_test::{assert_pending, task};
