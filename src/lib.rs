@@ -86,6 +86,9 @@ mod sync;
 #[cfg(feature = "rmcp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rmcp")))]
 pub mod rmcp;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod shared;
 
 pub use config::{ConfigError, LimiterConfig, QueueDiscipline, ToolConfig};
 pub use limiter::{Limiter, LimiterBuilder, OnOverload, Outcome, Permit, Request};

@@ -46,6 +46,9 @@ pub struct MetricsSnapshot {
     pub rejected_queue_timeout: u64,
     /// Rejections with reason `queue_shed`.
     pub rejected_queue_shed: u64,
+    /// Requests rejected because the shared limit's Redis was unreachable
+    /// (fail closed).
+    pub rejected_shared_unavailable: u64,
     /// Client keys (and unconfigured tool names) tracked now.
     pub tracked_keys: usize,
 }
@@ -77,6 +80,7 @@ impl MetricsSnapshot {
             OverloadReason::QueueFull => self.rejected_queue_full,
             OverloadReason::QueueTimeout => self.rejected_queue_timeout,
             OverloadReason::QueueShed => self.rejected_queue_shed,
+            OverloadReason::SharedUnavailable => self.rejected_shared_unavailable,
         }
     }
 }

@@ -30,15 +30,19 @@ pub enum OverloadReason {
     /// The queue was standing and the request was shed before its deadline
     /// (the CoDel discipline, see [`QueueDiscipline`](crate::config::QueueDiscipline)).
     QueueShed,
+    /// The limit is shared through Redis, Redis could not be reached, and
+    /// the shared limit fails closed (see [`FailMode`](crate::shared)).
+    SharedUnavailable,
 }
 
 impl OverloadReason {
     /// All reasons, in a fixed order.
-    pub const ALL: [OverloadReason; 4] = [
+    pub const ALL: [OverloadReason; 5] = [
         OverloadReason::ConcurrencyLimit,
         OverloadReason::QueueFull,
         OverloadReason::QueueTimeout,
         OverloadReason::QueueShed,
+        OverloadReason::SharedUnavailable,
     ];
 
     /// The reason as it appears on the wire and in metric labels.
@@ -48,6 +52,7 @@ impl OverloadReason {
             OverloadReason::QueueFull => "queue_full",
             OverloadReason::QueueTimeout => "queue_timeout",
             OverloadReason::QueueShed => "queue_shed",
+            OverloadReason::SharedUnavailable => "shared_unavailable",
         }
     }
 }

@@ -103,6 +103,9 @@ pub struct Limiter {
 pub(crate) struct Shared {
     state: Mutex<State>,
     on_overload: Option<OnOverload>,
+    /// The Redis side of a shared limit, if any.
+    #[cfg(feature = "redis")]
+    coordinator: Option<std::sync::Arc<crate::shared::Coordinator>>,
 }
 
 impl Limiter {
@@ -117,6 +120,8 @@ impl Limiter {
             config,
             on_overload: None,
             limit: None,
+            #[cfg(feature = "redis")]
+            shared: None,
         }
     }
 
@@ -145,7 +150,15 @@ impl Limiter {
         &'a self,
         request: Request<'a>,
     ) -> impl Future<Output = Result<Permit, Overload>> + Send + 'a {
-        Acquire::new(self, request)
+        #[cfg(feature = "redis")]
+        if let Some(coordinator) = &self.shared.coordinator {
+            return AnyAcquire::Shared {
+                inner: Box::pin(crate::shared::acquire(self, coordinator.clone(), request)),
+            };
+        }
+        AnyAcquire::Local {
+            inner: Acquire::new(self, request),
+        }
     }
 
     /// The synchronous part of an admission: the answer, or where and until
@@ -224,8 +237,30 @@ impl Limiter {
     }
 
     /// A consistent snapshot of the global counters. Cheap; callable from sync code.
+    ///
+    /// With a shared limit, the counters are this process's, `active` counts
+    /// the slots its running calls hold, `queued` adds its calls waiting in
+    /// the shared queue, and `max_concurrent` is the shared limit (or the
+    /// local share while in fail-open fallback).
     pub fn snapshot(&self) -> MetricsSnapshot {
-        self.shared.lock().snapshot()
+        #[allow(unused_mut)]
+        let mut snapshot = self.shared.lock().snapshot();
+        #[cfg(feature = "redis")]
+        if let Some(coordinator) = &self.shared.coordinator {
+            let shared = coordinator.snapshot();
+            snapshot.queued += shared.waiting;
+            if !shared.fallback {
+                snapshot.max_concurrent = self.shared.lock().config().max_concurrent;
+            }
+        }
+        snapshot
+    }
+
+    /// The shared limit's own figures (Redis latency, errors, renewals,
+    /// fallback), or `None` without a shared limit.
+    #[cfg(feature = "redis")]
+    pub fn shared_snapshot(&self) -> Option<crate::shared::SharedSnapshot> {
+        self.shared.coordinator.as_ref().map(|c| c.snapshot())
     }
 
     /// One snapshot per configured tool (by name), then one named `*` for
@@ -250,6 +285,11 @@ impl Limiter {
     /// settings (`limit`, `max_concurrent`, `min_limit`, `max_limit`) change.
     pub fn reconfigure(&self, config: LimiterConfig) -> Result<(), ConfigError> {
         config.validate()?;
+        #[cfg(feature = "redis")]
+        if let Some(coordinator) = &self.shared.coordinator {
+            shared_compatible(&config)?;
+            coordinator.set_limit(config.max_concurrent);
+        }
         let mut wake = WakeList::default();
         self.shared
             .lock()
@@ -261,6 +301,93 @@ impl Limiter {
     /// The shared state (the acquire future's waiter, the loom models).
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+}
+
+/// The shared limit's hooks into the local state.
+#[cfg(feature = "redis")]
+impl Limiter {
+    /// Local admission (a shared limit in fail-open fallback).
+    pub(crate) fn acquire_local<'a>(
+        &'a self,
+        request: Request<'a>,
+    ) -> impl Future<Output = Result<Permit, Overload>> + Send + 'a {
+        Acquire::new(self, request)
+    }
+
+    pub(crate) fn shared_ask(&self, request: &Request<'_>) -> crate::shared::coordinator::Ask {
+        self.shared.lock().shared_ask(request)
+    }
+
+    /// A permit for a call Redis admitted, counted as running here.
+    pub(crate) fn leased(&self, request: &Request<'_>, lease: crate::shared::Lease) -> Permit {
+        let grant = self
+            .shared
+            .lock()
+            .admit_leased(request, &mut LazyNow::default());
+        Permit::leased(self.shared.clone(), grant, lease)
+    }
+
+    /// A rejection decided by the shared limit, counted here; the callback runs.
+    pub(crate) fn shared_rejected(
+        &self,
+        request: &Request<'_>,
+        reason: crate::OverloadReason,
+        scope: crate::Scope,
+        figures: crate::shared::coordinator::Figures,
+    ) -> Overload {
+        let overload =
+            self.shared
+                .lock()
+                .shared_rejected(request, reason, scope, figures.in_use, figures.queued);
+        *self.shared.rejected(Box::new(overload))
+    }
+
+    pub(crate) fn shared_cancelled(&self) {
+        self.shared.lock().shared_cancelled();
+    }
+}
+
+/// A shared limit is a fixed limit: an adaptive algorithm's signal is one
+/// process's.
+#[cfg(feature = "redis")]
+fn shared_compatible(config: &LimiterConfig) -> Result<(), ConfigError> {
+    let adaptive = config.limit != crate::limit::LimitAlgorithm::Fixed
+        || config
+            .tools
+            .values()
+            .any(|t| t.limit != crate::limit::LimitAlgorithm::Fixed);
+    if adaptive {
+        return Err(ConfigError::Invalid {
+            setting: "limit".into(),
+            reason: "a shared limit is fixed (an adaptive limit learns from one process)".into(),
+        });
+    }
+    Ok(())
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Limiter::acquire_with`]: local, or against a shared
+    /// limit (boxed: it holds a Redis round trip anyway).
+    #[project = AnyAcquireProj]
+    enum AnyAcquire<'a> {
+        Local { #[pin] inner: Acquire<'a> },
+        Shared { inner: std::pin::Pin<Box<dyn Future<Output = Result<Permit, Overload>> + Send + 'a>> },
+    }
+}
+
+impl Future for AnyAcquire<'_> {
+    type Output = Result<Permit, Overload>;
+
+    #[inline]
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.project() {
+            AnyAcquireProj::Local { inner } => inner.poll(cx),
+            AnyAcquireProj::Shared { inner } => inner.as_mut().poll(cx),
+        }
     }
 }
 
@@ -320,6 +447,8 @@ pub struct LimiterBuilder {
     config: LimiterConfig,
     on_overload: Option<OnOverload>,
     limit: Option<Box<dyn Limit>>,
+    #[cfg(feature = "redis")]
+    shared: Option<crate::shared::SharedLimit>,
 }
 
 impl LimiterBuilder {
@@ -342,13 +471,58 @@ impl LimiterBuilder {
         self
     }
 
+    /// Shares the limit with every process naming the same Redis key (see
+    /// [`shared`](crate::shared)). The limiter must then be built inside a
+    /// tokio runtime (it starts two background tasks), with a fixed limit.
+    #[cfg(feature = "redis")]
+    pub fn shared(mut self, shared: crate::shared::SharedLimit) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
     /// Validates the configuration and builds the limiter.
+    ///
+    /// With a shared limit: fails on a setting the shared limit refuses, a
+    /// custom limit, or outside a tokio runtime. Redis is not contacted here
+    /// (an unreachable Redis is handled by the fail mode).
     pub fn build(self) -> Result<Limiter, ConfigError> {
         self.config.validate()?;
+        #[allow(unused_mut)]
+        let mut limit = self.limit;
+        #[cfg(feature = "redis")]
+        let coordinator = match self.shared {
+            None => None,
+            Some(shared) => {
+                shared_compatible(&self.config)?;
+                if limit.is_some() {
+                    return Err(ConfigError::Invalid {
+                        setting: "limit".into(),
+                        reason: "a shared limit takes no custom limit".into(),
+                    });
+                }
+                let share = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(
+                    self.config.max_concurrent,
+                ));
+                limit = Some(Box::new(crate::shared::FallbackShare(share.clone())));
+                Some(crate::shared::Coordinator::start(
+                    shared,
+                    self.config.max_concurrent,
+                    share,
+                )?)
+            }
+        };
+        #[allow(unused_mut)]
+        let mut state = State::new(self.config, limit);
+        #[cfg(feature = "redis")]
+        if coordinator.is_some() {
+            state.pin_limit();
+        }
         Ok(Limiter {
             shared: Arc::new(Shared {
-                state: Mutex::new(State::new(self.config, self.limit)),
+                state: Mutex::new(state),
                 on_overload: self.on_overload,
+                #[cfg(feature = "redis")]
+                coordinator,
             }),
         })
     }

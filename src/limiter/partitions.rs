@@ -35,7 +35,7 @@ pub(crate) const OTHER: &str = "*";
 use crate::config::MAX_KEY_BYTES;
 
 /// `key`, cut to at most [`MAX_KEY_BYTES`] on a character boundary.
-fn truncate(key: &str) -> &str {
+pub(crate) fn truncate(key: &str) -> &str {
     if key.len() <= MAX_KEY_BYTES {
         return key;
     }

@@ -39,6 +39,9 @@ pub struct Permit {
     shared: Arc<Shared>,
     grant: Grant,
     outcome: Outcome,
+    /// The shared limit's lease, freed after the local slot (field order).
+    #[cfg(feature = "redis")]
+    _lease: Option<crate::shared::Lease>,
 }
 
 impl Permit {
@@ -47,6 +50,19 @@ impl Permit {
             shared,
             grant,
             outcome: Outcome::Ignore,
+            #[cfg(feature = "redis")]
+            _lease: None,
+        }
+    }
+
+    /// A permit holding a shared limit's lease too.
+    #[cfg(feature = "redis")]
+    pub(crate) fn leased(shared: Arc<Shared>, grant: Grant, lease: crate::shared::Lease) -> Self {
+        Self {
+            shared,
+            grant,
+            outcome: Outcome::Ignore,
+            _lease: Some(lease),
         }
     }
 

@@ -75,7 +75,7 @@ struct Counters {
     admitted: u64,
     completed: u64,
     cancelled_in_queue: u64,
-    rejected: [u64; 4],
+    rejected: [u64; 5],
 }
 
 pub(crate) struct State {
@@ -96,6 +96,9 @@ pub(crate) struct State {
     stalled: bool,
     counters: Counters,
     retry: RetryEstimator,
+    /// The global limit is the builder's and stays across reloads (the
+    /// fail-open share of a shared limit).
+    pinned: bool,
 }
 
 /// Wakers collected under the lock, woken after it is released.
@@ -186,7 +189,14 @@ impl State {
                 config.retry_after_max,
             ),
             config,
+            pinned: false,
         }
+    }
+
+    /// Keeps the builder's global limit across reloads.
+    #[cfg(feature = "redis")]
+    pub(crate) fn pin_limit(&mut self) {
+        self.pinned = true;
     }
 
     pub(crate) fn config(&self) -> &LimiterConfig {
@@ -381,7 +391,7 @@ impl State {
         now: &mut LazyNow,
         wake: &mut WakeList,
     ) {
-        if limit_changed(&self.config, &config) {
+        if !self.pinned && limit_changed(&self.config, &config) {
             self.limit = limit_of(&config);
             self.max_concurrent = self.limit.current().max(1);
         }
@@ -407,7 +417,13 @@ impl State {
     }
 
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {
-        let [concurrency_limit, queue_full, queue_timeout, queue_shed] = self.counters.rejected;
+        let [
+            concurrency_limit,
+            queue_full,
+            queue_timeout,
+            queue_shed,
+            shared_unavailable,
+        ] = self.counters.rejected;
         MetricsSnapshot {
             active: self.used,
             running: self.running,
@@ -418,11 +434,16 @@ impl State {
             admitted: self.counters.admitted,
             completed: self.counters.completed,
             cancelled_in_queue: self.counters.cancelled_in_queue,
-            total_rejected: concurrency_limit + queue_full + queue_timeout + queue_shed,
+            total_rejected: concurrency_limit
+                + queue_full
+                + queue_timeout
+                + queue_shed
+                + shared_unavailable,
             rejected_concurrency_limit: concurrency_limit,
             rejected_queue_full: queue_full,
             rejected_queue_timeout: queue_timeout,
             rejected_queue_shed: queue_shed,
+            rejected_shared_unavailable: shared_unavailable,
             tracked_keys: self.tools.tracked() + self.clients.tracked(),
         }
     }
@@ -637,6 +658,98 @@ impl State {
     }
 }
 
+/// The shared limit's side of the state: what this process runs is counted
+/// here too (for its metrics, its retry estimate and the fail-open
+/// fallback), but Redis decides.
+#[cfg(feature = "redis")]
+impl State {
+    /// What the shared admission script needs to know about `request`,
+    /// under the configuration in force.
+    pub(crate) fn shared_ask(&self, request: &Request<'_>) -> crate::shared::coordinator::Ask {
+        use super::partitions::truncate;
+        let config = &self.config;
+        let limit = config.max_concurrent.max(1);
+        let tool = request.tool_name().map(truncate);
+        let tool_config = tool.and_then(|name| config.tools.get(name));
+        let tool_limit = match (tool, tool_config) {
+            (_, Some(t)) => t.max_concurrent.or(config.default_tool_limit),
+            (Some(_), None) => config.default_tool_limit,
+            (None, None) => None,
+        };
+        let weight = tool_config.map_or(1, |t| t.weight);
+        let cost = request.cost_override().unwrap_or(weight).clamp(1, limit);
+        let client_cost = config.client_limit.map_or(cost, |cap| cost.min(cap.max(1)));
+        crate::shared::coordinator::Ask {
+            cost,
+            client_cost,
+            tool: tool.unwrap_or_default().to_string(),
+            client: request.client_key().map(truncate).unwrap_or_default().to_string(),
+            tool_limit: tool_limit.unwrap_or(0),
+            client_limit: config.client_limit.unwrap_or(0),
+            limit,
+            queue_size: config.queue_size,
+            queue_timeout: config.queue_timeout,
+        }
+    }
+
+    /// Counts a call Redis admitted as running here, whatever the local
+    /// (fallback) limit says. Always timed: the round trip dwarfs a clock read.
+    pub(crate) fn admit_leased(&mut self, request: &Request<'_>, now: &mut LazyNow) -> Grant {
+        let tool = if self.tools_keyed {
+            self.tools.resolve(request.tool_name())
+        } else {
+            ANONYMOUS
+        };
+        let client = self.clients.resolve(request.client_key());
+        let cost = request
+            .cost_override()
+            .unwrap_or_else(|| self.tools.get(tool).weight)
+            .clamp(1, MAX_SLOTS);
+        let grant = self.take_slot(client, tool, cost, Some(now.get()));
+        self.claimed(&grant);
+        grant
+    }
+
+    /// Counts a rejection Redis decided (or the fail-closed answer) and
+    /// builds its error, with the shared limit's figures.
+    pub(crate) fn shared_rejected(
+        &mut self,
+        request: &Request<'_>,
+        reason: OverloadReason,
+        scope: Scope,
+        in_use: usize,
+        queued: usize,
+    ) -> Overload {
+        let tool = if self.tools_keyed {
+            self.tools.resolve(request.tool_name())
+        } else {
+            ANONYMOUS
+        };
+        let client = self.clients.resolve(request.client_key());
+        let limit = self.config.max_concurrent.max(1);
+        let global = scope == Scope::Global;
+        let mut overload = self.reject(reason, scope, tool, client);
+        self.release_if_idle(tool, client);
+        overload.snapshot.active = in_use;
+        overload.snapshot.queued = queued;
+        overload.snapshot.max_concurrent = limit;
+        if global {
+            overload.retry_after = self.retry.estimate(queued, limit);
+        }
+        if reason == OverloadReason::SharedUnavailable {
+            // Nothing says when Redis is back: the sweeper looks every second.
+            overload.retry_after = Duration::from_secs(1)
+                .clamp(self.config.retry_after_min, self.config.retry_after_max);
+        }
+        overload
+    }
+
+    /// A caller left the shared queue before its answer.
+    pub(crate) fn shared_cancelled(&mut self) {
+        self.counters.cancelled_in_queue += 1;
+    }
+}
+
 /// A count as `u32`, saturated.
 fn saturate(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
@@ -648,5 +761,6 @@ fn reason_index(reason: OverloadReason) -> usize {
         OverloadReason::QueueFull => 1,
         OverloadReason::QueueTimeout => 2,
         OverloadReason::QueueShed => 3,
+        OverloadReason::SharedUnavailable => 4,
     }
 }

@@ -1,0 +1,122 @@
+//! Admission against a shared limit.
+
+use std::sync::Arc;
+
+use tokio::time::{Instant, sleep_until};
+
+use super::coordinator::{Coordinator, Reply};
+use super::{FailMode, Lease};
+use crate::limiter::{Limiter, Permit, Request};
+use crate::overload::{Overload, OverloadReason, Scope};
+
+/// Waits for a slot of the shared limit (see the [module docs](super)).
+///
+/// Cancel safe: dropping the future before Redis answered, or while the call
+/// waits in the shared queue, takes it out of the queue (in the background,
+/// one script call) and frees any slot handed to it meanwhile.
+pub(crate) async fn acquire(
+    limiter: &Limiter,
+    coordinator: Arc<Coordinator>,
+    request: Request<'_>,
+) -> Result<Permit, Overload> {
+    coordinator.settled().await;
+    if coordinator.in_fallback() {
+        return fallback(limiter, &coordinator, request).await;
+    }
+    let ask = limiter.shared_ask(&request);
+    let (pending, woken) = coordinator.register();
+    let (reply, figures) = match coordinator.ask(pending.id(), &ask).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            // Whatever Redis did with the request (maybe nothing), the
+            // dropped guard undoes it.
+            drop(pending);
+            return fallback(limiter, &coordinator, request).await;
+        }
+    };
+    match reply {
+        Reply::Granted => {
+            let id = pending.granted(ask);
+            Ok(limiter.leased(&request, Lease::new(coordinator, id)))
+        }
+        Reply::Rejected { reason, scope } => {
+            pending.settled();
+            let reason = match reason.as_str() {
+                "queue_full" => OverloadReason::QueueFull,
+                _ => OverloadReason::ConcurrencyLimit,
+            };
+            Err(limiter.shared_rejected(&request, reason, scope_of(&scope, &ask.tool), figures))
+        }
+        Reply::Queued => {
+            let mut waiting = Waiting {
+                limiter,
+                done: false,
+            };
+            let deadline = Instant::now()
+                .checked_add(ask.queue_timeout)
+                .unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(86_400 * 365));
+            let woken = tokio::select! {
+                biased;
+                woken = woken => woken.is_ok(),
+                () = sleep_until(deadline) => false,
+            };
+            // Woken, or out of time: Redis has the last word (a slot may have
+            // been handed over just as the deadline passed).
+            let granted = woken || matches!(coordinator.cancel(pending.id()).await, Ok(true));
+            waiting.done = true;
+            if granted {
+                let id = pending.granted(ask);
+                return Ok(limiter.leased(&request, Lease::new(coordinator, id)));
+            }
+            // An unanswered cancel stays armed in the guard: retried in the
+            // background.
+            drop(pending);
+            Err(limiter.shared_rejected(
+                &request,
+                OverloadReason::QueueTimeout,
+                Scope::Global,
+                coordinator.figures(),
+            ))
+        }
+    }
+}
+
+/// Redis is unreachable: the fail mode decides.
+async fn fallback(
+    limiter: &Limiter,
+    coordinator: &Coordinator,
+    request: Request<'_>,
+) -> Result<Permit, Overload> {
+    match coordinator.fail() {
+        FailMode::Open => limiter.acquire_local(request).await,
+        FailMode::Closed => Err(limiter.shared_rejected(
+            &request,
+            OverloadReason::SharedUnavailable,
+            Scope::Global,
+            coordinator.figures(),
+        )),
+    }
+}
+
+fn scope_of(scope: &str, tool: &str) -> Scope {
+    match scope {
+        "tool" => Scope::Tool(tool.to_string()),
+        "client" => Scope::Client,
+        _ => Scope::Global,
+    }
+}
+
+/// Counts a caller that left the shared queue before its answer.
+struct Waiting<'a> {
+    limiter: &'a Limiter,
+    done: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.limiter.shared_cancelled();
+        }
+    }
+}
+
