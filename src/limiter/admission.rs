@@ -336,10 +336,13 @@ impl Limiter {
         scope: crate::Scope,
         figures: crate::shared::coordinator::Figures,
     ) -> Overload {
-        let overload =
-            self.shared
-                .lock()
-                .shared_rejected(request, reason, scope, figures.in_use, figures.queued);
+        let overload = self.shared.lock().shared_rejected(
+            request,
+            reason,
+            scope,
+            figures.in_use,
+            figures.queued,
+        );
         *self.shared.rejected(Box::new(overload))
     }
 

@@ -55,6 +55,12 @@ impl Permit {
         }
     }
 
+    /// Attaches a shared limit's lease to a locally admitted permit.
+    #[cfg(feature = "redis")]
+    pub(crate) fn attach_lease(&mut self, lease: crate::shared::Lease) {
+        self._lease = Some(lease);
+    }
+
     /// A permit holding a shared limit's lease too.
     #[cfg(feature = "redis")]
     pub(crate) fn leased(shared: Arc<Shared>, grant: Grant, lease: crate::shared::Lease) -> Self {

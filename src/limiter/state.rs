@@ -683,7 +683,11 @@ impl State {
             cost,
             client_cost,
             tool: tool.unwrap_or_default().to_string(),
-            client: request.client_key().map(truncate).unwrap_or_default().to_string(),
+            client: request
+                .client_key()
+                .map(truncate)
+                .unwrap_or_default()
+                .to_string(),
             tool_limit: tool_limit.unwrap_or(0),
             client_limit: config.client_limit.unwrap_or(0),
             limit,

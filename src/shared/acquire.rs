@@ -84,11 +84,17 @@ pub(crate) async fn acquire(
 /// Redis is unreachable: the fail mode decides.
 async fn fallback(
     limiter: &Limiter,
-    coordinator: &Coordinator,
+    coordinator: &Arc<Coordinator>,
     request: Request<'_>,
 ) -> Result<Permit, Overload> {
     match coordinator.fail() {
-        FailMode::Open => limiter.acquire_local(request).await,
+        FailMode::Open => {
+            let mut permit = limiter.acquire_local(request).await?;
+            // Counted in Redis by the first sweep that reaches it.
+            let id = coordinator.local_lease(limiter.shared_ask(&request));
+            permit.attach_lease(Lease::new(coordinator.clone(), id));
+            Ok(permit)
+        }
         FailMode::Closed => Err(limiter.shared_rejected(
             &request,
             OverloadReason::SharedUnavailable,
@@ -119,4 +125,3 @@ impl Drop for Waiting<'_> {
         }
     }
 }
-

@@ -65,7 +65,16 @@ enum Job {
 #[derive(Default)]
 pub(crate) struct Book {
     waiters: HashMap<String, oneshot::Sender<()>>,
-    leases: HashMap<String, Ask>,
+    leases: HashMap<String, Held>,
+}
+
+/// A running call's lease as this process knows it.
+#[derive(Clone, Debug)]
+struct Held {
+    ask: Ask,
+    /// Admitted locally in fail-open fallback: not in Redis until the first
+    /// sweep that reaches Redis counts it (no warning then).
+    local: bool,
 }
 
 /// Counters, updated without a lock.
@@ -93,7 +102,11 @@ pub(crate) struct Link {
     /// The limit in force (`max_concurrent`), for the scripts that serve
     /// waiters.
     limit: AtomicUsize,
-    fallback: AtomicBool,
+    /// The local limit used in fail-open fallback (read by the local limiter).
+    share: Arc<AtomicUsize>,
+    /// Admission follows the fail mode (shared with the push handler: a lost
+    /// connection sets it at once).
+    fallback: Arc<AtomicBool>,
     subscribed: AtomicBool,
     stats: Stats,
     /// Wakes the sweeper early (a lost connection, a failed command).
@@ -108,8 +121,6 @@ pub(crate) struct Coordinator {
     book: Arc<Mutex<Book>>,
     jobs: mpsc::UnboundedSender<Job>,
     next: AtomicU64,
-    /// The local limit used in fail-open fallback (read by the local limiter).
-    share: Arc<AtomicUsize>,
 }
 
 impl Coordinator {
@@ -140,19 +151,20 @@ impl Coordinator {
         let info = info
             .set_redis_settings(redis_settings)
             .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client =
-            redis::Client::open(info).map_err(|e| invalid(e.to_string()))?;
+        let client = redis::Client::open(info).map_err(|e| invalid(e.to_string()))?;
 
         let book = Arc::new(Mutex::new(Book::default()));
         let kick = Arc::new(Notify::new());
+        let fallback = Arc::new(AtomicBool::new(false));
         let process = process_id();
         let channel = format!("{{{}}}:wake:{process}", settings.key);
         let on_push = {
             let book = Arc::downgrade(&book);
             let kick = kick.clone();
+            let fallback = fallback.clone();
             let channel = channel.clone().into_bytes();
             move |push: PushInfo| -> Result<(), std::convert::Infallible> {
-                deliver(&book, &kick, &channel, push);
+                deliver(&book, &kick, &fallback, &channel, push);
                 Ok(())
             }
         };
@@ -175,9 +187,8 @@ impl Coordinator {
             channel,
             settings,
             limit: AtomicUsize::new(limit),
-            // Until the sweeper has subscribed, the process is in fallback:
-            // a waiter in Redis would never hear of its slot.
-            fallback: AtomicBool::new(true),
+            share,
+            fallback,
             subscribed: AtomicBool::new(false),
             stats: Stats::default(),
             kick,
@@ -191,9 +202,8 @@ impl Coordinator {
             book,
             jobs,
             next: AtomicU64::new(0),
-            share,
         });
-        coordinator.update_share();
+        coordinator.link.update_share();
         Ok(coordinator)
     }
 
@@ -221,19 +231,7 @@ impl Coordinator {
     /// The limit in force changed (a reload).
     pub(crate) fn set_limit(&self, limit: usize) {
         self.link.limit.store(limit, Ordering::Relaxed);
-        self.update_share();
-    }
-
-    /// Recomputes the fail-open share from the limit and the replicas.
-    fn update_share(&self) {
-        let replicas = self
-            .link
-            .settings
-            .replicas
-            .unwrap_or_else(|| self.link.stats.replicas.load(Ordering::Relaxed))
-            .max(1);
-        let limit = self.link.limit.load(Ordering::Relaxed);
-        self.share.store((limit / replicas).max(1), Ordering::Relaxed);
+        self.link.update_share();
     }
 
     /// The last figures Redis gave.
@@ -294,6 +292,17 @@ impl Coordinator {
         self.link.cancel(id).await
     }
 
+    /// A lease for a call admitted locally in fail-open fallback: counted in
+    /// Redis by the first sweep that reaches it, while the call still runs.
+    pub(crate) fn local_lease(&self, ask: Ask) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}:{n:x}", self.link.process);
+        self.book
+            .lock()
+            .leases
+            .insert(id.clone(), Held { ask, local: true });
+        id
+    }
 
     /// The call holding `id` ended: its lease is freed in the background.
     pub(crate) fn release(&self, id: String) {
@@ -301,7 +310,6 @@ impl Coordinator {
         // The releaser lives as long as any sender: it cannot be gone.
         let _ = self.jobs.send(Job::Release(id));
     }
-
 
     /// The shared limit's figures.
     pub(crate) fn snapshot(&self) -> SharedSnapshot {
@@ -329,7 +337,6 @@ impl Coordinator {
             latency_sum_us: stats.latency_sum_us.load(Ordering::Relaxed),
         }
     }
-
 }
 
 /// A call registered as waiting: cancelled in Redis when dropped armed.
@@ -350,7 +357,7 @@ impl Pending {
         let id = std::mem::take(&mut self.id);
         let mut book = self.coordinator.book.lock();
         book.waiters.remove(&id);
-        book.leases.insert(id.clone(), ask);
+        book.leases.insert(id.clone(), Held { ask, local: false });
         id
     }
 
@@ -374,7 +381,22 @@ impl Drop for Pending {
 }
 
 impl Link {
-    fn invocation<'a>(&'a self, script: impl Fn(&'a Scripts) -> &'a redis::Script) -> ScriptInvocation<'a> {
+    /// Recomputes the fail-open share from the limit and the replicas.
+    fn update_share(&self) {
+        let replicas = self
+            .settings
+            .replicas
+            .unwrap_or_else(|| self.stats.replicas.load(Ordering::Relaxed))
+            .max(1);
+        let limit = self.limit.load(Ordering::Relaxed);
+        self.share
+            .store((limit / replicas).max(1), Ordering::Relaxed);
+    }
+
+    fn invocation<'a>(
+        &'a self,
+        script: impl Fn(&'a Scripts) -> &'a redis::Script,
+    ) -> ScriptInvocation<'a> {
         let mut inv = script(&self.scripts).prepare_invoke();
         for key in &self.keys {
             inv.key(key);
@@ -425,16 +447,7 @@ impl Link {
     }
 
     fn enter_fallback(&self) {
-        if !self.fallback.swap(true, Ordering::AcqRel) {
-            tracing::warn!(
-                key = %self.settings.key,
-                fail = self.settings.fail.as_str(),
-                "shared limit: Redis unreachable; admission falls back ({})",
-                match self.settings.fail {
-                    FailMode::Open => "a local share of the limit",
-                    FailMode::Closed => "rejecting with shared_unavailable",
-                }
-            );
+        if enter_fallback(&self.fallback, &self.settings) {
             self.kick.notify_one();
         }
     }
@@ -557,28 +570,44 @@ async fn sweep(link: &Link, book: &Mutex<Book>) -> bool {
     link.stats
         .replicas
         .store(usize::try_from(replicas).unwrap_or(1), Ordering::Relaxed);
-    // Count lost leases again: their calls still run.
-    for lost in answer {
-        let Ok(id) = String::from_redis_value(lost) else {
-            continue;
-        };
-        let Some(ask) = book.lock().leases.get(&id).cloned() else {
-            continue; // released meanwhile
-        };
-        link.stats.leases_lost.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
-            lease = %id,
-            "shared limit: a lease was lost (not renewed in time, or Redis lost its data); counting the running call again"
-        );
+    link.update_share();
+    // Count again the calls that still run but Redis does not count: leases
+    // lost, and calls admitted locally in fallback.
+    let lost: Vec<(String, Held)> = {
+        let book = book.lock();
+        answer
+            .filter_map(|v| String::from_redis_value(v).ok())
+            .filter_map(|id| book.leases.get(&id).cloned().map(|held| (id, held)))
+            .collect()
+    };
+    if !lost.is_empty() {
+        let unexpected = lost.iter().filter(|(_, held)| !held.local).count();
+        if unexpected > 0 {
+            link.stats
+                .leases_lost
+                .fetch_add(unexpected as u64, Ordering::Relaxed);
+            tracing::warn!(
+                leases = unexpected,
+                "shared limit: leases lost (not renewed in time, or Redis lost its data); counting their running calls again"
+            );
+        }
         let mut inv = link.invocation(|s| &s.adopt);
-        inv.arg(duration_ms(link.settings.lease))
-            .arg(&id)
-            .arg(ask.cost)
-            .arg(ask.client_cost)
-            .arg(&ask.tool)
-            .arg(&ask.client);
+        inv.arg(duration_ms(link.settings.lease));
+        for (id, Held { ask, .. }) in &lost {
+            inv.arg(id)
+                .arg(ask.cost)
+                .arg(ask.client_cost)
+                .arg(&ask.tool)
+                .arg(&ask.client);
+        }
         if link.run::<i64>(&inv).await.is_err() {
             return false;
+        }
+        let mut book = book.lock();
+        for (id, _) in &lost {
+            if let Some(held) = book.leases.get_mut(id) {
+                held.local = false;
+            }
         }
     }
     // Waiters whose wake-up may have been lost while the connection was
@@ -608,7 +637,13 @@ async fn sweep(link: &Link, book: &Mutex<Book>) -> bool {
 /// The connection's push messages: a wake-up on this process's channel
 /// completes its waiter; a lost connection asks the sweeper to check on
 /// every waiter once it is back.
-fn deliver(book: &Weak<Mutex<Book>>, kick: &Notify, channel: &[u8], push: PushInfo) {
+fn deliver(
+    book: &Weak<Mutex<Book>>,
+    kick: &Notify,
+    fallback: &AtomicBool,
+    channel: &[u8],
+    push: PushInfo,
+) {
     match push.kind {
         PushKind::Message => {
             let mut data = push.data.into_iter();
@@ -621,14 +656,42 @@ fn deliver(book: &Weak<Mutex<Book>>, kick: &Notify, channel: &[u8], push: PushIn
                 return;
             }
             let Some(book) = book.upgrade() else { return };
-            let Ok(id) = String::from_utf8(id) else { return };
+            let Ok(id) = String::from_utf8(id) else {
+                return;
+            };
             if let Some(tx) = book.lock().waiters.remove(&id) {
                 let _ = tx.send(());
             }
         }
-        PushKind::Disconnection => kick.notify_one(),
+        PushKind::Disconnection => {
+            // Until a sweep has renewed (and, after a Redis restart, counted
+            // again) this process's leases, admission does not go to Redis.
+            if !fallback.swap(true, Ordering::AcqRel) {
+                tracing::warn!(
+                    "shared limit: connection to Redis lost; admission falls back until it is back"
+                );
+            }
+            kick.notify_one();
+        }
         _ => {}
     }
+}
+
+/// Sets the fallback flag; true (and logged) when it was not set.
+fn enter_fallback(flag: &AtomicBool, settings: &SharedLimit) -> bool {
+    let entered = !flag.swap(true, Ordering::AcqRel);
+    if entered {
+        tracing::warn!(
+            key = %settings.key,
+            fail = settings.fail.as_str(),
+            "shared limit: Redis unreachable; admission falls back to {}",
+            match settings.fail {
+                FailMode::Open => "a local share of the limit",
+                FailMode::Closed => "rejecting with shared_unavailable",
+            }
+        );
+    }
+    entered
 }
 
 fn duration_ms(d: Duration) -> u64 {

@@ -214,7 +214,10 @@ impl SharedLimit {
             })
         };
         let Some(url) = redis::parse_redis_url(&self.url) else {
-            return invalid("shared_limit", "not a redis://, rediss:// or redis+unix:// URL");
+            return invalid(
+                "shared_limit",
+                "not a redis://, rediss:// or redis+unix:// URL",
+            );
         };
         if matches!(url.scheme(), "rediss" | "valkeys") && !cfg!(feature = "redis-tls") {
             return invalid("shared_limit", "rediss:// needs the `redis-tls` feature");
@@ -271,4 +274,5 @@ pub struct SharedSnapshot {
 }
 
 /// Upper bounds (ms) of the latency histogram's buckets.
-pub const LATENCY_BUCKETS_MS: [f64; 10] = [0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0];
+pub const LATENCY_BUCKETS_MS: [f64; 10] =
+    [0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0];

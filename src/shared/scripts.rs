@@ -33,6 +33,8 @@ impl Scripts {
 /// The Redis keys of the limit named `name`, in the order the prelude reads
 /// them (`KEYS[1..8]`), all with the hash tag `{name}`.
 pub(crate) fn keys(name: &str) -> [String; 8] {
-    ["held", "leases", "use", "queue", "deadline", "waiters", "fair", "members"]
-        .map(|part| format!("{{{name}}}:{part}"))
+    [
+        "held", "leases", "use", "queue", "deadline", "waiters", "fair", "members",
+    ]
+    .map(|part| format!("{{{name}}}:{part}"))
 }

@@ -29,6 +29,11 @@ pub fn free_port() -> u16 {
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// On `port` (a port a test reserved, e.g. one a limiter already points at).
+    pub fn start_on(port: u16) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "mcpbp-redis-{}-{}",
             std::process::id(),
@@ -37,7 +42,7 @@ impl RedisServer {
         std::fs::create_dir_all(&dir).unwrap();
         let mut server = Self {
             child: None,
-            port: free_port(),
+            port,
             dir,
         };
         server.spawn();
@@ -62,17 +67,16 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not listen within 10 s");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not listen within 10 s"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
     }
 
     /// Kills the server (SIGKILL: its data is gone, as after a crash).
