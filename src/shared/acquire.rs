@@ -48,8 +48,10 @@ pub(crate) async fn acquire(
             Err(limiter.shared_rejected(&request, reason, scope_of(&scope, &ask.tool), figures))
         }
         Reply::Queued => {
+            coordinator.waiting_started();
             let mut waiting = Waiting {
                 limiter,
+                coordinator: &coordinator,
                 done: false,
             };
             let deadline = Instant::now()
@@ -64,6 +66,7 @@ pub(crate) async fn acquire(
             // been handed over just as the deadline passed).
             let granted = woken || matches!(coordinator.cancel(pending.id()).await, Ok(true));
             waiting.done = true;
+            drop(waiting);
             if granted {
                 let id = pending.granted(ask);
                 return Ok(limiter.leased(&request, Lease::new(coordinator, id)));
@@ -112,14 +115,17 @@ fn scope_of(scope: &str, tool: &str) -> Scope {
     }
 }
 
-/// Counts a caller that left the shared queue before its answer.
+/// A call in the shared queue: counted as waiting until it has its answer,
+/// and as cancelled in the queue if its caller leaves first.
 struct Waiting<'a> {
     limiter: &'a Limiter,
+    coordinator: &'a Coordinator,
     done: bool,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
+        self.coordinator.waiting_ended();
         if !self.done {
             self.limiter.shared_cancelled();
         }

@@ -89,6 +89,9 @@ struct Stats {
     in_use: AtomicUsize,
     queued: AtomicUsize,
     replicas: AtomicUsize,
+    /// Calls of this process queued in Redis (answered `queued`, not yet
+    /// served, timed out or gone).
+    waiting: AtomicUsize,
 }
 
 /// What the connection, the scripts and the background tasks share.
@@ -292,6 +295,16 @@ impl Coordinator {
         self.link.cancel(id).await
     }
 
+    /// A call of this process entered the shared queue.
+    pub(crate) fn waiting_started(&self) {
+        self.link.stats.waiting.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A call of this process left the shared queue (served or not).
+    pub(crate) fn waiting_ended(&self) {
+        self.link.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// A lease for a call admitted locally in fail-open fallback: counted in
     /// Redis by the first sweep that reaches it, while the call still runs.
     pub(crate) fn local_lease(&self, ask: Ask) -> String {
@@ -313,10 +326,8 @@ impl Coordinator {
 
     /// The shared limit's figures.
     pub(crate) fn snapshot(&self) -> SharedSnapshot {
-        let (leases, waiting) = {
-            let book = self.book.lock();
-            (book.leases.len(), book.waiters.len())
-        };
+        let leases = self.book.lock().leases.len();
+        let waiting = self.link.stats.waiting.load(Ordering::Relaxed);
         let stats = &self.link.stats;
         SharedSnapshot {
             fallback: self.in_fallback(),

@@ -7,6 +7,7 @@
 
 mod basics;
 mod failures;
+mod invariants;
 mod order;
 mod redis;
 mod support;
