@@ -82,18 +82,31 @@ fn ms(d: Duration) -> String {
 fn redis_commands(server: &RedisServer) -> u64 {
     // INFO's first line is a bulk header; read it whole through a raw socket.
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(server.url().trim_start_matches("redis://").trim_end_matches("/0")).unwrap();
-    s.write_all(b"*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n").unwrap();
+    let mut s = std::net::TcpStream::connect(
+        server
+            .url()
+            .trim_start_matches("redis://")
+            .trim_end_matches("/0"),
+    )
+    .unwrap();
+    s.write_all(b"*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n")
+        .unwrap();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 65536];
     loop {
         let n = s.read(&mut chunk).unwrap();
         buf.extend_from_slice(&chunk[..n]);
-        if n == 0 || buf.ends_with(b"\r\n\r\n") || (buf.len() > 4 && buf.ends_with(b"\r\n") && !buf.starts_with(b"$")) {
+        if n == 0
+            || buf.ends_with(b"\r\n\r\n")
+            || (buf.len() > 4 && buf.ends_with(b"\r\n") && !buf.starts_with(b"$"))
+        {
             break;
         }
         let text = String::from_utf8_lossy(&buf);
-        if let Some(len) = text.strip_prefix('$').and_then(|t| t.split("\r\n").next()).and_then(|n| n.parse::<usize>().ok())
+        if let Some(len) = text
+            .strip_prefix('$')
+            .and_then(|t| t.split("\r\n").next())
+            .and_then(|n| n.parse::<usize>().ok())
             && buf.len() >= len + text.find("\r\n").unwrap() + 4
         {
             break;
@@ -104,11 +117,27 @@ fn redis_commands(server: &RedisServer) -> u64 {
         // Only commands clients sent: the ones scripts run are counted too,
         // under their own names.
         .filter(|l| {
-            ["evalsha:", "eval:", "script|load:", "subscribe:", "hello:", "client|setinfo:", "select:", "ping:"]
-                .iter()
-                .any(|c| l.strip_prefix("cmdstat_").is_some_and(|r| r.starts_with(c)))
+            [
+                "evalsha:",
+                "eval:",
+                "script|load:",
+                "subscribe:",
+                "hello:",
+                "client|setinfo:",
+                "select:",
+                "ping:",
+            ]
+            .iter()
+            .any(|c| l.strip_prefix("cmdstat_").is_some_and(|r| r.starts_with(c)))
         })
-        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
         .sum()
 }
 
@@ -179,7 +208,11 @@ async fn closed_loop(
         rate: done as f64 / elapsed.as_secs_f64(),
         p50: percentile(&lat, 0.5),
         p99: percentile(&lat, 0.99),
-        commands_per_call: if kind == Kind::Local { 0.0 } else { commands as f64 / done as f64 },
+        commands_per_call: if kind == Kind::Local {
+            0.0
+        } else {
+            commands as f64 / done as f64
+        },
         extra: String::new(),
     }
 }
@@ -232,7 +265,11 @@ async fn overload(kind: Kind, server: &RedisServer, key: &str, seconds: f64) -> 
         rate: ok as f64 / elapsed.as_secs_f64(),
         p50: percentile(&rejects, 0.5),
         p99: percentile(&rejects, 0.99),
-        commands_per_call: if kind == Kind::Local { 0.0 } else { commands as f64 / ok.max(1) as f64 },
+        commands_per_call: if kind == Kind::Local {
+            0.0
+        } else {
+            commands as f64 / ok.max(1) as f64
+        },
         extra: format!(
             "{} rejected; {:.2} commands per offered call",
             rejects.len(),

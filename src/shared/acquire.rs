@@ -2,9 +2,11 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use tokio::time::{Instant, sleep_until};
 
-use super::coordinator::{Coordinator, Reply};
+use super::coordinator::{Coordinator, Reply, Wake};
 use super::{FailMode, Lease};
 use crate::limiter::{Limiter, Permit, Request};
 use crate::overload::{Overload, OverloadReason, Scope};
@@ -20,68 +22,90 @@ pub(crate) async fn acquire(
     request: Request<'_>,
 ) -> Result<Permit, Overload> {
     coordinator.settled().await;
-    if coordinator.in_fallback() {
-        return fallback(limiter, &coordinator, request).await;
-    }
-    let ask = limiter.shared_ask(&request);
-    let (pending, woken) = coordinator.register();
-    let (reply, figures) = match coordinator.ask(pending.id(), &ask).await {
-        Ok(answer) => answer,
-        Err(_) => {
+    let mut ask = limiter.shared_ask(&request);
+    let mut deadline = None;
+    loop {
+        if coordinator.in_fallback() {
+            return fallback(limiter, &coordinator, request).await;
+        }
+        let (pending, woken) = coordinator.register();
+        let Ok((reply, figures)) = coordinator.ask(pending.id(), &ask).await else {
             // Whatever Redis did with the request (maybe nothing), the
             // dropped guard undoes it.
             drop(pending);
             return fallback(limiter, &coordinator, request).await;
-        }
-    };
-    match reply {
-        Reply::Granted => {
-            let id = pending.granted(ask);
-            Ok(limiter.leased(&request, Lease::new(coordinator, id)))
-        }
-        Reply::Rejected { reason, scope } => {
-            pending.settled();
-            let reason = match reason.as_str() {
-                "queue_full" => OverloadReason::QueueFull,
-                _ => OverloadReason::ConcurrencyLimit,
-            };
-            Err(limiter.shared_rejected(&request, reason, scope_of(&scope, &ask.tool), figures))
-        }
-        Reply::Queued => {
-            coordinator.waiting_started();
-            let mut waiting = Waiting {
-                limiter,
-                coordinator: &coordinator,
-                done: false,
-            };
-            let deadline = Instant::now()
-                .checked_add(ask.queue_timeout)
-                .unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(86_400 * 365));
-            let woken = tokio::select! {
-                biased;
-                woken = woken => woken.is_ok(),
-                () = sleep_until(deadline) => false,
-            };
-            // Woken, or out of time: Redis has the last word (a slot may have
-            // been handed over just as the deadline passed).
-            let granted = woken || matches!(coordinator.cancel(pending.id()).await, Ok(true));
-            waiting.done = true;
-            drop(waiting);
-            if granted {
+        };
+        match reply {
+            Reply::Granted => {
                 let id = pending.granted(ask);
                 return Ok(limiter.leased(&request, Lease::new(coordinator, id)));
             }
-            // An unanswered cancel stays armed in the guard: retried in the
-            // background.
-            drop(pending);
-            Err(limiter.shared_rejected(
-                &request,
-                OverloadReason::QueueTimeout,
-                Scope::Global,
-                coordinator.figures(),
-            ))
+            Reply::Rejected { reason, scope } => {
+                pending.settled();
+                let reason = match reason.as_str() {
+                    "queue_full" => OverloadReason::QueueFull,
+                    _ => OverloadReason::ConcurrencyLimit,
+                };
+                let scope = scope_of(&scope, &ask.tool);
+                return Err(limiter.shared_rejected(&request, reason, scope, figures));
+            }
+            Reply::Queued => {}
         }
+        // Queued: the deadline runs from the first time the call queued.
+        let deadline = *deadline.get_or_insert_with(|| {
+            let now = Instant::now();
+            now.checked_add(ask.queue_timeout)
+                .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+        });
+        coordinator.waiting_started(pending.id());
+        let mut waiting = Waiting {
+            limiter,
+            coordinator: &coordinator,
+            done: false,
+        };
+        let woken = tokio::select! {
+            biased;
+            woken = woken => woken.ok(),
+            () = sleep_until(deadline) => None,
+        };
+        let granted = match woken {
+            Some(Wake::Granted) => true,
+            Some(Wake::Lost) => {
+                // Redis lost the place (a restart, a failover): ask again
+                // for the time left, as a new arrival.
+                waiting.done = true;
+                drop(waiting);
+                pending.settled();
+                ask.queue_timeout = deadline.saturating_duration_since(Instant::now());
+                if ask.queue_timeout.is_zero() {
+                    return Err(timed_out(limiter, &coordinator, &request));
+                }
+                continue;
+            }
+            // Out of time: Redis has the last word (a slot may have been
+            // handed over just as the deadline passed).
+            None => matches!(coordinator.cancel(pending.id()).await, Ok(true)),
+        };
+        waiting.done = true;
+        drop(waiting);
+        if granted {
+            let id = pending.granted(ask);
+            return Ok(limiter.leased(&request, Lease::new(coordinator, id)));
+        }
+        // An unanswered cancel stays armed in the guard: retried in the
+        // background.
+        drop(pending);
+        return Err(timed_out(limiter, &coordinator, &request));
     }
+}
+
+fn timed_out(limiter: &Limiter, coordinator: &Coordinator, request: &Request<'_>) -> Overload {
+    limiter.shared_rejected(
+        request,
+        OverloadReason::QueueTimeout,
+        Scope::Global,
+        coordinator.figures(),
+    )
 }
 
 /// Redis is unreachable: the fail mode decides.

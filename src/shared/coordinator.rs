@@ -64,8 +64,25 @@ enum Job {
 /// The calls this process holds leases for or waits for.
 #[derive(Default)]
 pub(crate) struct Book {
-    waiters: HashMap<String, oneshot::Sender<()>>,
+    waiters: HashMap<String, Waiter>,
     leases: HashMap<String, Held>,
+}
+
+/// A call registered before its admission script is sent.
+struct Waiter {
+    wake: oneshot::Sender<Wake>,
+    /// Redis answered `queued` (only then can the sweep ask about it).
+    queued: bool,
+}
+
+/// What a waiting call is told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// A slot was handed to it: it holds the lease.
+    Granted,
+    /// Redis no longer knows it (Redis lost its data, or a failover lost the
+    /// last writes): ask again, with the time left.
+    Lost,
 }
 
 /// A running call's lease as this process knows it.
@@ -247,11 +264,17 @@ impl Coordinator {
 
     /// Registers a waiter before asking (a wake-up can never arrive before
     /// its waiter is known). The returned guard cancels it when dropped.
-    pub(crate) fn register(self: &Arc<Self>) -> (Pending, oneshot::Receiver<()>) {
+    pub(crate) fn register(self: &Arc<Self>) -> (Pending, oneshot::Receiver<Wake>) {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}:{n:x}", self.link.process);
         let (tx, rx) = oneshot::channel();
-        self.book.lock().waiters.insert(id.clone(), tx);
+        self.book.lock().waiters.insert(
+            id.clone(),
+            Waiter {
+                wake: tx,
+                queued: false,
+            },
+        );
         (
             Pending {
                 coordinator: self.clone(),
@@ -295,8 +318,11 @@ impl Coordinator {
         self.link.cancel(id).await
     }
 
-    /// A call of this process entered the shared queue.
-    pub(crate) fn waiting_started(&self) {
+    /// A call of this process entered the shared queue as `id`.
+    pub(crate) fn waiting_started(&self, id: &str) {
+        if let Some(waiter) = self.book.lock().waiters.get_mut(id) {
+            waiter.queued = true;
+        }
         self.link.stats.waiting.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -623,7 +649,13 @@ async fn sweep(link: &Link, book: &Mutex<Book>) -> bool {
     }
     // Waiters whose wake-up may have been lost while the connection was
     // down, or that have waited a whole sweep.
-    let waiting: Vec<String> = book.lock().waiters.keys().cloned().collect();
+    let waiting: Vec<String> = book
+        .lock()
+        .waiters
+        .iter()
+        .filter(|(_, w)| w.queued)
+        .map(|(id, _)| id.clone())
+        .collect();
     if !waiting.is_empty() {
         let mut inv = link.invocation(|s| &s.poll);
         for id in &waiting {
@@ -632,12 +664,17 @@ async fn sweep(link: &Link, book: &Mutex<Book>) -> bool {
         let Ok(states) = link.run::<Vec<i64>>(&inv).await else {
             return false;
         };
+        // Back to shared admission first: a waiter Redis lost asks again.
+        link.leave_fallback();
         let mut book = book.lock();
         for (id, state) in waiting.iter().zip(states) {
-            if state == 1
-                && let Some(tx) = book.waiters.remove(id)
-            {
-                let _ = tx.send(());
+            let wake = match state {
+                1 => Wake::Granted,
+                -1 => Wake::Lost,
+                _ => continue,
+            };
+            if let Some(waiter) = book.waiters.remove(id) {
+                let _ = waiter.wake.send(wake);
             }
         }
     }
@@ -670,8 +707,8 @@ fn deliver(
             let Ok(id) = String::from_utf8(id) else {
                 return;
             };
-            if let Some(tx) = book.lock().waiters.remove(&id) {
-                let _ = tx.send(());
+            if let Some(waiter) = book.lock().waiters.remove(&id) {
+                let _ = waiter.wake.send(Wake::Granted);
             }
         }
         PushKind::Disconnection => {

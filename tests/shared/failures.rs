@@ -226,3 +226,29 @@ async fn fail_open_admits_against_a_local_share_and_redis_counts_those_calls_onc
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_call_waiting_when_redis_loses_its_data_asks_again_instead_of_timing_out() {
+    let mut server = RedisServer::start();
+    let config = queued(1, Duration::from_secs(20));
+    let a = replica_with(&server, "lost", config.clone(), Duration::from_millis(800));
+    let b = replica_with(&server, "lost", config, Duration::from_millis(800));
+    let holder = a.acquire().await.unwrap();
+    let waiter = tokio::spawn({
+        let b = b.clone();
+        async move { b.acquire().await.map(drop) }
+    });
+    eventually("b waits", Duration::from_secs(2), || {
+        shared(&b).waiting == 1
+    })
+    .await;
+    let started = Instant::now();
+    server.restart();
+    drop(holder);
+    tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("served long before its 20 s queue timeout")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

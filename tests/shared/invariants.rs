@@ -27,7 +27,11 @@ const CLIENTS: [Option<&str>; 3] = [None, Some("x"), Some("y")];
 
 #[derive(Clone, Debug)]
 enum Op {
-    Acquire { replica: usize, tool: usize, client: usize },
+    Acquire {
+        replica: usize,
+        tool: usize,
+        client: usize,
+    },
     Release(Index),
     Cancel(Index),
 }
@@ -83,12 +87,7 @@ struct Figures {
 }
 
 fn redis_figures(server: &RedisServer, key: &str) -> Figures {
-    let int = |reply: String| -> usize {
-        reply
-            .trim_start_matches(':')
-            .parse()
-            .unwrap_or(0)
-    };
+    let int = |reply: String| -> usize { reply.trim_start_matches(':').parse().unwrap_or(0) };
     Figures {
         in_use: int(server.command(&["HGET", &format!("{{{key}}}:use"), "n"])),
         held: int(server.command(&["ZCARD", &format!("{{{key}}}:held")])),
@@ -97,11 +96,22 @@ fn redis_figures(server: &RedisServer, key: &str) -> Figures {
 }
 
 /// Waits until every call has settled and Redis agrees with the test.
-async fn quiesce(server: &RedisServer, key: &str, replicas: &[Limiter], calls: &[Call]) -> Result<(), String> {
+async fn quiesce(
+    server: &RedisServer,
+    key: &str,
+    replicas: &[Limiter],
+    calls: &[Call],
+) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let running: Vec<&Call> = calls.iter().filter(|c| c.status() == Status::Running).collect();
-        let waiting = calls.iter().filter(|c| c.status() == Status::Waiting).count();
+        let running: Vec<&Call> = calls
+            .iter()
+            .filter(|c| c.status() == Status::Running)
+            .collect();
+        let waiting = calls
+            .iter()
+            .filter(|c| c.status() == Status::Waiting)
+            .count();
         let in_use: usize = running.iter().map(|c| c.cost()).sum();
         let waiting_here: usize = replicas.iter().map(|l| shared(l).waiting).sum();
         let f = redis_figures(server, key);
@@ -120,7 +130,10 @@ async fn quiesce(server: &RedisServer, key: &str, replicas: &[Limiter], calls: &
 }
 
 fn check_limits(calls: &[Call]) -> Result<(), String> {
-    let running: Vec<&Call> = calls.iter().filter(|c| c.status() == Status::Running).collect();
+    let running: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.status() == Status::Running)
+        .collect();
     let used: usize = running.iter().map(|c| c.cost()).sum();
     let tool_a = running.iter().filter(|c| c.tool == 1).count();
     let mut per_client: HashMap<usize, usize> = HashMap::new();
@@ -128,18 +141,33 @@ fn check_limits(calls: &[Call]) -> Result<(), String> {
         *per_client.entry(c.client).or_default() += c.cost().min(CLIENT_CAP);
     }
     if used > LIMIT || tool_a > TOOL_A_CAP || per_client.values().any(|&u| u > CLIENT_CAP) {
-        return Err(format!("a limit is exceeded: used {used}, tool a {tool_a}, clients {per_client:?}"));
+        return Err(format!(
+            "a limit is exceeded: used {used}, tool a {tool_a}, clients {per_client:?}"
+        ));
     }
     // Nobody waits who could run, unless someone is stuck on the global
     // limit alone (the stall rule: a heavy call is not overtaken).
     let fits_caps = |c: &Call| {
         (c.tool != 1 || tool_a < TOOL_A_CAP)
-            && per_client.get(&c.client).copied().unwrap_or(0) + c.cost().min(CLIENT_CAP) <= CLIENT_CAP
+            && per_client.get(&c.client).copied().unwrap_or(0) + c.cost().min(CLIENT_CAP)
+                <= CLIENT_CAP
     };
-    let waiting: Vec<&Call> = calls.iter().filter(|c| c.status() == Status::Waiting).collect();
-    let stalled = waiting.iter().any(|c| fits_caps(c) && used + c.cost() > LIMIT);
-    if !stalled && let Some(c) = waiting.iter().find(|c| fits_caps(c) && used + c.cost() <= LIMIT) {
-        return Err(format!("a call waits that could run: tool {} client {} (used {used})", c.tool, c.client));
+    let waiting: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.status() == Status::Waiting)
+        .collect();
+    let stalled = waiting
+        .iter()
+        .any(|c| fits_caps(c) && used + c.cost() > LIMIT);
+    if !stalled
+        && let Some(c) = waiting
+            .iter()
+            .find(|c| fits_caps(c) && used + c.cost() <= LIMIT)
+    {
+        return Err(format!(
+            "a call waits that could run: tool {} client {} (used {used})",
+            c.tool, c.client
+        ));
     }
     Ok(())
 }
@@ -151,7 +179,11 @@ async fn run_history(server: &RedisServer, case: usize, ops: Vec<Op>) -> Result<
     let mut cancelled_waiting = 0u64;
     for op in ops {
         match op {
-            Op::Acquire { replica, tool, client } => {
+            Op::Acquire {
+                replica,
+                tool,
+                client,
+            } => {
                 let limiter = replicas[replica].clone();
                 let status = Arc::new(Mutex::new(Status::Waiting));
                 let (tx, rx) = oneshot::channel::<()>();
@@ -197,10 +229,18 @@ async fn run_history(server: &RedisServer, case: usize, ops: Vec<Op>) -> Result<
                     }
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                calls.push(Call { tool, client, status, release: Some(tx), task });
+                calls.push(Call {
+                    tool,
+                    client,
+                    status,
+                    release: Some(tx),
+                    task,
+                });
             }
             Op::Release(i) => {
-                let running: Vec<usize> = (0..calls.len()).filter(|&i| calls[i].status() == Status::Running).collect();
+                let running: Vec<usize> = (0..calls.len())
+                    .filter(|&i| calls[i].status() == Status::Running)
+                    .collect();
                 if running.is_empty() {
                     continue;
                 }
@@ -215,7 +255,9 @@ async fn run_history(server: &RedisServer, case: usize, ops: Vec<Op>) -> Result<
                 }
             }
             Op::Cancel(i) => {
-                let waiting: Vec<usize> = (0..calls.len()).filter(|&i| calls[i].status() == Status::Waiting).collect();
+                let waiting: Vec<usize> = (0..calls.len())
+                    .filter(|&i| calls[i].status() == Status::Waiting)
+                    .collect();
                 if waiting.is_empty() {
                     continue;
                 }
@@ -236,7 +278,10 @@ async fn run_history(server: &RedisServer, case: usize, ops: Vec<Op>) -> Result<
     let count = |f: fn(&Status) -> bool| calls.iter().filter(|c| f(&c.status())).count() as u64;
     let admitted: u64 = replicas.iter().map(|l| l.snapshot().admitted).sum();
     let rejected: u64 = replicas.iter().map(|l| l.snapshot().total_rejected).sum();
-    let cancelled: u64 = replicas.iter().map(|l| l.snapshot().cancelled_in_queue).sum();
+    let cancelled: u64 = replicas
+        .iter()
+        .map(|l| l.snapshot().cancelled_in_queue)
+        .sum();
     let ran = count(|s| matches!(s, Status::Running | Status::Done));
     let refused = count(|s| matches!(s, Status::Rejected(_)));
     if (admitted, rejected, cancelled) != (ran, refused, cancelled_waiting) {
