@@ -96,6 +96,6 @@ pub use metrics::{MetricsSnapshot, ToolSnapshot};
 pub use overload::{Overload, OverloadData, OverloadReason, Scope};
 
 /// The README's code blocks, compiled as doctests so they cannot rot.
-#[cfg(all(doctest, feature = "rmcp"))]
+#[cfg(all(doctest, feature = "rmcp", feature = "redis"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
