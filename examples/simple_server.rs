@@ -80,11 +80,15 @@ impl SharedArgs {
         let (url, key) = (self.shared_limit.as_ref()?, self.shared_key.as_ref()?);
         let exit = |flag: &str, why: String| -> ! {
             Cli::command()
-                .error(clap::error::ErrorKind::ValueValidation, format!("{why} (flag --{flag})"))
+                .error(
+                    clap::error::ErrorKind::ValueValidation,
+                    format!("{why} (flag --{flag})"),
+                )
                 .exit()
         };
         let seconds = |flag: &str, value: f64| {
-            Duration::try_from_secs_f64(value).unwrap_or_else(|e| exit(flag, format!("invalid {flag}: {e}")))
+            Duration::try_from_secs_f64(value)
+                .unwrap_or_else(|e| exit(flag, format!("invalid {flag}: {e}")))
         };
         let mut shared = mcp_backpressure::shared::SharedLimit::new(url, key);
         if let Some(lease) = self.lease {

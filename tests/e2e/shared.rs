@@ -14,9 +14,25 @@ fn bad_shared_flags_exit_non_zero_naming_the_flag() {
     let cases: &[(&[&str], &str)] = &[
         (&["--shared-limit", url], "--shared-key"),
         (&["--shared-key", "k"], "--shared-limit"),
-        (&["--shared-limit", "http://x/", "--shared-key", "k"], "--shared-limit"),
-        (&["--shared-limit", url, "--shared-key", "k", "--lease", "0.1"], "--lease"),
-        (&["--shared-limit", url, "--shared-key", "k", "--shared-fail", "maybe"], "--shared-fail"),
+        (
+            &["--shared-limit", "http://x/", "--shared-key", "k"],
+            "--shared-limit",
+        ),
+        (
+            &["--shared-limit", url, "--shared-key", "k", "--lease", "0.1"],
+            "--lease",
+        ),
+        (
+            &[
+                "--shared-limit",
+                url,
+                "--shared-key",
+                "k",
+                "--shared-fail",
+                "maybe",
+            ],
+            "--shared-fail",
+        ),
     ];
     for (args, flag) in cases {
         let out = Command::new(example("simple_server"))
@@ -25,7 +41,10 @@ fn bad_shared_flags_exit_non_zero_naming_the_flag() {
             .expect("run simple_server");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(flag), "{args:?} should name {flag}: {stderr}");
+        assert!(
+            stderr.contains(flag),
+            "{args:?} should name {flag}: {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
@@ -55,7 +74,10 @@ async fn two_servers_naming_one_key_share_its_limit() {
     // The one slot is A's: B refuses at once (no queue).
     b.call(2, "echo", json!({"message": "hi"})).await;
     let refused = b.response(2).await;
-    assert_eq!(refused["error"]["data"]["reason"], "concurrency_limit", "{refused}");
+    assert_eq!(
+        refused["error"]["data"]["reason"], "concurrency_limit",
+        "{refused}"
+    );
     assert_eq!(refused["error"]["data"]["max_concurrent"], 1, "{refused}");
     let done = a.response(1).await;
     assert!(done.get("result").is_some(), "{done}");
@@ -68,8 +90,14 @@ async fn two_servers_naming_one_key_share_its_limit() {
         if echoed.get("result").is_some() {
             break;
         }
-        assert_eq!(echoed["error"]["data"]["reason"], "concurrency_limit", "{echoed}");
-        assert!(std::time::Instant::now() < deadline, "the slot never came back");
+        assert_eq!(
+            echoed["error"]["data"]["reason"], "concurrency_limit",
+            "{echoed}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot never came back"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }

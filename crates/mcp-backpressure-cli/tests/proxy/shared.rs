@@ -144,7 +144,8 @@ async fn three_replicas_hold_one_limit_of_5_at_the_upstream() {
     for id in 0..300u64 {
         let url = replicas[id as usize % 3].url.clone();
         calls.spawn(async move {
-            let (status, response) = post_as(&url, None, sleep_call(id, &format!("c{id}"), 20)).await;
+            let (status, response) =
+                post_as(&url, None, sleep_call(id, &format!("c{id}"), 20)).await;
             (id, answer(id, status, &response))
         });
     }
@@ -233,7 +234,13 @@ async fn a_killed_replicas_slots_come_back_within_the_lease() {
     }
     // All 5 slots are free again: 5 calls on B run at once, a 6th waits.
     let again: Vec<_> = (20..26)
-        .map(|i| spawn_post(&b.url, None, call(i, "hold", json!({"tag": format!("b{i}")}))))
+        .map(|i| {
+            spawn_post(
+                &b.url,
+                None,
+                call(i, "hold", json!({"tag": format!("b{i}")})),
+            )
+        })
         .collect();
     upstream.wait_started(11).await;
     b.wait(LEASES, 5.0).await;
@@ -290,14 +297,20 @@ async fn calls_keep_being_answered_across_a_redis_restart() {
     }
     let done = |answers: &tally::Answers| answers.done();
     let before = done(&answers);
-    until("calls done before the restart", async || done(&answers) >= before + 20).await;
+    until("calls done before the restart", async || {
+        done(&answers) >= before + 20
+    })
+    .await;
 
     redis.kill();
     for replica in &replicas {
         replica.wait(FALLBACK, 1.0).await;
     }
     let in_fallback = done(&answers);
-    until("calls done in fallback", async || done(&answers) >= in_fallback + 20).await;
+    until("calls done in fallback", async || {
+        done(&answers) >= in_fallback + 20
+    })
+    .await;
 
     let restarting = Instant::now();
     redis.restart();
@@ -309,7 +322,10 @@ async fn calls_keep_being_answered_across_a_redis_restart() {
     until("fallback calls drained", async || upstream.running() <= 4).await;
     upstream.reset_max_running();
     let recovered = done(&answers);
-    until("calls done after the restart", async || done(&answers) >= recovered + 40).await;
+    until("calls done after the restart", async || {
+        done(&answers) >= recovered + 40
+    })
+    .await;
     let max_after = upstream.max_running();
 
     stop.send_replace(true);
@@ -342,8 +358,14 @@ async fn calls_keep_being_answered_across_a_redis_restart() {
     assert!(max_after <= 4, "the upstream saw {max_after} calls at once");
     for replica in &replicas {
         let log = replica.log.all();
-        assert!(log.contains("Redis unreachable"), "the fallback is logged:\n{log}");
-        assert!(log.contains("admission is shared again"), "the recovery is logged:\n{log}");
+        assert!(
+            log.contains("Redis unreachable"),
+            "the fallback is logged:\n{log}"
+        );
+        assert!(
+            log.contains("admission is shared again"),
+            "the recovery is logged:\n{log}"
+        );
     }
 }
 
@@ -449,7 +471,13 @@ async fn redis_unreachable_fail_open_admits_the_local_share() {
     )
     .await;
     let calls: Vec<_> = (0..6)
-        .map(|i| spawn_post(&replica.url, None, call(i, "hold", json!({"tag": format!("h{i}")}))))
+        .map(|i| {
+            spawn_post(
+                &replica.url,
+                None,
+                call(i, "hold", json!({"tag": format!("h{i}")})),
+            )
+        })
         .collect();
     upstream.wait_started(2).await;
     replica.wait(QUEUED, 4.0).await;
@@ -492,7 +520,10 @@ async fn queue_timeout_and_a_client_gone_free_their_place_in_the_shared_queue() 
     let asked = Instant::now();
     let (status, response) = post_as(&b.url, None, call(2, "echo", json!({"tag": "late"}))).await;
     let waited = asked.elapsed();
-    assert_eq!(answer(2, status, &response), Answer::Overloaded("queue_timeout".into()));
+    assert_eq!(
+        answer(2, status, &response),
+        Answer::Overloaded("queue_timeout".into())
+    );
     eprintln!("queue_timeout 1.5 s in the shared queue: answered after {waited:?}");
     assert!(waited >= Duration::from_millis(1400), "{waited:?}");
     assert_eq!(
@@ -506,7 +537,8 @@ async fn queue_timeout_and_a_client_gone_free_their_place_in_the_shared_queue() 
     b.wait(SHARED_QUEUED, 1.0).await;
     gone.abort();
     let _ = gone.await;
-    b.wait("mcp_backpressure_cancelled_in_queue_total", 1.0).await;
+    b.wait("mcp_backpressure_cancelled_in_queue_total", 1.0)
+        .await;
     b.wait(QUEUED, 0.0).await;
 
     let next = spawn_post(&a.url, None, call(4, "echo", json!({"tag": "next"})));
@@ -546,7 +578,11 @@ async fn calls_queued_on_different_replicas_are_admitted_in_arrival_order() {
     for _ in 0..3 {
         replicas.push(Replica::start(&redis.url(), "order", &upstream_url, &args).await);
     }
-    let held = spawn_post(&replicas[0].url, None, call(0, "hold", json!({"tag": "first"})));
+    let held = spawn_post(
+        &replicas[0].url,
+        None,
+        call(0, "hold", json!({"tag": "first"})),
+    );
     upstream.wait_started(1).await;
     let mut queued = Vec::new();
     let mut expected = vec!["first".to_owned()];
@@ -555,7 +591,11 @@ async fn calls_queued_on_different_replicas_are_admitted_in_arrival_order() {
         // calls are contiguous.
         let replica = &replicas[[1, 2, 0, 2, 1, 0][i as usize % 6]];
         let tag = format!("q{i}");
-        queued.push((i, spawn_post(&replica.url, None, call(i, "echo", json!({"tag": tag}))), tag.clone()));
+        queued.push((
+            i,
+            spawn_post(&replica.url, None, call(i, "echo", json!({"tag": tag}))),
+            tag.clone(),
+        ));
         expected.push(tag);
         // In Redis's queue (its length as this replica's script saw it)
         // before the next one is sent.
@@ -607,6 +647,9 @@ async fn a_waiter_queued_when_redis_restarts_is_served() {
     assert_eq!(text(&joined(held).await), "held");
     let asked = Instant::now();
     let response = joined(waiting).await;
-    eprintln!("the waiter Redis lost was answered {:?} after the slot was freed: {response}", asked.elapsed());
+    eprintln!(
+        "the waiter Redis lost was answered {:?} after the slot was freed: {response}",
+        asked.elapsed()
+    );
     assert_eq!(answer(2, 200, &response), Answer::Done("waiter".into()));
 }

@@ -74,12 +74,9 @@ pub(super) fn merge<'a>(
         shared = shared.with_lease(lease);
     }
     if let Some(input) = fail {
-        shared = shared.with_fail(choice(
-            "shared_fail",
-            "open or closed",
-            input,
-            |text| text.parse::<FailMode>().ok(),
-        )?);
+        shared = shared.with_fail(choice("shared_fail", "open or closed", input, |text| {
+            text.parse::<FailMode>().ok()
+        })?);
     }
     if let Some(n) = SHARED_REPLICAS.get(replicas)? {
         shared = shared.with_replicas(n);
@@ -208,10 +205,13 @@ mod tests {
             .unwrap();
         assert_eq!(shared.key, "other");
         // Defaults.
-        let shared = load(&["--shared-limit", "redis://h:1/0", "--shared-key", "k"], "")
-            .unwrap()
-            .shared
-            .unwrap();
+        let shared = load(
+            &["--shared-limit", "redis://h:1/0", "--shared-key", "k"],
+            "",
+        )
+        .unwrap()
+        .shared
+        .unwrap();
         assert_eq!(shared, SharedLimit::new("redis://h:1/0", "k"));
         assert!(load(&[], "").unwrap().shared.is_none());
     }
@@ -228,13 +228,21 @@ mod tests {
                 "",
                 "invalid shared_key: only with a shared limit",
             ),
-            (vec![], "lease = 3", "invalid lease: only with a shared limit"),
+            (
+                vec![],
+                "lease = 3",
+                "invalid lease: only with a shared limit",
+            ),
             (
                 vec!["--shared-fail", "closed"],
                 "",
                 "invalid shared_fail: only with a shared limit",
             ),
-            (with(&[]), "", "invalid shared_key: required with shared_limit"),
+            (
+                with(&[]),
+                "",
+                "invalid shared_key: required with shared_limit",
+            ),
             (
                 vec!["--shared-limit", "http://x/", "--shared-key", "k"],
                 "",
