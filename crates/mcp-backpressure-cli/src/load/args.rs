@@ -44,9 +44,12 @@ Examples:
       --stream 'greedy:rate=500,tool=sleep,args={\"ms\":100}' \\
       --stream 'polite:rate=5,tool=sleep,args={\"ms\":100}'")]
 pub struct LoadArgs {
-    /// The Streamable HTTP endpoint of the server (instead of a stdio command).
+    /// The Streamable HTTP endpoint of the server (instead of a stdio
+    /// command). Repeat it to spread the calls over several endpoints (e.g.
+    /// the replicas of a shared limit): each stream opens one session per URL
+    /// and sends its calls to them in turn (round-robin).
     #[arg(long, value_name = "URL", conflicts_with = "command")]
-    pub url: Option<String>,
+    pub url: Vec<String>,
     /// The stdio server's command and its arguments, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -138,8 +141,11 @@ pub enum Target {
         args: Vec<String>,
         log: Option<PathBuf>,
     },
-    /// A Streamable HTTP endpoint.
-    Http { url: String, max_requests: usize },
+    /// Streamable HTTP endpoints (one or more: calls go to each in turn).
+    Http {
+        urls: Vec<String>,
+        max_requests: usize,
+    },
 }
 
 /// How calls arrive.
@@ -468,14 +474,16 @@ impl Defaults<'_> {
 impl LoadArgs {
     /// Checks every flag; the error names the first one that is wrong.
     pub fn plan(self) -> anyhow::Result<Plan> {
-        let target = match (self.url, self.command.split_first()) {
-            (Some(_), Some(_)) => bail!("give either --url or a command after --, not both"),
-            (None, None) => {
+        let target = match (&self.url[..], self.command.split_first()) {
+            ([_, ..], Some(_)) => bail!("give either --url or a command after --, not both"),
+            ([], None) => {
                 bail!("no server: give --url <URL> (Streamable HTTP) or a stdio command after --")
             }
-            (Some(url), None) => {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    bail!("invalid --url: expected http://… or https://…, got {url:?}");
+            ([_, ..], None) => {
+                for url in &self.url {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        bail!("invalid --url: expected http://… or https://…, got {url:?}");
+                    }
                 }
                 let max_requests = whole(
                     "--http-max-requests",
@@ -484,11 +492,11 @@ impl LoadArgs {
                     usize::MAX as u64,
                 )?;
                 Target::Http {
-                    url,
+                    urls: self.url.clone(),
                     max_requests: usize::try_from(max_requests)?,
                 }
             }
-            (None, Some((program, args))) => Target::Stdio {
+            ([], Some((program, args))) => Target::Stdio {
                 program: program.clone(),
                 args: args.to_vec(),
                 log: self.server_log,

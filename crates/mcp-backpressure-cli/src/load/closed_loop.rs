@@ -16,8 +16,9 @@ use super::call::call;
 use super::open_loop::Sent;
 use super::report::{Record, Sink};
 
+/// `peers`: one session per target URL, called in turn.
 pub async fn drive(
-    peer: &Peer<RoleClient>,
+    peers: &[Peer<RoleClient>],
     plan: &Plan,
     stream: &Stream,
     concurrency: usize,
@@ -29,9 +30,9 @@ pub async fn drive(
     let arguments = Arc::new(stream.arguments.clone());
     let sent = Arc::new(AtomicU64::new(0));
     let mut callers = JoinSet::new();
-    for _ in 0..concurrency {
-        let (peer, tool, arguments, records, sent) = (
-            peer.clone(),
+    for caller in 0..concurrency {
+        let (peers, tool, arguments, records, sent) = (
+            peers.to_vec(),
             tool.clone(),
             arguments.clone(),
             records.clone(),
@@ -39,14 +40,17 @@ pub async fn drive(
         );
         let (count, timeout) = (stream.count, plan.call_timeout);
         callers.spawn(async move {
+            let mut next = caller;
             while Instant::now() < end {
+                let peer = &peers[next % peers.len()];
+                next += 1;
                 let ticket = sent.fetch_add(1, Ordering::Relaxed);
                 if count.is_some_and(|count| ticket >= count) {
                     sent.fetch_sub(1, Ordering::Relaxed);
                     break;
                 }
                 let sent_at = Instant::now();
-                let outcome = call(&peer, &tool, &arguments, timeout).await;
+                let outcome = call(peer, &tool, &arguments, timeout).await;
                 let latency = sent_at.elapsed();
                 if !records.send(Record {
                     outcome,

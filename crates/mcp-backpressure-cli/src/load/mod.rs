@@ -94,11 +94,14 @@ async fn load(plan: &Plan) -> anyhow::Result<(Vec<Report>, Option<ServerMemory>)
             Some(name) => connected.with_context(|| format!("stream {name}"))?,
             None => connected?,
         };
-        target::check_tool(&session, &stream.tool, &tool_flag(stream)).await?;
+        for one in &session {
+            target::check_tool(one, &stream.tool, &tool_flag(stream)).await?;
+        }
         sessions.push(session);
     }
     let server_pid = sessions
         .first()
+        .and_then(|s| s.first())
         .and_then(|s| s.child_pid)
         .or(plan.server_pid);
     let sampler = server_pid.map(|pid| rss::Sampler::start(pid, RSS_INTERVAL));
@@ -117,15 +120,15 @@ async fn load(plan: &Plan) -> anyhow::Result<(Vec<Report>, Option<ServerMemory>)
             .zip(&sessions)
             .enumerate()
             .map(|(index, (stream, session))| {
-                let peer = session.client.peer().clone();
+                let peers: Vec<_> = session.iter().map(|s| s.client.peer().clone()).collect();
                 let sink = Sink::new(index, records.clone());
                 async move {
                     match stream.mode {
                         Mode::Open { rate } => {
-                            open_loop::drive(&peer, plan, stream, rate, started, sink).await
+                            open_loop::drive(&peers, plan, stream, rate, started, sink).await
                         }
                         Mode::Closed { concurrency } => {
-                            closed_loop::drive(&peer, plan, stream, concurrency, started, sink)
+                            closed_loop::drive(&peers, plan, stream, concurrency, started, sink)
                                 .await
                         }
                     }
@@ -173,7 +176,11 @@ async fn load(plan: &Plan) -> anyhow::Result<(Vec<Report>, Option<ServerMemory>)
             let header = Header {
                 stream: stream.name.clone(),
                 client: stream.client_id(),
-                target: session.describe.clone(),
+                target: session
+                    .iter()
+                    .map(|s| s.describe.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" + "),
                 tool: stream.tool.clone(),
                 mode: match stream.mode {
                     Mode::Open { .. } => "open",
@@ -194,7 +201,7 @@ async fn load(plan: &Plan) -> anyhow::Result<(Vec<Report>, Option<ServerMemory>)
         })
         .collect();
     // Close the sessions (a stdio child is shut down and reaped).
-    for session in sessions {
+    for session in sessions.into_iter().flatten() {
         if let Err(error) =
             tokio::time::timeout(Duration::from_secs(10), session.client.cancel()).await
         {

@@ -27,8 +27,9 @@ pub struct Sent {
     pub in_flight: JoinSet<()>,
 }
 
+/// `peers`: one session per target URL, called in turn.
 pub async fn drive(
-    peer: &Peer<RoleClient>,
+    peers: &[Peer<RoleClient>],
     plan: &Plan,
     stream: &Stream,
     rate: f64,
@@ -53,7 +54,7 @@ pub async fn drive(
             tokio::time::sleep_until(due).await;
         }
         let (peer, tool, arguments, records) = (
-            peer.clone(),
+            peers[(sent % peers.len() as u64) as usize].clone(),
             tool.clone(),
             arguments.clone(),
             records.clone(),

@@ -21,10 +21,27 @@ pub struct Session {
     pub describe: String,
 }
 
-/// Starts (stdio) or reaches (HTTP) the server and completes `initialize`.
-/// Over HTTP, `client` is a header sent on every request of the session
-/// (rmcp's `custom_headers`); a stdio session has no headers to send it in.
+/// Starts (stdio) or reaches (HTTP) the server and completes `initialize`:
+/// one session, or one per URL of an HTTP target with several. Over HTTP,
+/// `client` is a header sent on every request of the session (rmcp's
+/// `custom_headers`); a stdio session has no headers to send it in.
 pub async fn connect(
+    target: &Target,
+    client: Option<&(HeaderName, HeaderValue)>,
+) -> anyhow::Result<Vec<Session>> {
+    match target {
+        Target::Http { urls, max_requests } => {
+            let mut sessions = Vec::with_capacity(urls.len());
+            for url in urls {
+                sessions.push(connect_http(url, *max_requests, client).await?);
+            }
+            Ok(sessions)
+        }
+        Target::Stdio { .. } => Ok(vec![connect_one(target, client).await?]),
+    }
+}
+
+async fn connect_one(
     target: &Target,
     client: Option<&(HeaderName, HeaderValue)>,
 ) -> anyhow::Result<Session> {
@@ -64,23 +81,29 @@ pub async fn connect(
                 ),
             })
         }
-        Target::Http { url, max_requests } => {
-            let headers: HashMap<HeaderName, HeaderValue> = client.cloned().into_iter().collect();
-            let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
-                .max_concurrent_requests(*max_requests)
-                .custom_headers(headers);
-            let transport = StreamableHttpClientTransport::from_config(config);
-            let client = ()
-                .serve(transport)
-                .await
-                .with_context(|| format!("cannot open an MCP session at {url}"))?;
-            Ok(Session {
-                client,
-                child_pid: None,
-                describe: format!("Streamable HTTP: {url}"),
-            })
-        }
+        Target::Http { urls, max_requests } => connect_http(&urls[0], *max_requests, client).await,
     }
+}
+
+async fn connect_http(
+    url: &str,
+    max_requests: usize,
+    client: Option<&(HeaderName, HeaderValue)>,
+) -> anyhow::Result<Session> {
+    let headers: HashMap<HeaderName, HeaderValue> = client.cloned().into_iter().collect();
+    let config = StreamableHttpClientTransportConfig::with_uri(url)
+        .max_concurrent_requests(max_requests)
+        .custom_headers(headers);
+    let transport = StreamableHttpClientTransport::from_config(config);
+    let client = ()
+        .serve(transport)
+        .await
+        .with_context(|| format!("cannot open an MCP session at {url}"))?;
+    Ok(Session {
+        client,
+        child_pid: None,
+        describe: format!("Streamable HTTP: {url}"),
+    })
 }
 
 /// Fails with the list of the server's tools when `tool` is not among them;

@@ -35,6 +35,12 @@
 //! client_limit = 2            # slots one client key holds at once
 //! client_key = "session"      # HTTP only: session or header:NAME
 //! max_tracked_keys = 10000
+//! shared_limit = "redis://127.0.0.1:6379/0"  # one limit across replicas (see `shared`)
+//! shared_key = "search-api"   # required with shared_limit
+//! lease = 10                  # seconds a dead replica's slots stay taken
+//! shared_fail = "open"        # open (local share) or closed (shared_unavailable)
+//! shared_replicas = 3         # the fail-open share's divisor; default: replicas seen
+//! shared_timeout = 1          # seconds a Redis command may take
 //!
 //! [tools."report"]            # --tool-limit report=1 --tool-weight report=4
 //! max_concurrent = 1
@@ -42,8 +48,8 @@
 //! limit = "fixed"             # and min_limit, max_limit, as above
 //! ```
 //!
-//! Per-tool settings live in [`tools`]; the client key's meaning in
-//! [`client_key`](super::client_key).
+//! Per-tool settings live in [`tools`], the shared limit's in [`shared`]; the
+//! client key's meaning in [`client_key`](super::client_key).
 
 use std::fmt;
 use std::num::IntErrorKind;
@@ -54,12 +60,14 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, bail};
 use mcp_backpressure::limit::LimitAlgorithm;
+use mcp_backpressure::shared::SharedLimit;
 use mcp_backpressure::{Limiter, LimiterConfig, QueueDiscipline, jsonrpc};
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::client_key::ClientKey;
 
+pub mod shared;
 mod tools;
 
 /// The default bound on one JSON-RPC message (one stdio line, one HTTP body).
@@ -234,6 +242,34 @@ pub struct LimitArgs {
     /// at once; more share one entry (>= 1) [default: 10000].
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub max_tracked_keys: Option<String>,
+    /// Share the limit with every proxy naming the same Redis and --shared-key:
+    /// redis://[user:password@]HOST:PORT/DB (rediss:// with the redis-tls
+    /// feature). Slots are leases in Redis and the wait queue is one queue
+    /// across the replicas [default: none, the limit is this process's].
+    #[arg(long, value_name = "URL")]
+    pub shared_limit: Option<String>,
+    /// The shared limit's name: proxies naming the same key share one limit.
+    /// Required with --shared-limit.
+    #[arg(long, value_name = "NAME")]
+    pub shared_key: Option<String>,
+    /// How long a slot stays held in Redis without renewal (renewed every
+    /// lease/4): the longest a killed replica's slots stay taken, in seconds
+    /// (>= 0.2) [default: 10].
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub lease: Option<String>,
+    /// While Redis is unreachable: `open` admits against a local share
+    /// (max-concurrent / replicas), `closed` rejects every call with reason
+    /// shared_unavailable [default: open].
+    #[arg(long, value_name = "open|closed")]
+    pub shared_fail: Option<String>,
+    /// The replicas the fail-open share divides max-concurrent by (>= 1)
+    /// [default: the replicas last seen joined to the key].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub shared_replicas: Option<String>,
+    /// Longest time a Redis command may take before Redis counts as
+    /// unreachable, in seconds (> 0, <= 60) [default: 1].
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub shared_timeout: Option<String>,
 }
 
 /// The same settings in a TOML file, as written: [`Settings::merge`] checks
@@ -268,6 +304,12 @@ struct FileSettings {
     client_limit: Option<Spanned<toml::Value>>,
     client_key: Option<Spanned<toml::Value>>,
     max_tracked_keys: Option<Spanned<toml::Value>>,
+    shared_limit: Option<Spanned<toml::Value>>,
+    shared_key: Option<Spanned<toml::Value>>,
+    lease: Option<Spanned<toml::Value>>,
+    shared_fail: Option<Spanned<toml::Value>>,
+    shared_replicas: Option<Spanned<toml::Value>>,
+    shared_timeout: Option<Spanned<toml::Value>>,
     /// `[tools."NAME"]` tables.
     #[serde(default)]
     tools: BTreeMap<String, tools::ToolFile>,
@@ -303,6 +345,8 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     /// HTTP only: longest time to receive a request's body.
     pub body_read_timeout: Duration,
+    /// The limit shared through Redis, if any (fixed at startup).
+    pub shared: Option<SharedLimit>,
 }
 
 impl Settings {
@@ -331,6 +375,7 @@ impl Settings {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            shared: None,
         }
     }
 
@@ -475,6 +520,18 @@ impl Settings {
             })
             .transpose()?
             .unwrap_or_default();
+        let shared = shared::merge(args, file)?;
+        if shared.is_some() {
+            let adaptive = std::iter::once(config.limit)
+                .chain(config.tools.values().map(|t| t.limit))
+                .find(|limit| limit.is_adaptive());
+            if let Some(limit) = adaptive {
+                bail!(
+                    "invalid limit: a shared limit is fixed (an adaptive limit learns from \
+                     one process); drop shared_limit or use limit = \"fixed\", got {limit}"
+                );
+            }
+        }
         // Already implied by the checks above; the library's own word is final.
         config.validate()?;
         Ok(Self {
@@ -489,12 +546,19 @@ impl Settings {
             max_connections,
             header_read_timeout,
             body_read_timeout,
+            shared,
         })
     }
 
-    /// Builds the limiter; overloads are logged.
+    /// Builds the limiter; overloads are logged. With a shared limit, inside
+    /// a tokio runtime (its background tasks start here; Redis is not
+    /// contacted yet).
     pub fn limiter(&self) -> anyhow::Result<Limiter> {
-        Ok(Limiter::builder(self.config.clone())
+        let mut builder = Limiter::builder(self.config.clone());
+        if let Some(shared) = &self.shared {
+            builder = builder.shared(shared.clone());
+        }
+        Ok(builder
             .on_overload(|o| {
                 tracing::warn!(
                     reason = %o.reason,

@@ -9,7 +9,7 @@
 //! |---|---|
 //! | `mcp_backpressure_active` (slots in use: weights summed), `mcp_backpressure_running` (calls holding slots), `mcp_backpressure_queued`, `mcp_backpressure_limit` (the global limit in force: an adaptive limit's current value) | gauge |
 //! | `mcp_backpressure_admitted_total`, `mcp_backpressure_completed_total`, `mcp_backpressure_cancelled_in_queue_total` | counter |
-//! | `mcp_backpressure_rejected_total{reason}` (`concurrency_limit`, `queue_full`, `queue_timeout`, `queue_shed`) | counter |
+//! | `mcp_backpressure_rejected_total{reason}` (`concurrency_limit`, `queue_full`, `queue_timeout`, `queue_shed`, `shared_unavailable`) | counter |
 //! | `mcp_backpressure_tracked_keys` (client keys and names of tools without a limit of their own, tracked now) | gauge |
 //! | `mcp_backpressure_tool_running{tool}`, `mcp_backpressure_tool_queued{tool}`, `mcp_backpressure_tool_limit{tool}` (tools with a limit only) | gauge |
 //! | `mcp_backpressure_tool_admitted_total{tool}`, `mcp_backpressure_tool_rejected_total{tool}` | counter |
@@ -19,6 +19,14 @@
 //!
 //! The `tool` label is bounded whatever names clients send: one series per
 //! configured tool, and `*` for every other tool together.
+//!
+//! With `--shared-limit`, the shared limit's series are added (see
+//! [`shared`]: Redis latency, commands, errors, renewals, fallback), and the
+//! gauges above are this process's view: `queued` counts its calls in the
+//! shared queue too, `limit` is the shared limit (the local share while in
+//! fail-open fallback).
+
+mod shared;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -243,6 +251,7 @@ fn encode_tools(
 pub fn registry(limiter: &Limiter, metrics: &ProxyMetrics) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(SnapshotCollector(limiter.clone())));
+    registry.register_collector(Box::new(shared::SharedCollector(limiter.clone())));
     registry.register(
         QUEUE_WAIT,
         "Time admitted guarded requests waited for a slot, in seconds",

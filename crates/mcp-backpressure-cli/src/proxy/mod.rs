@@ -91,13 +91,17 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         },
         (command, None) => Transport::Stdio(command.to_vec()),
     };
-    let limiter = settings.limiter()?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    // A shared limit starts its background tasks on the runtime.
+    let limiter = {
+        let _runtime = runtime.enter();
+        settings.limiter()?
+    };
     let gate = Arc::new(Gate {
         limiter,
         settings,
         metrics: ProxyMetrics::default(),
     });
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     let result = runtime.block_on(serve(gate, transport, args.metrics, *args.limits));
     // A read of the client's stdin may still block a runtime thread: don't wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));
@@ -145,6 +149,18 @@ async fn serve(
         guarded = ?settings.guarded,
         "admission control"
     );
+    if let Some(shared) = &settings.shared {
+        tracing::info!(
+            url = %limits::shared::redacted(&shared.url),
+            key = %shared.key,
+            lease = ?shared.lease,
+            fail = shared.fail.as_str(),
+            replicas = ?shared.replicas,
+            timeout = ?shared.timeout,
+            "the limit is shared through Redis: max_concurrent, the tool and client limits \
+             and the queue count every replica naming this key"
+        );
+    }
     let http = matches!(transport, Transport::Http { .. });
     if !http && settings.client_key != ClientKey::None {
         tracing::warn!("client_key has no effect over stdio: its one client has no key");

@@ -11,9 +11,12 @@
 //!   `Limiter::reconfigure` — calls running keep their slots, waiters their
 //!   place — and each change is logged, `old -> new`, at info;
 //! - the proxy's own settings (`client_key`, `error_code`, `guarded`, the
-//!   byte and connection bounds, the read timeouts, `cancel_grace`, and of
-//!   course the listen address and the upstream) are fixed at startup: a
-//!   change is logged as needing a restart and the old value stays.
+//!   byte and connection bounds, the read timeouts, `cancel_grace`, the
+//!   shared limit's settings — `shared_limit`, `shared_key`, `lease`,
+//!   `shared_fail`, `shared_replicas`, `shared_timeout` — and of course the
+//!   listen address and the upstream) are fixed at startup: a change is
+//!   logged as needing a restart and the old value stays. With a shared
+//!   limit, the limits still reload (each replica must be given the same).
 //!
 //! One more refusal: `max_concurrent + queue_size` may not outgrow the
 //! `max_in_flight` in force, which only a restart changes (every queued call
@@ -183,6 +186,23 @@ fn describe(settings: &Settings) -> Vec<(String, String, bool)> {
             .into_iter()
             .map(|(name, value)| (name.to_owned(), value, false)),
     );
+    let shared = settings.shared.as_ref();
+    let shared = [
+        (
+            "shared_limit",
+            optional(shared.map(|s| super::limits::shared::redacted(&s.url))),
+        ),
+        ("shared_key", optional(shared.map(|s| s.key.clone()))),
+        ("lease", optional(shared.map(|s| secs(s.lease)))),
+        ("shared_fail", optional(shared.map(|s| s.fail.as_str()))),
+        ("shared_replicas", optional(shared.and_then(|s| s.replicas))),
+        ("shared_timeout", optional(shared.map(|s| secs(s.timeout)))),
+    ];
+    out.extend(
+        shared
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value, false)),
+    );
     out
 }
 
@@ -281,6 +301,27 @@ mod tests {
                 change("tools.\"gone\".weight", "2", "unset", true),
                 change("tools.\"report\".max_concurrent", "1", "2", true),
                 change("tools.\"report\".weight", "1", "4", true),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_shared_settings_need_a_restart() {
+        let old = Settings::with_defaults(LimiterConfig::new(3));
+        let mut new = Settings::with_defaults(LimiterConfig::new(4));
+        new.shared = Some(
+            mcp_backpressure::shared::SharedLimit::new("redis://u:pw@h:1/0", "k")
+                .with_lease(Duration::from_secs(2)),
+        );
+        assert_eq!(
+            changes(&old, &new),
+            [
+                change("lease", "unset", "2", false),
+                change("max_concurrent", "3", "4", true),
+                change("shared_fail", "unset", "open", false),
+                change("shared_key", "unset", "k", false),
+                change("shared_limit", "unset", "redis://u:***@h:1/0", false),
+                change("shared_timeout", "unset", "1", false),
             ]
         );
     }

@@ -17,9 +17,13 @@ mod line_session;
 mod outcomes;
 mod python;
 mod recorder;
+#[allow(dead_code)] // The library's tests' helper; this crate uses part of it.
+#[path = "../../../../tests/shared/redis.rs"]
+mod redis;
 mod reload;
 mod resume;
 mod review;
 mod review_defects;
+mod shared;
 mod stdio;
 mod support;

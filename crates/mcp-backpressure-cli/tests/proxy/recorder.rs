@@ -4,11 +4,17 @@
 //!
 //! - `hold {"tag"}`: recorded, then waits for a release ([`Recorder::release`]);
 //! - `echo {"tag"}`: recorded, answered at once;
+//! - `sleep {"tag", "ms"}`: recorded, answered after `ms` milliseconds;
 //! - `fail {"code"}`: a JSON-RPC error with that code;
 //! - `tool_error`: a result with `isError: true`;
 //! - `status {"code"}`: an HTTP response of that status with a plain body.
+//!
+//! It counts the `hold`, `echo` and `sleep` calls running at once (until
+//! answered, or until their connection is dropped) and the most ever seen:
+//! the concurrency the upstream really sees.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -26,6 +32,25 @@ pub struct Recorder {
     started: Arc<watch::Sender<Vec<String>>>,
     /// One permit per `hold` call allowed to finish.
     releases: Arc<Semaphore>,
+    /// Calls running now, and the most seen at once.
+    running: Arc<(AtomicUsize, AtomicUsize)>,
+}
+
+/// One running call, counted until dropped.
+struct Running(Arc<(AtomicUsize, AtomicUsize)>);
+
+impl Running {
+    fn start(counts: &Arc<(AtomicUsize, AtomicUsize)>) -> Self {
+        let now = counts.0.fetch_add(1, Ordering::SeqCst) + 1;
+        counts.1.fetch_max(now, Ordering::SeqCst);
+        Self(counts.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Recorder {
@@ -34,6 +59,7 @@ impl Recorder {
         let recorder = Self {
             started: Arc::new(watch::channel(Vec::new()).0),
             releases: Arc::new(Semaphore::new(0)),
+            running: Arc::new((AtomicUsize::new(0), AtomicUsize::new(0))),
         };
         let app = axum::Router::new()
             .fallback(answer)
@@ -48,6 +74,21 @@ impl Recorder {
     /// still to come).
     pub fn release(&self, n: usize) {
         self.releases.add_permits(n);
+    }
+
+    /// Calls (`hold`, `echo`, `sleep`) running at the upstream now.
+    pub fn running(&self) -> usize {
+        self.running.0.load(Ordering::SeqCst)
+    }
+
+    /// The most calls that ever ran at once.
+    pub fn max_running(&self) -> usize {
+        self.running.1.load(Ordering::SeqCst)
+    }
+
+    /// Starts counting the most calls at once again from those running now.
+    pub fn reset_max_running(&self) {
+        self.running.1.store(self.running(), Ordering::SeqCst);
     }
 
     /// The tags recorded so far, in order.
@@ -89,11 +130,16 @@ async fn answer(State(recorder): State<Recorder>, request: Request) -> Response 
             "result": {"content": [{"type": "text", "text": text}], "isError": false}})
     };
     match name {
-        "hold" | "echo" => {
+        "hold" | "echo" | "sleep" => {
+            let _running = Running::start(&recorder.running);
             let tag = arguments["tag"].as_str().unwrap_or_default().to_owned();
             recorder.started.send_modify(|s| s.push(tag.clone()));
             if name == "hold" {
                 recorder.releases.acquire().await.unwrap().forget();
+            }
+            if name == "sleep" {
+                let ms = arguments["ms"].as_u64().unwrap_or(0);
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             }
             respond(text(&tag))
         }
