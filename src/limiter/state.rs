@@ -741,7 +741,7 @@ impl State {
             overload.retry_after = self.retry.estimate(queued, limit);
         }
         if reason == OverloadReason::SharedUnavailable {
-            // Nothing says when Redis is back: the sweeper looks every second.
+            // Nothing says when Redis is back: a second is a fair guess.
             overload.retry_after = Duration::from_secs(1)
                 .clamp(self.config.retry_after_min, self.config.retry_after_max);
         }

@@ -5,7 +5,7 @@
 //! checks on waiters, decides fallback).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -127,6 +127,8 @@ pub(crate) struct Link {
     /// Admission follows the fail mode (shared with the push handler: a lost
     /// connection sets it at once).
     fallback: Arc<AtomicBool>,
+    /// Sweeps in a row that reached Redis while in fallback.
+    recovering: AtomicU32,
     subscribed: AtomicBool,
     stats: Stats,
     /// Wakes the sweeper early (a lost connection, a failed command).
@@ -209,6 +211,7 @@ impl Coordinator {
             limit: AtomicUsize::new(limit),
             share,
             fallback,
+            recovering: AtomicU32::new(0),
             subscribed: AtomicBool::new(false),
             stats: Stats::default(),
             kick,
@@ -484,12 +487,25 @@ impl Link {
     }
 
     fn enter_fallback(&self) {
+        self.recovering.store(0, Ordering::Release);
         if enter_fallback(&self.fallback, &self.settings) {
             self.kick.notify_one();
         }
     }
 
-    fn leave_fallback(&self) {
+    /// A sweep reached Redis. After an outage, admission goes back to Redis
+    /// only at the second sweep in a row that reached it (one fallback sweep
+    /// period later): by then every other process back in touch has counted
+    /// its running calls again too (its own first sweep), so newcomers do
+    /// not run beside calls nobody counts.
+    fn sweep_succeeded(&self) {
+        if !self.fallback.load(Ordering::Acquire) {
+            return;
+        }
+        if self.recovering.fetch_add(1, Ordering::AcqRel) + 1 < 2 {
+            return;
+        }
+        self.recovering.store(0, Ordering::Release);
         if self.fallback.swap(false, Ordering::AcqRel) {
             tracing::info!(key = %self.settings.key, "shared limit: Redis reachable; admission is shared again");
         }
@@ -547,7 +563,10 @@ async fn releaser(link: Arc<Link>, book: Arc<Mutex<Book>>, mut rx: mpsc::Unbound
     }
 }
 
-/// Every `lease / 4` (every second while in fallback, at once when kicked):
+/// How often a process in fallback tries Redis again.
+const FALLBACK_SWEEP: Duration = Duration::from_millis(250);
+
+/// Every `lease / 4` (every 250 ms while in fallback, at once when kicked):
 /// subscribes if needed, renews this process's leases, counts lost ones
 /// again, and asks about waiters whose wake-up may have been lost. Ends
 /// when the limiter is gone.
@@ -559,7 +578,7 @@ async fn sweeper(link: Weak<Link>, book: Weak<Mutex<Book>>) {
         sweep(&l, &b).await;
         l.settled.send_replace(true);
         let period = if l.fallback.load(Ordering::Acquire) {
-            (l.settings.lease / 4).min(Duration::from_secs(1))
+            (l.settings.lease / 4).min(FALLBACK_SWEEP)
         } else {
             l.settings.lease / 4
         };
@@ -604,10 +623,14 @@ async fn sweep(link: &Link, book: &Mutex<Book>) -> bool {
         .next()
         .and_then(|v| i64::from_redis_value(v).ok())
         .unwrap_or(1);
-    link.stats
-        .replicas
-        .store(usize::try_from(replicas).unwrap_or(1), Ordering::Relaxed);
-    link.update_share();
+    // While recovering, the members Redis knows are only those back so far:
+    // the fail-open share keeps the count seen before the outage.
+    if !link.fallback.load(Ordering::Acquire) {
+        link.stats
+            .replicas
+            .store(usize::try_from(replicas).unwrap_or(1), Ordering::Relaxed);
+        link.update_share();
+    }
     // Count again the calls that still run but Redis does not count: leases
     // lost, and calls admitted locally in fallback.
     let lost: Vec<(String, Held)> = {
@@ -647,6 +670,15 @@ async fn sweep(link: &Link, book: &Mutex<Book>) -> bool {
             }
         }
     }
+    // Back to shared admission (if this is the second sweep in a row that
+    // reached Redis) before the waiters are told: a waiter Redis lost asks
+    // again then; while still in fallback, it waits for the next sweep.
+    let was_fallback = link.fallback.load(Ordering::Acquire);
+    link.sweep_succeeded();
+    let shared_again = !link.fallback.load(Ordering::Acquire);
+    if was_fallback && shared_again && !adopt_local(link, book).await {
+        return false;
+    }
     // Waiters whose wake-up may have been lost while the connection was
     // down, or that have waited a whole sweep.
     let waiting: Vec<String> = book
@@ -664,13 +696,11 @@ async fn sweep(link: &Link, book: &Mutex<Book>) -> bool {
         let Ok(states) = link.run::<Vec<i64>>(&inv).await else {
             return false;
         };
-        // Back to shared admission first: a waiter Redis lost asks again.
-        link.leave_fallback();
         let mut book = book.lock();
         for (id, state) in waiting.iter().zip(states) {
             let wake = match state {
                 1 => Wake::Granted,
-                -1 => Wake::Lost,
+                -1 if shared_again => Wake::Lost,
                 _ => continue,
             };
             if let Some(waiter) = book.waiters.remove(id) {
@@ -678,7 +708,41 @@ async fn sweep(link: &Link, book: &Mutex<Book>) -> bool {
             }
         }
     }
-    link.leave_fallback();
+    true
+}
+
+/// Counts in Redis the calls admitted locally in fallback that the sweep's
+/// renewal did not see (admitted while it ran). Run right after admission
+/// went back to Redis, when no more such calls can start.
+async fn adopt_local(link: &Link, book: &Mutex<Book>) -> bool {
+    let local: Vec<(String, Ask)> = book
+        .lock()
+        .leases
+        .iter()
+        .filter(|(_, held)| held.local)
+        .map(|(id, held)| (id.clone(), held.ask.clone()))
+        .collect();
+    if local.is_empty() {
+        return true;
+    }
+    let mut inv = link.invocation(|s| &s.adopt);
+    inv.arg(duration_ms(link.settings.lease));
+    for (id, ask) in &local {
+        inv.arg(id)
+            .arg(ask.cost)
+            .arg(ask.client_cost)
+            .arg(&ask.tool)
+            .arg(&ask.client);
+    }
+    if link.run::<i64>(&inv).await.is_err() {
+        return false;
+    }
+    let mut book = book.lock();
+    for (id, _) in &local {
+        if let Some(held) = book.leases.get_mut(id) {
+            held.local = false;
+        }
+    }
     true
 }
 

@@ -52,7 +52,9 @@
 //!
 //! A command that fails (connection refused, reset, or no answer within
 //! [`SharedLimit::with_timeout`]) puts the process in fallback until a sweep
-//! reaches Redis again (every second while in fallback):
+//! reaches Redis again (a sweep every 250 ms while in fallback; admission
+//! goes back to Redis at the second sweep in a row that reached it, once
+//! every process back in touch has counted its running calls again):
 //!
 //! - [`FailMode::Open`] (the default): admission continues against a local
 //!   limit of `max_concurrent / replicas` (at least 1), where `replicas` is
