@@ -11,3 +11,4 @@ mod invariants;
 mod order;
 mod redis;
 mod support;
+mod review;
