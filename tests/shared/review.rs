@@ -173,3 +173,124 @@ async fn review_a_client_whose_calls_timed_out_is_pushed_behind_later_arrivals()
     // x first (as the local limiter, whose lanes forget a client that left).
     assert_eq!(*order.lock(), ["other", "x", "y"]);
 }
+
+#[tokio::test]
+#[ignore = "review: an evicted `use` hash is never rebuilt: over-admission lasts as long as the calls run, not until the next sweep"]
+async fn review_an_evicted_use_hash_lets_calls_over_the_limit_past_the_next_sweep() {
+    let server = RedisServer::start();
+    let lease = Duration::from_millis(400);
+    let a = replica_with(&server, "evict-use", LimiterConfig::new(1), lease);
+    let b = replica_with(&server, "evict-use", LimiterConfig::new(1), lease);
+    let _running = a.acquire().await.unwrap();
+    // Redis under memory pressure evicts one of the limit's keys
+    // (allkeys-lru, or a volatile policy plus someone's EXPIRE).
+    assert_eq!(server.command(&["DEL", "{evict-use}:use"]), ":1");
+    // Several sweeps later (lease / 4 = 100 ms each)...
+    let before = shared(&a).renewals;
+    eventually("two more renewals", Duration::from_secs(3), || {
+        shared(&a).renewals >= before + 2
+    })
+    .await;
+    // ...a second call still gets in beside the one running: limit 1.
+    let second = b.acquire().await;
+    assert!(
+        second.is_err(),
+        "two calls run under a limit of 1, several sweeps after the eviction"
+    );
+}
+
+#[tokio::test]
+#[ignore = "review: an evicted lease record or lease set leaks a slot forever (the count is never reconciled with the leases)"]
+async fn review_an_evicted_lease_key_leaks_slots_forever() {
+    let server = RedisServer::start();
+    let lease = Duration::from_millis(400);
+    let a = replica_with(&server, "evict-held", LimiterConfig::new(2), lease);
+    let p1 = a.acquire().await.unwrap();
+    let p2 = a.acquire().await.unwrap();
+    // The lease set is evicted: the next sweep "counts again" both calls,
+    // on top of the count that still has them.
+    server.command(&["DEL", "{evict-held}:held"]);
+    eventually("the sweep re-adopts the calls", Duration::from_secs(3), || {
+        shared(&a).leases_lost >= 2
+    })
+    .await;
+    drop(p1);
+    drop(p2);
+    // Nothing runs any more, long after every lease expired...
+    tokio::time::sleep(lease * 3).await;
+    assert_eq!(server.command(&["ZCARD", "{evict-held}:held"]), ":0");
+    // ...but the count says two slots are in use: the limit of 2 admits
+    // nothing, forever.
+    assert_eq!(
+        server.command(&["HGET", "{evict-held}:use", "n"]),
+        "$-1",
+        "slots counted in use with no lease held"
+    );
+    assert!(a.acquire().await.is_ok(), "an idle limit of 2 admits nothing");
+}
+
+#[tokio::test]
+#[ignore = "review: a call queued locally during fail-open fallback is admitted locally after Redis is back, uncounted: the limit is exceeded"]
+async fn review_a_call_queued_in_fallback_runs_uncounted_after_redis_is_back() {
+    let port = free_port();
+    let config = LimiterConfig::new(2)
+        .with_queue_size(10)
+        .with_queue_timeout(Duration::from_secs(30));
+    let a = Limiter::builder(config.clone())
+        .shared(
+            SharedLimit::new(format!("redis://127.0.0.1:{port}/0"), "fbq")
+                .with_fail(FailMode::Open)
+                .with_replicas(1)
+                .with_lease(Duration::from_millis(800))
+                .with_timeout(Duration::from_millis(200)),
+        )
+        .build()
+        .unwrap();
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let run = |l: &Limiter| {
+        let l = l.clone();
+        let running = running.clone();
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            let p = l.acquire().await.unwrap();
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            running.fetch_sub(1, Ordering::SeqCst);
+            drop(p);
+        })
+    };
+    // Redis down: two calls run on the local share (2 / 1), a third waits
+    // in the local queue.
+    let a1 = a.acquire().await.unwrap();
+    running.fetch_add(1, Ordering::SeqCst);
+    let _a2 = run(&a);
+    let _a3 = run(&a);
+    eventually("a3 waits locally", Duration::from_secs(2), || {
+        a.snapshot().queued == 1
+    })
+    .await;
+    // Redis comes up; a counts its two running calls there.
+    let server = RedisServer::start_on(port);
+    eventually("a back on Redis", Duration::from_secs(5), || {
+        !shared(&a).fallback && server.command(&["HGET", "{fbq}:use", "n"]) == "2"
+    })
+    .await;
+    // Another replica's call waits in the shared queue.
+    let b = replica(&server, "fbq", config);
+    let _b1 = run(&b);
+    eventually("b waits in Redis", Duration::from_secs(2), || {
+        shared(&b).waiting == 1
+    })
+    .await;
+    // a1 ends: its slot goes to b's waiter in Redis *and* to a3 locally.
+    drop(a1);
+    running.fetch_sub(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        peak.load(Ordering::SeqCst) <= 2,
+        "{} calls ran at once under a shared limit of 2",
+        peak.load(Ordering::SeqCst)
+    );
+}
