@@ -25,5 +25,6 @@ mod resume;
 mod review;
 mod review_defects;
 mod shared;
+mod shared_review;
 mod stdio;
 mod support;
