@@ -10,5 +10,5 @@ mod failures;
 mod invariants;
 mod order;
 mod redis;
-mod support;
 mod review;
+mod support;

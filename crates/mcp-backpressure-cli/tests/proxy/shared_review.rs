@@ -10,7 +10,14 @@ async fn review_a_unix_socket_password_is_not_logged() {
     let (_upstream, upstream_url) = Recorder::start().await;
     let url = "redis+unix:///tmp/mcpbp-review-nowhere.sock?db=0&pass=hunter2";
     let (_child, mut log, _url) = http_proxy(
-        &["--max-concurrent", "2", "--shared-limit", url, "--shared-key", "k"],
+        &[
+            "--max-concurrent",
+            "2",
+            "--shared-limit",
+            url,
+            "--shared-key",
+            "k",
+        ],
         &upstream_url,
     )
     .await;
