@@ -682,7 +682,7 @@ impl State {
         crate::shared::coordinator::Ask {
             cost,
             client_cost,
-            tool: tool.unwrap_or_default().to_string(),
+            tool: tool.map(str::to_string),
             client: request
                 .client_key()
                 .map(truncate)

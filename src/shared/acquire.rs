@@ -23,17 +23,36 @@ pub(crate) async fn acquire(
 ) -> Result<Permit, Overload> {
     coordinator.settled().await;
     let mut ask = limiter.shared_ask(&request);
-    let mut deadline = None;
+    // The queue timeout runs from the call's arrival, across asks.
+    let deadline = {
+        let now = Instant::now();
+        now.checked_add(ask.queue_timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+    };
+    let mut first = true;
     loop {
+        if !first {
+            ask.queue_timeout = deadline.saturating_duration_since(Instant::now());
+            if ask.queue_timeout.is_zero() {
+                return Err(timed_out(limiter, &coordinator, &request));
+            }
+        }
+        first = false;
         if coordinator.in_fallback() {
-            return fallback(limiter, &coordinator, request).await;
+            match fallback(limiter, &coordinator, request).await {
+                Some(answer) => return answer,
+                None => continue,
+            }
         }
         let (pending, woken) = coordinator.register();
         let Ok((reply, figures)) = coordinator.ask(pending.id(), &ask).await else {
             // Whatever Redis did with the request (maybe nothing), the
             // dropped guard undoes it.
             drop(pending);
-            return fallback(limiter, &coordinator, request).await;
+            match fallback(limiter, &coordinator, request).await {
+                Some(answer) => return answer,
+                None => continue,
+            }
         };
         match reply {
             Reply::Granted => {
@@ -46,17 +65,11 @@ pub(crate) async fn acquire(
                     "queue_full" => OverloadReason::QueueFull,
                     _ => OverloadReason::ConcurrencyLimit,
                 };
-                let scope = scope_of(&scope, &ask.tool);
+                let scope = scope_of(&scope, ask.tool.as_deref().unwrap_or_default());
                 return Err(limiter.shared_rejected(&request, reason, scope, figures));
             }
             Reply::Queued => {}
         }
-        // Queued: the deadline runs from the first time the call queued.
-        let deadline = *deadline.get_or_insert_with(|| {
-            let now = Instant::now();
-            now.checked_add(ask.queue_timeout)
-                .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
-        });
         coordinator.waiting_started(pending.id());
         let mut waiting = Waiting {
             limiter,
@@ -76,10 +89,6 @@ pub(crate) async fn acquire(
                 waiting.done = true;
                 drop(waiting);
                 pending.settled();
-                ask.queue_timeout = deadline.saturating_duration_since(Instant::now());
-                if ask.queue_timeout.is_zero() {
-                    return Err(timed_out(limiter, &coordinator, &request));
-                }
                 continue;
             }
             // Out of time: Redis has the last word (a slot may have been
@@ -108,26 +117,46 @@ fn timed_out(limiter: &Limiter, coordinator: &Coordinator, request: &Request<'_>
     )
 }
 
-/// Redis is unreachable: the fail mode decides.
+/// Redis is unreachable: the fail mode decides. `None` when admission went
+/// back to Redis while the call waited in the local fallback queue (or was
+/// admitted there just after): then it asks Redis.
 async fn fallback(
     limiter: &Limiter,
     coordinator: &Arc<Coordinator>,
     request: Request<'_>,
-) -> Result<Permit, Overload> {
+) -> Option<Result<Permit, Overload>> {
     match coordinator.fail() {
         FailMode::Open => {
-            let mut permit = limiter.acquire_local(request).await?;
+            let mut recoveries = coordinator.recoveries();
+            recoveries.borrow_and_update();
+            if !coordinator.in_fallback() {
+                return None;
+            }
+            let local = tokio::select! {
+                biased;
+                _ = recoveries.changed() => return None,
+                local = limiter.acquire_local(request) => local,
+            };
+            let mut permit = match local {
+                Ok(permit) => permit,
+                Err(overload) => return Some(Err(overload)),
+            };
+            if !coordinator.in_fallback() {
+                // Too late for the local share: Redis decides again.
+                drop(permit);
+                return None;
+            }
             // Counted in Redis by the first sweep that reaches it.
             let id = coordinator.local_lease(limiter.shared_ask(&request));
             permit.attach_lease(Lease::new(coordinator.clone(), id));
-            Ok(permit)
+            Some(Ok(permit))
         }
-        FailMode::Closed => Err(limiter.shared_rejected(
+        FailMode::Closed => Some(Err(limiter.shared_rejected(
             &request,
             OverloadReason::SharedUnavailable,
             Scope::Global,
             coordinator.figures(),
-        )),
+        ))),
     }
 }
 

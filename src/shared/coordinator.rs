@@ -5,7 +5,7 @@
 //! checks on waiters, decides fallback).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use redis::{
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::fallback::Fallback;
 use super::scripts::{Scripts, keys};
 use super::{FailMode, LATENCY_BUCKETS_MS, SharedLimit, SharedSnapshot};
 use crate::config::ConfigError;
@@ -27,13 +28,24 @@ use crate::config::ConfigError;
 pub(crate) struct Ask {
     pub(crate) cost: usize,
     pub(crate) client_cost: usize,
-    pub(crate) tool: String,
+    /// The tool name (`None`: a call without one).
+    pub(crate) tool: Option<String>,
     pub(crate) client: String,
     pub(crate) tool_limit: usize,
     pub(crate) client_limit: usize,
     pub(crate) limit: usize,
     pub(crate) queue_size: usize,
     pub(crate) queue_timeout: Duration,
+}
+
+impl Ask {
+    /// The tool as the scripts count it: `''` without a name, `:NAME`
+    /// otherwise (so that no name collides with "no name").
+    fn tool_field(&self) -> String {
+        self.tool
+            .as_ref()
+            .map_or_else(String::new, |name| format!(":{name}"))
+    }
 }
 
 /// The answer of the admission script.
@@ -126,9 +138,7 @@ pub(crate) struct Link {
     share: Arc<AtomicUsize>,
     /// Admission follows the fail mode (shared with the push handler: a lost
     /// connection sets it at once).
-    fallback: Arc<AtomicBool>,
-    /// Sweeps in a row that reached Redis while in fallback.
-    recovering: AtomicU32,
+    fallback: Arc<Fallback>,
     subscribed: AtomicBool,
     stats: Stats,
     /// Wakes the sweeper early (a lost connection, a failed command).
@@ -177,7 +187,7 @@ impl Coordinator {
 
         let book = Arc::new(Mutex::new(Book::default()));
         let kick = Arc::new(Notify::new());
-        let fallback = Arc::new(AtomicBool::new(false));
+        let fallback = Arc::new(Fallback::new(&settings));
         let process = process_id();
         let channel = format!("{{{}}}:wake:{process}", settings.key);
         let on_push = {
@@ -211,7 +221,6 @@ impl Coordinator {
             limit: AtomicUsize::new(limit),
             share,
             fallback,
-            recovering: AtomicU32::new(0),
             subscribed: AtomicBool::new(false),
             stats: Stats::default(),
             kick,
@@ -248,7 +257,12 @@ impl Coordinator {
 
     /// Whether admission follows the fail mode now.
     pub(crate) fn in_fallback(&self) -> bool {
-        self.link.fallback.load(Ordering::Acquire)
+        self.link.fallback.is_on()
+    }
+
+    /// Changes every time admission goes back to Redis after a fallback.
+    pub(crate) fn recoveries(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.link.fallback.recoveries()
     }
 
     /// The limit in force changed (a reload).
@@ -294,7 +308,7 @@ impl Coordinator {
         inv.arg(id)
             .arg(ask.cost)
             .arg(ask.client_cost)
-            .arg(&ask.tool)
+            .arg(ask.tool_field())
             .arg(&ask.client)
             .arg(ask.limit)
             .arg(ask.tool_limit)
@@ -318,7 +332,8 @@ impl Coordinator {
     /// Takes a waiter out of the shared queue: `Ok(true)` when a slot was
     /// handed to it meanwhile (its caller now holds the lease).
     pub(crate) async fn cancel(&self, id: &str) -> RedisResult<bool> {
-        self.link.cancel(id).await
+        let granted = self.link.cancel(&[id.to_string()]).await?;
+        Ok(granted.first().copied().unwrap_or(false))
     }
 
     /// A call of this process entered the shared queue as `id`.
@@ -476,7 +491,9 @@ impl Link {
         if let Err(e) = &result {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(error = %e, "shared limit: Redis command failed");
-            self.enter_fallback();
+            if self.fallback.enter(&e.to_string()) {
+                self.kick.notify_one();
+            }
         }
         result
     }
@@ -486,36 +503,16 @@ impl Link {
         self.stats.queued.store(figures.queued, Ordering::Relaxed);
     }
 
-    fn enter_fallback(&self) {
-        self.recovering.store(0, Ordering::Release);
-        if enter_fallback(&self.fallback, &self.settings) {
-            self.kick.notify_one();
-        }
-    }
-
-    /// A sweep reached Redis. After an outage, admission goes back to Redis
-    /// only at the second sweep in a row that reached it (one fallback sweep
-    /// period later): by then every other process back in touch has counted
-    /// its running calls again too (its own first sweep), so newcomers do
-    /// not run beside calls nobody counts.
-    fn sweep_succeeded(&self) {
-        if !self.fallback.load(Ordering::Acquire) {
-            return;
-        }
-        if self.recovering.fetch_add(1, Ordering::AcqRel) + 1 < 2 {
-            return;
-        }
-        self.recovering.store(0, Ordering::Release);
-        if self.fallback.swap(false, Ordering::AcqRel) {
-            tracing::info!(key = %self.settings.key, "shared limit: Redis reachable; admission is shared again");
-        }
-    }
-
-    async fn cancel(&self, id: &str) -> RedisResult<bool> {
+    /// Takes waiters out of the queue; for each, whether a slot was handed
+    /// to it meanwhile.
+    async fn cancel(&self, ids: &[String]) -> RedisResult<Vec<bool>> {
         let mut inv = self.invocation(|s| &s.cancel);
-        inv.arg(self.limit.load(Ordering::Relaxed)).arg(id);
-        let answer: i64 = self.run(&inv).await?;
-        Ok(answer == 1)
+        inv.arg(self.limit.load(Ordering::Relaxed));
+        for id in ids {
+            inv.arg(id);
+        }
+        let answer: Vec<i64> = self.run(&inv).await?;
+        Ok(answer.into_iter().map(|state| state == 1).collect())
     }
 
     async fn release(&self, ids: &[String]) -> RedisResult<()> {
@@ -538,19 +535,26 @@ async fn releaser(link: Arc<Link>, book: Arc<Mutex<Book>>, mut rx: mpsc::Unbound
     let mut jobs = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut jobs, BATCH).await > 0 {
         let mut release = Vec::new();
+        let mut cancel = Vec::new();
         for job in jobs.drain(..) {
             match job {
                 Job::Release(id) => release.push(id),
-                Job::Cancel(id) => match link.cancel(&id).await {
-                    Ok(true) => {
-                        book.lock().leases.remove(&id);
-                        release.push(id);
-                    }
-                    Ok(false) => {}
-                    // Redis unreachable: the waiter gives up by itself at its
-                    // deadline, a slot handed to it expires with its lease.
-                    Err(_) => {}
-                },
+                Job::Cancel(id) => cancel.push(id),
+            }
+        }
+        // One script call for every pending cancel; a slot already handed
+        // to a waiter that left is freed with the releases. If Redis is
+        // unreachable, the waiters give up by themselves at their deadline
+        // (or when this process stops renewing), and a slot handed to one
+        // expires with its lease.
+        if !cancel.is_empty()
+            && let Ok(granted) = link.cancel(&cancel).await
+        {
+            for (id, granted) in cancel.into_iter().zip(granted) {
+                if granted {
+                    book.lock().leases.remove(&id);
+                    release.push(id);
+                }
             }
         }
         if !release.is_empty() && link.release(&release).await.is_err() {
@@ -577,7 +581,7 @@ async fn sweeper(link: Weak<Link>, book: Weak<Mutex<Book>>) {
         };
         sweep(&l, &b).await;
         l.settled.send_replace(true);
-        let period = if l.fallback.load(Ordering::Acquire) {
+        let period = if l.fallback.is_on() {
             (l.settings.lease / 4).min(FALLBACK_SWEEP)
         } else {
             l.settings.lease / 4
@@ -619,16 +623,18 @@ async fn sweep(link: &Link, book: &Mutex<Book>) -> bool {
     };
     link.stats.renewals.fetch_add(1, Ordering::Relaxed);
     let mut answer = answer.into_iter();
-    let replicas = answer
-        .next()
-        .and_then(|v| i64::from_redis_value(v).ok())
-        .unwrap_or(1);
+    let mut int = || {
+        answer
+            .next()
+            .and_then(|v| usize::from_redis_value(v).ok())
+            .unwrap_or(0)
+    };
+    let (replicas, in_use, queued) = (int().max(1), int(), int());
+    link.note(Figures { in_use, queued });
     // While recovering, the members Redis knows are only those back so far:
     // the fail-open share keeps the count seen before the outage.
-    if !link.fallback.load(Ordering::Acquire) {
-        link.stats
-            .replicas
-            .store(usize::try_from(replicas).unwrap_or(1), Ordering::Relaxed);
+    if !link.fallback.is_on() {
+        link.stats.replicas.store(replicas, Ordering::Relaxed);
         link.update_share();
     }
     // Count again the calls that still run but Redis does not count: leases
@@ -651,32 +657,17 @@ async fn sweep(link: &Link, book: &Mutex<Book>) -> bool {
                 "shared limit: leases lost (not renewed in time, or Redis lost its data); counting their running calls again"
             );
         }
-        let mut inv = link.invocation(|s| &s.adopt);
-        inv.arg(duration_ms(link.settings.lease));
-        for (id, Held { ask, .. }) in &lost {
-            inv.arg(id)
-                .arg(ask.cost)
-                .arg(ask.client_cost)
-                .arg(&ask.tool)
-                .arg(&ask.client);
-        }
-        if link.run::<i64>(&inv).await.is_err() {
+        let lost: Vec<(String, Ask)> = lost.into_iter().map(|(id, held)| (id, held.ask)).collect();
+        if !adopt(link, book, &lost).await {
             return false;
-        }
-        let mut book = book.lock();
-        for (id, _) in &lost {
-            if let Some(held) = book.leases.get_mut(id) {
-                held.local = false;
-            }
         }
     }
     // Back to shared admission (if this is the second sweep in a row that
     // reached Redis) before the waiters are told: a waiter Redis lost asks
     // again then; while still in fallback, it waits for the next sweep.
-    let was_fallback = link.fallback.load(Ordering::Acquire);
-    link.sweep_succeeded();
-    let shared_again = !link.fallback.load(Ordering::Acquire);
-    if was_fallback && shared_again && !adopt_local(link, book).await {
+    let left = link.fallback.sweep_succeeded();
+    let shared_again = !link.fallback.is_on();
+    if left && !adopt_local(link, book).await {
         return false;
     }
     // Waiters whose wake-up may have been lost while the connection was
@@ -722,28 +713,38 @@ async fn adopt_local(link: &Link, book: &Mutex<Book>) -> bool {
         .filter(|(_, held)| held.local)
         .map(|(id, held)| (id.clone(), held.ask.clone()))
         .collect();
-    if local.is_empty() {
-        return true;
-    }
+    local.is_empty() || adopt(link, book, &local).await
+}
+
+/// Counts `calls` in Redis again (`ADOPT`); a call that ended meanwhile
+/// (its release may have reached Redis before the adoption) is freed again.
+async fn adopt(link: &Link, book: &Mutex<Book>, calls: &[(String, Ask)]) -> bool {
     let mut inv = link.invocation(|s| &s.adopt);
     inv.arg(duration_ms(link.settings.lease));
-    for (id, ask) in &local {
+    for (id, ask) in calls {
         inv.arg(id)
             .arg(ask.cost)
             .arg(ask.client_cost)
-            .arg(&ask.tool)
+            .arg(ask.tool_field())
             .arg(&ask.client);
     }
     if link.run::<i64>(&inv).await.is_err() {
         return false;
     }
-    let mut book = book.lock();
-    for (id, _) in &local {
-        if let Some(held) = book.leases.get_mut(id) {
-            held.local = false;
-        }
-    }
-    true
+    let ended: Vec<String> = {
+        let mut book = book.lock();
+        calls
+            .iter()
+            .filter_map(|(id, _)| match book.leases.get_mut(id) {
+                Some(held) => {
+                    held.local = false;
+                    None
+                }
+                None => Some(id.clone()),
+            })
+            .collect()
+    };
+    ended.is_empty() || link.release(&ended).await.is_ok()
 }
 
 /// The connection's push messages: a wake-up on this process's channel
@@ -752,7 +753,7 @@ async fn adopt_local(link: &Link, book: &Mutex<Book>) -> bool {
 fn deliver(
     book: &Weak<Mutex<Book>>,
     kick: &Notify,
-    fallback: &AtomicBool,
+    fallback: &Fallback,
     channel: &[u8],
     push: PushInfo,
 ) {
@@ -776,34 +777,13 @@ fn deliver(
             }
         }
         PushKind::Disconnection => {
-            // Until a sweep has renewed (and, after a Redis restart, counted
+            // Until sweeps have renewed (and, after a Redis restart, counted
             // again) this process's leases, admission does not go to Redis.
-            if !fallback.swap(true, Ordering::AcqRel) {
-                tracing::warn!(
-                    "shared limit: connection to Redis lost; admission falls back until it is back"
-                );
-            }
+            fallback.enter("the connection to Redis was lost");
             kick.notify_one();
         }
         _ => {}
     }
-}
-
-/// Sets the fallback flag; true (and logged) when it was not set.
-fn enter_fallback(flag: &AtomicBool, settings: &SharedLimit) -> bool {
-    let entered = !flag.swap(true, Ordering::AcqRel);
-    if entered {
-        tracing::warn!(
-            key = %settings.key,
-            fail = settings.fail.as_str(),
-            "shared limit: Redis unreachable; admission falls back to {}",
-            match settings.fail {
-                FailMode::Open => "a local share of the limit",
-                FailMode::Closed => "rejecting with shared_unavailable",
-            }
-        );
-    }
-    entered
 }
 
 fn duration_ms(d: Duration) -> u64 {

@@ -81,6 +81,7 @@
 
 mod acquire;
 pub(crate) mod coordinator;
+mod fallback;
 mod lease;
 mod scripts;
 
@@ -115,7 +116,8 @@ pub struct SharedLimit {
     /// them in one hash slot.
     pub key: String,
     /// How long a slot stays held without renewal: the longest a dead
-    /// process's slots stay taken. Renewed every `lease / 4`. Default 10 s.
+    /// process's slots stay taken. Renewed every `lease / 4`. Default 10 s;
+    /// at least 0.2 s and at least 4 × `timeout`.
     pub lease: Duration,
     /// What to do while Redis is unreachable. Default [`FailMode::Open`].
     pub fail: FailMode,
@@ -235,6 +237,14 @@ impl SharedLimit {
         }
         if self.timeout.is_zero() || self.timeout > Duration::from_secs(60) {
             return invalid("shared_timeout", "above 0 and at most 60 s");
+        }
+        if self.lease < self.timeout * 4 {
+            // A renewal every lease / 4 that may take up to `timeout`: a
+            // stalled Redis must fail commands before live leases expire.
+            return invalid(
+                "lease",
+                "at least 4 x the shared timeout (lease / 4 >= timeout)",
+            );
         }
         if self.replicas == Some(0) {
             return invalid("shared_replicas", "at least 1");

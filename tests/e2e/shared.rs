@@ -66,6 +66,8 @@ async fn two_servers_naming_one_key_share_its_limit() {
         "demo",
         "--lease",
         "1",
+        "--shared-timeout",
+        "0.25",
     ];
     let mut a = RawSession::start(&args).await;
     let mut b = RawSession::start(&args).await;

@@ -13,7 +13,11 @@ pub fn replica_with(
     lease: Duration,
 ) -> Limiter {
     Limiter::builder(config)
-        .shared(SharedLimit::new(server.url(), key).with_lease(lease))
+        .shared(
+            SharedLimit::new(server.url(), key)
+                .with_lease(lease)
+                .with_timeout((lease / 4).min(Duration::from_secs(1))),
+        )
         .build()
         .unwrap()
 }

@@ -6,9 +6,12 @@
 --   KEYS[4] queue    ZSET  member -> fair tag (member = 16 hex digits of arrival, then the id)
 --   KEYS[5] deadline ZSET  waiter id -> give-up time (ms, Redis clock)
 --   KEYS[6] waiters  HASH  waiter id -> msgpack(cost, client cost, tool, client,
---                          tool limit, client limit, lease ms, channel, member, tag)
---   KEYS[7] fair     HASH  '' -> virtual time; '#' -> arrival counter; 'f'..client -> last tag
+--                          tool limit, client limit, lease ms, channel, member, tag,
+--                          process)
+--   KEYS[7] fair     HASH  '' -> virtual time; '#' -> arrival counter;
+--                          'f'..client -> the client's last tag; 'n'..client -> its waiters
 --   KEYS[8] members  ZSET  process id -> expiry (ms): the replicas alive
+-- The tool field is '' for a call without a tool name and ':'..name otherwise.
 -- Every count changes only inside these scripts, each atomic; time is read
 -- from Redis (TIME), never from a client's clock.
 local HELD, LEASES, USE, QUEUE, DEADLINE, WAITERS, FAIR, MEMBERS =
@@ -59,8 +62,24 @@ local function holds_back(cost, ccost, tool, client, tlim, clim, limit, used)
     return nil
 end
 
+-- The process part of a lease or waiter id ('PROCESS:N').
+local function process_of(id)
+    return string.match(id, '^([^:]*)')
+end
+
+-- A process that asks is alive: its membership lasts at least a lease.
+local function seen(process, lease_ms, now)
+    redis.call('ZADD', MEMBERS, 'GT', now + lease_ms, process)
+end
+
 local function grant(id, cost, ccost, tool, client, lease_ms, now)
-    redis.call('ZADD', HELD, now + lease_ms, id)
+    -- A lease never outlives its process's membership: a process that dies
+    -- right after a slot was handed to one of its waiters holds it no longer
+    -- than its other leases.
+    local until_ms = now + lease_ms
+    local alive = tonumber(redis.call('ZSCORE', MEMBERS, process_of(id)))
+    if alive and alive >= now and alive < until_ms then until_ms = alive end
+    redis.call('ZADD', HELD, until_ms, id)
     redis.call('HSET', LEASES, id, cmsgpack.pack(cost, ccost, tool, client))
     count(cost, ccost, tool, client, 1)
 end
@@ -76,15 +95,30 @@ local function drop_lease(id)
     return true
 end
 
+-- A client's waiter left the queue: a client with none left is forgotten
+-- (its next call starts at the fair clock, as a newcomer).
+local function client_left(client)
+    if redis.call('HINCRBY', FAIR, 'n' .. client, -1) <= 0 then
+        redis.call('HDEL', FAIR, 'n' .. client, 'f' .. client)
+    end
+end
+
 -- Takes a waiter out of the queue; false if it was not queued.
 local function drop_waiter(id)
     local rec = redis.call('HGET', WAITERS, id)
     redis.call('ZREM', DEADLINE, id)
     if not rec then return false end
     redis.call('HDEL', WAITERS, id)
-    local _, _, _, _, _, _, _, _, member = cmsgpack.unpack(rec)
+    local _, _, _, client, _, _, _, _, member = cmsgpack.unpack(rec)
     redis.call('ZREM', QUEUE, member)
+    client_left(client)
     return true
+end
+
+-- Whether a process renewed its membership within its lease.
+local function alive(process, now)
+    local until_ms = tonumber(redis.call('ZSCORE', MEMBERS, process))
+    return until_ms ~= nil and until_ms >= now
 end
 
 -- Sweeps leases whose holder stopped renewing them and waiters whose owner
@@ -118,21 +152,23 @@ local function serve(now, limit)
         local id = string.sub(member, 17)
         local rec = redis.call('HGET', WAITERS, id)
         if rec then
-            local cost, ccost, tool, client, tlim, clim, lease_ms, channel =
+            local cost, ccost, tool, client, tlim, clim, lease_ms, channel, _, _, process =
                 cmsgpack.unpack(rec)
-            local scope = holds_back(cost, ccost, tool, client, tlim, clim, limit, used)
-            if scope == 'global' then
-                stalled = true
-                break
-            end
-            if scope == nil then
+            if not alive(process, now) then
+                -- Its process died (stopped renewing): nobody would take the slot.
                 drop_waiter(id)
-                grant(id, cost, ccost, tool, client, lease_ms, now)
-                used = used + cost
-                redis.call('PUBLISH', channel, id)
-                if tag > vtime then vtime = tag end
-                if num(redis.call('HGET', FAIR, 'f' .. client)) == tag then
-                    redis.call('HDEL', FAIR, 'f' .. client)
+            else
+                local scope = holds_back(cost, ccost, tool, client, tlim, clim, limit, used)
+                if scope == 'global' then
+                    stalled = true
+                    break
+                end
+                if scope == nil then
+                    drop_waiter(id)
+                    grant(id, cost, ccost, tool, client, lease_ms, now)
+                    used = used + cost
+                    redis.call('PUBLISH', channel, id)
+                    if tag > vtime then vtime = tag end
                 end
             end
         else
@@ -145,4 +181,30 @@ local function serve(now, limit)
         redis.call('HSET', FAIR, '', vtime)
     end
     return stalled
+end
+
+-- Makes the counts agree with the leases again: drops lease records without
+-- an expiry and expiries without a record (keys evicted, or written by a
+-- failover's lost writes), then recounts 'use' from the records. O(leases).
+local function reconcile()
+    local ids = redis.call('HKEYS', LEASES)
+    for _, id in ipairs(ids) do
+        if not redis.call('ZSCORE', HELD, id) then
+            redis.call('HDEL', LEASES, id)
+        end
+    end
+    local expiries = redis.call('ZRANGE', HELD, 0, -1)
+    if #expiries ~= redis.call('HLEN', LEASES) then
+        for _, id in ipairs(expiries) do
+            if redis.call('HEXISTS', LEASES, id) == 0 then
+                redis.call('ZREM', HELD, id)
+            end
+        end
+    end
+    redis.call('DEL', USE)
+    local records = redis.call('HVALS', LEASES)
+    for _, rec in ipairs(records) do
+        local cost, ccost, tool, client = cmsgpack.unpack(rec)
+        count(cost, ccost, tool, client, 1)
+    end
 end

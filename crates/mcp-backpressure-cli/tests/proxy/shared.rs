@@ -218,6 +218,8 @@ async fn a_killed_replicas_slots_come_back_within_the_lease() {
         "30",
         "--lease",
         "1",
+        "--shared-timeout",
+        "0.25",
     ];
     let mut a = Replica::start(&redis.url(), "kill", &upstream_url, &args).await;
     let b = Replica::start(&redis.url(), "kill", &upstream_url, &args).await;

@@ -1,11 +1,10 @@
-//! Review: defects of the proxy's shared limit, each pinned by a test that
-//! fails today (ignored so the suite stays green).
+//! Defects a fresh review found in the proxy's shared limit, each pinned by
+//! the test that failed before its fix.
 
 use crate::recorder::Recorder;
 use crate::support::http_proxy;
 
 #[tokio::test]
-#[ignore = "review: a unix-socket URL's password (?pass=) is logged in clear; README says it never is"]
 async fn review_a_unix_socket_password_is_not_logged() {
     let (_upstream, upstream_url) = Recorder::start().await;
     let url = "redis+unix:///tmp/mcpbp-review-nowhere.sock?db=0&pass=hunter2";

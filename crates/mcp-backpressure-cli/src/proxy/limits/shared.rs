@@ -117,14 +117,28 @@ fn text<'a>(name: &str, expected: &str, input: Input<'a>) -> anyhow::Result<&'a 
 
 /// The URL as it may be logged: its password replaced by `***`.
 pub fn redacted(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(_) => url.to_owned(),
-        Err(_) => "(not a URL)".to_owned(),
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return "(not a URL)".to_owned();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
     }
+    // redis+unix URLs carry credentials in the query (`?user=…&pass=…`):
+    // every value but the database number is masked.
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let keep = k == "db" || k == "protocol";
+                (
+                    k.into_owned(),
+                    if keep { v.into_owned() } else { "***".into() },
+                )
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
 #[cfg(test)]
