@@ -21,7 +21,8 @@ class OverloadError(McpErrorBase):  # type: ignore[misc,valid-type]
     Constructed like the 0.1.2 exception (same positional order, names and
     defaults, except ``code``, whose default is :data:`DEFAULT_OVERLOAD_CODE`),
     with one more keyword, ``scope`` (``global``, ``tool:NAME`` or
-    ``client``: the limit that refused).
+    ``client``: the limit that refused; the middleware always sets it, and
+    ``data`` leaves it out when it is ``None``, as 0.1.2's errors did).
 
     It *is* the MCP SDK's error type (``MCPError`` / ``McpError``), so an
     ``OverloadError`` raised anywhere in a FastMCP server reaches the client
@@ -40,7 +41,7 @@ class OverloadError(McpErrorBase):  # type: ignore[misc,valid-type]
         queue_timeout_ms: int = 0,
         retry_after_ms: int = 1000,
         *,
-        scope: str = "global",
+        scope: str | None = None,
     ) -> None:
         self._code = code
         self._message = message
@@ -79,7 +80,7 @@ class OverloadError(McpErrorBase):  # type: ignore[misc,valid-type]
     @property
     def data(self) -> dict[str, Any]:  # type: ignore[override]
         """The ``data`` member: the seven fields of 0.1.2 and ``scope``."""
-        return {
+        data = {
             "reason": self.reason,
             "active": self.active,
             "queued": self.queued,
@@ -87,8 +88,10 @@ class OverloadError(McpErrorBase):  # type: ignore[misc,valid-type]
             "queue_size": self.queue_size,
             "queue_timeout_ms": self.queue_timeout_ms,
             "retry_after_ms": self.retry_after_ms,
-            "scope": self.scope,
         }
+        if self.scope is not None:
+            data["scope"] = self.scope
+        return data
 
     @property
     def error(self) -> Any:  # type: ignore[override]
