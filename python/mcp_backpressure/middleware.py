@@ -149,7 +149,9 @@ class BackpressureMiddleware:
             limit=limit,
             min_limit=min_limit,
             max_limit=max_limit,
-            tools=None if tools is None else {name: dict(spec) for name, spec in tools.items()},
+            tools=None
+            if tools is None
+            else {name: dict(spec) if isinstance(spec, Mapping) else spec for name, spec in tools.items()},
             default_tool_limit=default_tool_limit,
             client_limit=client_limit,
             max_tracked_keys=max_tracked_keys,
