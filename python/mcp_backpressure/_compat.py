@@ -1,0 +1,90 @@
+"""What differs between the MCP SDKs and FastMCP versions we run under.
+
+Two things matter to the middleware:
+
+- the SDK's exception for a JSON-RPC error (``mcp.shared.exceptions.MCPError``
+  in ``mcp`` 2.x, ``McpError`` in 1.x), which :class:`OverloadError` subclasses
+  so that raising it *is* raising an MCP error;
+- whether a ``tools/call`` handler lets such an error reach the wire. ``mcp``
+  1.x (under FastMCP 2.x) turns every exception a tool call raises into an
+  ``isError`` result with only its text, so there the middleware answers a
+  rejected call with an ``isError`` result of its own that keeps the ``data``
+  as ``structuredContent``. ``mcp`` 2.x (FastMCP 3.x/4.x) sends an ``MCPError``
+  raised by middleware as the JSON-RPC error it describes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+try:  # mcp 2.x
+    from mcp.shared.exceptions import MCPError as McpErrorBase
+
+    SDK_CARRIES_TOOL_CALL_ERRORS = True
+except ImportError:  # pragma: no cover - depends on the installed SDK
+    try:  # mcp 1.x
+        from mcp.shared.exceptions import McpError as McpErrorBase
+
+        SDK_CARRIES_TOOL_CALL_ERRORS = False
+    except ImportError:  # no MCP SDK at all: the middleware still works on its own
+        McpErrorBase = Exception  # type: ignore[misc,assignment]
+        SDK_CARRIES_TOOL_CALL_ERRORS = False
+
+
+def error_data(code: int, message: str, data: dict[str, Any]) -> Any:
+    """The SDK's ``ErrorData`` for an overload error (a plain dict without an SDK)."""
+    try:
+        from mcp.types import ErrorData
+    except ImportError:  # pragma: no cover
+        return {"code": code, "message": message, "data": data}
+    return ErrorData(code=code, message=message, data=data)
+
+
+def error_tool_result(message: str, data: dict[str, Any]) -> Any:
+    """A FastMCP ``ToolResult`` that reaches the client as ``isError: true``,
+    the message as text and ``data`` as ``structuredContent``."""
+    from mcp.types import TextContent
+
+    content = [TextContent(type="text", text=message)]
+    try:  # FastMCP 3.x / 4.x: ToolResult knows is_error
+        from fastmcp.tools.base import ToolResult
+
+        return ToolResult(content=content, structured_content=dict(data), is_error=True)
+    except (ImportError, TypeError):
+        pass
+    # FastMCP 2.x: ToolResult has no is_error, but the SDK passes a
+    # CallToolResult returned by to_mcp_result() through unchanged (and does
+    # not validate it against the tool's output schema).
+    from fastmcp.tools.tool import ToolResult as ToolResult2
+    from mcp.types import CallToolResult
+
+    class _ErrorToolResult(ToolResult2):  # type: ignore[misc,valid-type]
+        def to_mcp_result(self) -> Any:
+            return CallToolResult(
+                content=list(self.content),
+                structuredContent=self.structured_content,
+                isError=True,
+            )
+
+    return _ErrorToolResult(content=content, structured_content=dict(data))
+
+
+def result_is_error(result: Any) -> bool:
+    """Whether a tool call's result says the tool failed (``isError``)."""
+    for name in ("is_error", "isError"):
+        value = getattr(result, name, None)
+        if isinstance(value, bool):
+            return value
+    if isinstance(result, dict):
+        return result.get("isError") is True
+    return False
+
+
+def error_code(exc: BaseException) -> int | None:
+    """The JSON-RPC code of an MCP error raised through the middleware."""
+    error = getattr(exc, "error", None)
+    code = getattr(error, "code", None)
+    if isinstance(code, int):
+        return code
+    code = getattr(exc, "code", None)
+    return code if isinstance(code, int) else None

@@ -1,0 +1,44 @@
+"""The metrics snapshot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class BackpressureMetrics:
+    """A snapshot of the limiter, taken under its lock: the fields agree with
+    each other. The first six fields are those of 0.1.2, in its order."""
+
+    active: int = 0
+    """Slots in use (a call of weight ``w`` holds ``w``; with weights of 1,
+    the calls running)."""
+    queued: int = 0
+    """Calls waiting for a slot."""
+    total_rejected: int = 0
+    """Rejections, every reason."""
+    rejected_concurrency_limit: int = 0
+    """Rejected at once: every slot busy, no queue configured."""
+    rejected_queue_full: int = 0
+    """Rejected at once: every slot busy and the queue full."""
+    rejected_queue_timeout: int = 0
+    """Rejected after waiting ``queue_timeout`` in the queue."""
+    # --- additions (the Rust core's snapshot) -------------------------------
+    rejected_queue_shed: int = 0
+    """Shed from a standing queue by the CoDel discipline."""
+    running: int = 0
+    """Calls holding slots."""
+    handed_over: int = 0
+    """Slots handed to waiters that have not taken them yet."""
+    max_concurrent: int = 0
+    """The limit in force (an adaptive limit's current value)."""
+    queue_size: int = 0
+    """The queue bound."""
+    admitted: int = 0
+    """Calls that took slots (never decreases)."""
+    completed: int = 0
+    """Calls that gave their slots back (``admitted + handed_over == completed + running``)."""
+    cancelled_in_queue: int = 0
+    """Calls whose caller left the queue (cancelled, disconnected)."""
+    tracked_keys: int = 0
+    """Client keys and unconfigured tool names tracked now."""
