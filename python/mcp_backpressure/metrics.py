@@ -26,6 +26,8 @@ class BackpressureMetrics:
     # --- additions (the Rust core's snapshot) -------------------------------
     rejected_queue_shed: int = 0
     """Shed from a standing queue by the CoDel discipline."""
+    rejected_shared_unavailable: int = 0
+    """Rejected because the shared limit's Redis was unreachable (fail closed)."""
     running: int = 0
     """Calls holding slots."""
     handed_over: int = 0

@@ -104,6 +104,12 @@ class BackpressureMiddleware:
         lifo_interval: float | None = None,
         guarded_methods: Iterable[str] = ("tools/call",),
         overload_response: str = "auto",
+        shared_limit: str | None = None,
+        shared_key: str | None = None,
+        lease: float | None = None,
+        shared_fail: str = "open",
+        shared_replicas: int | None = None,
+        shared_timeout: float | None = None,
     ) -> None:
         # The three checks and messages of 0.1.2, first and in its order.
         _check_int("max_concurrent", max_concurrent)
@@ -159,6 +165,12 @@ class BackpressureMiddleware:
             codel_target=codel_target,
             codel_interval=codel_interval,
             lifo_interval=lifo_interval,
+            shared_limit=shared_limit,
+            shared_key=shared_key,
+            lease=lease,
+            shared_fail=shared_fail,
+            shared_replicas=shared_replicas,
+            shared_timeout=shared_timeout,
         )
         self.max_concurrent = max_concurrent
         self.queue_size = queue_size
@@ -192,6 +204,7 @@ class BackpressureMiddleware:
             rejected_queue_full=snapshot["rejected_queue_full"],
             rejected_queue_timeout=snapshot["rejected_queue_timeout"],
             rejected_queue_shed=snapshot["rejected_queue_shed"],
+            rejected_shared_unavailable=snapshot["rejected_shared_unavailable"],
             running=snapshot["running"],
             handed_over=snapshot["handed_over"],
             max_concurrent=snapshot["max_concurrent"],
@@ -201,6 +214,13 @@ class BackpressureMiddleware:
             cancelled_in_queue=snapshot["cancelled_in_queue"],
             tracked_keys=snapshot["tracked_keys"],
         )
+
+    def get_shared_metrics(self) -> dict[str, Any] | None:
+        """The shared Redis limit's own figures (``fallback``, ``leases``,
+        ``waiting``, ``global_in_use``, ``global_queued``, ``replicas``,
+        ``commands``, ``errors``, ``renewals``, ``leases_lost``), or ``None``
+        without ``shared_limit``."""
+        return self._limiter.shared_snapshot()
 
     async def get_metrics_async(self) -> BackpressureMetrics:
         """The same as :meth:`get_metrics` (kept from 0.1.2; it never waits)."""

@@ -24,6 +24,8 @@ impl PyLimiter {
         limit = "fixed", min_limit = None, max_limit = None,
         tools = None, default_tool_limit = None, client_limit = None, max_tracked_keys = None,
         queue_discipline = "fifo", codel_target = None, codel_interval = None, lifo_interval = None,
+        shared_limit = None, shared_key = None, lease = None, shared_fail = "open",
+        shared_replicas = None, shared_timeout = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
@@ -44,6 +46,12 @@ impl PyLimiter {
         codel_target: Option<f64>,
         codel_interval: Option<f64>,
         lifo_interval: Option<f64>,
+        shared_limit: Option<String>,
+        shared_key: Option<String>,
+        lease: Option<f64>,
+        shared_fail: &'py str,
+        shared_replicas: Option<usize>,
+        shared_timeout: Option<f64>,
     ) -> PyResult<Self> {
         let config = Settings {
             max_concurrent,
@@ -65,7 +73,22 @@ impl PyLimiter {
             lifo_interval,
         }
         .config()?;
-        let inner = Limiter::new(config)
+        let shared = crate::settings::shared(
+            shared_limit,
+            shared_key,
+            lease,
+            shared_fail,
+            shared_replicas,
+            shared_timeout,
+        )?;
+        let mut builder = Limiter::builder(config);
+        if let Some(shared) = shared {
+            builder = builder.shared(shared);
+        }
+        // The shared limit's connection and tasks live on the timer runtime.
+        let _runtime = crate::runtime::runtime().enter();
+        let inner = builder
+            .build()
             .map_err(|err| pyo3::exceptions::PyValueError::new_err(err.to_string()))?;
         Ok(Self { inner })
     }
@@ -93,6 +116,26 @@ impl PyLimiter {
     /// agree with each other), as a dict.
     fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         snapshot_dict(py, &self.inner.snapshot())
+    }
+
+    /// The shared limit's own figures (Redis commands, errors, renewals,
+    /// fallback, figures across replicas), or `None` without one.
+    fn shared_snapshot<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(s) = self.inner.shared_snapshot() else {
+            return Ok(None);
+        };
+        let dict = PyDict::new(py);
+        dict.set_item("fallback", s.fallback)?;
+        dict.set_item("leases", s.leases)?;
+        dict.set_item("waiting", s.waiting)?;
+        dict.set_item("global_in_use", s.global_in_use)?;
+        dict.set_item("global_queued", s.global_queued)?;
+        dict.set_item("replicas", s.replicas)?;
+        dict.set_item("commands", s.commands)?;
+        dict.set_item("errors", s.errors)?;
+        dict.set_item("renewals", s.renewals)?;
+        dict.set_item("leases_lost", s.leases_lost)?;
+        Ok(Some(dict))
     }
 
     /// One dict per configured tool, and one `*` row for every other tool:
@@ -129,6 +172,7 @@ fn snapshot_dict<'py>(py: Python<'py>, s: &MetricsSnapshot) -> PyResult<Bound<'p
     dict.set_item("rejected_queue_full", s.rejected_queue_full)?;
     dict.set_item("rejected_queue_timeout", s.rejected_queue_timeout)?;
     dict.set_item("rejected_queue_shed", s.rejected_queue_shed)?;
+    dict.set_item("rejected_shared_unavailable", s.rejected_shared_unavailable)?;
     dict.set_item("tracked_keys", s.tracked_keys)?;
     Ok(dict)
 }

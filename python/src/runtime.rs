@@ -16,7 +16,7 @@ pub(crate) fn runtime() -> &'static Runtime {
         Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("mcp-backpressure-timer")
-            .enable_time()
+            .enable_all()
             .build()
             .expect("a one-thread tokio runtime with a timer can be built")
     })

@@ -208,3 +208,49 @@ fn tool_config(name: &str, spec: &Bound<'_, PyAny>) -> PyResult<ToolConfig> {
     }
     Ok(tool)
 }
+
+/// The shared limit's settings (`None` without `shared_limit`); a
+/// `ValueError` names the first invalid one.
+pub(crate) fn shared(
+    url: Option<String>,
+    key: Option<String>,
+    lease: Option<f64>,
+    fail: &str,
+    replicas: Option<usize>,
+    timeout: Option<f64>,
+) -> PyResult<Option<mcp_backpressure::shared::SharedLimit>> {
+    use mcp_backpressure::shared::{FailMode, SharedLimit};
+    let Some(url) = url else {
+        if key.is_some()
+            || lease.is_some()
+            || replicas.is_some()
+            || timeout.is_some()
+            || fail != "open"
+        {
+            return Err(value_error(
+                "shared_key, lease, shared_fail, shared_replicas and shared_timeout need shared_limit",
+            ));
+        }
+        return Ok(None);
+    };
+    let Some(key) = key else {
+        return Err(value_error(
+            "shared_limit needs shared_key (the limit's name)",
+        ));
+    };
+    let fail: FailMode = fail
+        .parse()
+        .map_err(|e: String| value_error(format!("invalid shared_fail: {e}")))?;
+    let mut shared = SharedLimit::new(url, key).with_fail(fail);
+    if let Some(lease) = lease {
+        shared = shared.with_lease(duration("lease", lease)?);
+    }
+    if let Some(timeout) = timeout {
+        shared = shared.with_timeout(duration("shared_timeout", timeout)?);
+    }
+    if let Some(replicas) = replicas {
+        shared = shared.with_replicas(replicas);
+    }
+    shared.validate().map_err(value_error)?;
+    Ok(Some(shared))
+}
