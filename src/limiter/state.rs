@@ -210,16 +210,7 @@ impl State {
         now: &mut LazyNow,
         wake: &mut WakeList,
     ) -> Admission {
-        let tool = if self.tools_keyed {
-            self.tools.resolve(request.tool_name())
-        } else {
-            ANONYMOUS
-        };
-        let client = self.clients.resolve(request.client_key());
-        let cost = request
-            .cost_override()
-            .unwrap_or_else(|| self.tools.get(tool).weight)
-            .clamp(1, MAX_SLOTS);
+        let (tool, client, cost) = self.resolve(request);
         if !self.stalled && self.fits(client, tool, cost) {
             let busy = (self.used + cost.min(self.max_concurrent)) * 2 >= self.max_concurrent;
             let at =
@@ -272,6 +263,22 @@ impl State {
             key,
             timeout: self.config.queue_timeout,
         }
+    }
+
+    /// The request's tool and client entries (created if new) and its cost.
+    #[inline]
+    fn resolve(&mut self, request: &Request<'_>) -> (u32, u32, usize) {
+        let tool = if self.tools_keyed {
+            self.tools.resolve(request.tool_name())
+        } else {
+            ANONYMOUS
+        };
+        let client = self.clients.resolve(request.client_key());
+        let cost = request
+            .cost_override()
+            .unwrap_or_else(|| self.tools.get(tool).weight)
+            .clamp(1, MAX_SLOTS);
+        (tool, client, cost)
     }
 
     /// Gives a permit's slots back. `sample` is `None` when the outcome says
@@ -699,16 +706,7 @@ impl State {
     /// Counts a call Redis admitted as running here, whatever the local
     /// (fallback) limit says. Always timed: the round trip dwarfs a clock read.
     pub(crate) fn admit_leased(&mut self, request: &Request<'_>, now: &mut LazyNow) -> Grant {
-        let tool = if self.tools_keyed {
-            self.tools.resolve(request.tool_name())
-        } else {
-            ANONYMOUS
-        };
-        let client = self.clients.resolve(request.client_key());
-        let cost = request
-            .cost_override()
-            .unwrap_or_else(|| self.tools.get(tool).weight)
-            .clamp(1, MAX_SLOTS);
+        let (tool, client, cost) = self.resolve(request);
         let grant = self.take_slot(client, tool, cost, Some(now.get()));
         self.claimed(&grant);
         grant
@@ -724,12 +722,7 @@ impl State {
         in_use: usize,
         queued: usize,
     ) -> Overload {
-        let tool = if self.tools_keyed {
-            self.tools.resolve(request.tool_name())
-        } else {
-            ANONYMOUS
-        };
-        let client = self.clients.resolve(request.client_key());
+        let (tool, client, _) = self.resolve(request);
         let limit = self.config.max_concurrent.max(1);
         let global = scope == Scope::Global;
         let mut overload = self.reject(reason, scope, tool, client);
