@@ -420,15 +420,18 @@ async fn review_a_redis_stall_shorter_than_the_timeout_expires_live_leases() {
         .build()
         .unwrap_err();
     assert_eq!(refused.setting(), "lease");
-    // And a stall shorter than the timeout (here ~0.3 s, timeout 0.5 s,
-    // lease 2 s) expires nothing.
+    // And a stall (here ~0.3 s; lease 2 s, timeout 0.5 s) expires nothing.
+    // Fail closed: should the stall outlast the timeout on a loaded
+    // machine, the second call is refused as shared_unavailable rather than
+    // admitted by a fail-open share; either way it must not run.
     let lease = Duration::from_secs(2);
     let build = || {
         Limiter::builder(LimiterConfig::new(1))
             .shared(
                 SharedLimit::new(server.url(), "stall")
                     .with_lease(lease)
-                    .with_timeout(Duration::from_millis(500)),
+                    .with_timeout(Duration::from_millis(500))
+                    .with_fail(FailMode::Closed),
             )
             .build()
             .unwrap()
