@@ -54,6 +54,11 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+# The longest queue timeout the core takes (its durations' bound); an
+# infinite one (0.1.2 accepted it: wait without limit) maps to it.
+_LONGEST_QUEUE_TIMEOUT = 365 * 24 * 3600.0
+
+
 def _check_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
@@ -122,8 +127,7 @@ class BackpressureMiddleware:
             raise TypeError(f"queue_timeout must be a number of seconds, got {type(queue_timeout).__name__}")
         if not queue_timeout > 0:
             raise ValueError(f"queue_timeout must be > 0, got {queue_timeout}")
-        if not math.isfinite(queue_timeout):
-            raise ValueError(f"queue_timeout must be finite, got {queue_timeout}")
+        # math.inf waits without limit, as in 0.1.2 (the core's bound: 365 days).
         _check_int("overload_error_code", overload_error_code)
         if on_overload is not None and not callable(on_overload):
             raise TypeError("on_overload must be callable or None")
@@ -148,7 +152,7 @@ class BackpressureMiddleware:
         self._limiter = _core.Limiter(
             max_concurrent,
             queue_size,
-            float(queue_timeout),
+            min(float(queue_timeout), _LONGEST_QUEUE_TIMEOUT),
             retry_after_min=retry_after_min,
             retry_after_max=retry_after_max,
             initial_service_time=initial_service_time,
@@ -218,7 +222,7 @@ class BackpressureMiddleware:
     def get_shared_metrics(self) -> dict[str, Any] | None:
         """The shared Redis limit's own figures (``fallback``, ``leases``,
         ``waiting``, ``global_in_use``, ``global_queued``, ``replicas``,
-        ``commands``, ``errors``, ``renewals``, ``leases_lost``), or ``None``
+        ``commands``, ``errors``, ``renewals``, ``leases_lost``, ``last_error``), or ``None``
         without ``shared_limit``."""
         return self._limiter.shared_snapshot()
 
@@ -258,16 +262,34 @@ class BackpressureMiddleware:
         try:
             result = await call_next(context)
         except BaseException as exc:
-            if isinstance(exc, McpErrorBase):
-                code = error_code(exc)
-                if code is not None and (code in _OVERLOAD_SIGNAL_CODES or code == self.overload_error_code):
-                    permit.set_outcome("dropped")
+            if self._signals_overload(exc):
+                permit.set_outcome("dropped")
             raise
         else:
             permit.set_outcome("ignore" if result_is_error(result) else "success")
             return result
         finally:
             permit.release()
+
+    def _signals_overload(self, exc: BaseException) -> bool:
+        """Whether an MCP error with an overload code is in ``exc``'s chain:
+        FastMCP wraps a tool's exception (a proxied server's overload error)
+        in its own ``ToolError`` before middleware sees it."""
+        seen: set[int] = set()
+        current: BaseException | None = exc
+        while current is not None and id(current) not in seen and len(seen) < 16:
+            seen.add(id(current))
+            if isinstance(current, McpErrorBase):
+                code = error_code(current)
+                if code is not None and (code in _OVERLOAD_SIGNAL_CODES or code == self.overload_error_code):
+                    return True
+            current = current.__cause__ or current.__context__
+        return False
+
+    async def check_resource_access(self, context: Any) -> None:
+        """FastMCP 4.x asks every middleware whether a resource may be listed
+        (skills discovery); admission control has no say in that."""
+        return None
 
     @staticmethod
     def _tool_name(context: Any, method: str) -> str:

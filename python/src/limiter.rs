@@ -135,6 +135,7 @@ impl PyLimiter {
         dict.set_item("errors", s.errors)?;
         dict.set_item("renewals", s.renewals)?;
         dict.set_item("leases_lost", s.leases_lost)?;
+        dict.set_item("last_error", s.last_error)?;
         Ok(Some(dict))
     }
 

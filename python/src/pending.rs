@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use mcp_backpressure::{Overload, Permit, jsonrpc};
@@ -31,13 +31,18 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// handed to it goes to the next in line. Dropping the object does the same.
 #[pyclass(name = "Pending", module = "mcp_backpressure._core", frozen)]
 pub struct PyPending {
-    future: Mutex<Option<AcquireFuture>>,
+    /// Shared (weakly) with the wakers: a waker whose event loop is gone
+    /// abandons the admission itself (nobody is left to poll or close it).
+    future: Arc<Mutex<Option<AcquireFuture>>>,
 }
+
+/// The admission a waker belongs to.
+pub(crate) type Slot = Mutex<Option<AcquireFuture>>;
 
 impl PyPending {
     pub(crate) fn new(future: AcquireFuture) -> Self {
         Self {
-            future: Mutex::new(Some(future)),
+            future: Arc::new(Mutex::new(Some(future))),
         }
     }
 }
@@ -57,7 +62,7 @@ impl PyPending {
             ));
         };
         let waker = match waker {
-            Some(callback) => Waker::from(PyWaker::new(callback)),
+            Some(callback) => Waker::from(PyWaker::new(callback, Arc::downgrade(&self.future))),
             None => Waker::noop().clone(),
         };
         let mut cx = Context::from_waker(&waker);

@@ -6,18 +6,25 @@
 //! slot (a hand-over). The core wakes waiters only after its lock is dropped,
 //! so taking the GIL here never waits while the limiter's lock is held.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::Wake;
 
 use pyo3::prelude::*;
 
+use crate::pending::Slot;
+
 pub(crate) struct PyWaker {
     callback: Py<PyAny>,
+    /// The admission to abandon if the callback cannot schedule a poll.
+    admission: Weak<Slot>,
 }
 
 impl PyWaker {
-    pub(crate) fn new(callback: Py<PyAny>) -> Arc<Self> {
-        Arc::new(Self { callback })
+    pub(crate) fn new(callback: Py<PyAny>, admission: Weak<Slot>) -> Arc<Self> {
+        Arc::new(Self {
+            callback,
+            admission,
+        })
     }
 }
 
@@ -27,12 +34,19 @@ impl Wake for PyWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        Python::attach(|py| {
-            // An error means the loop is closed: nobody is left to wake, and
-            // the admission is dropped with its Pending object.
-            if let Err(err) = self.callback.call0(py) {
-                err.write_unraisable(py, None);
-            }
-        });
+        let failed = Python::attach(|py| self.callback.call0(py).is_err());
+        if failed {
+            // The event loop is closed: nobody is left to poll the admission
+            // or to close it (the task holding it may never be collected: the
+            // limiter holds this waker). Abandon it here, so a queued call
+            // leaves the queue and a slot handed to it goes to the next in
+            // line. `try_lock`: if it is being polled right now, the poller
+            // is alive and decides.
+            let future = self
+                .admission
+                .upgrade()
+                .and_then(|slot| slot.try_lock().ok().and_then(|mut f| f.take()));
+            drop(future);
+        }
     }
 }

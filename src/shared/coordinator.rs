@@ -121,6 +121,7 @@ struct Stats {
     /// Calls of this process queued in Redis (answered `queued`, not yet
     /// served, timed out or gone).
     waiting: AtomicUsize,
+    last_error: Mutex<Option<String>>,
 }
 
 /// What the connection, the scripts and the background tasks share.
@@ -390,6 +391,7 @@ impl Coordinator {
                 .map(|b| b.load(Ordering::Relaxed))
                 .collect(),
             latency_sum_us: stats.latency_sum_us.load(Ordering::Relaxed),
+            last_error: stats.last_error.lock().clone(),
         }
     }
 }
@@ -491,7 +493,9 @@ impl Link {
         if let Err(e) = &result {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(error = %e, "shared limit: Redis command failed");
-            if self.fallback.enter(&e.to_string()) {
+            let cause = e.to_string();
+            *self.stats.last_error.lock() = Some(cause.clone());
+            if self.fallback.enter(&cause) {
                 self.kick.notify_one();
             }
         }

@@ -283,6 +283,9 @@ pub struct SharedSnapshot {
     pub latency_buckets: Vec<u64>,
     /// Sum of command latencies, in microseconds.
     pub latency_sum_us: u64,
+    /// The last failed command's error (connection refused, timeout,
+    /// `NOAUTH`, an unknown `HELLO`…): why the process is in fallback.
+    pub last_error: Option<String>,
 }
 
 /// Upper bounds (ms) of the latency histogram's buckets.
