@@ -81,6 +81,7 @@ pub(crate) async fn acquire(
             woken = woken => woken.ok(),
             () = sleep_until(deadline) => None,
         };
+        let mut answered = true;
         let granted = match woken {
             Some(Wake::Granted) => true,
             Some(Wake::Lost) => {
@@ -93,7 +94,13 @@ pub(crate) async fn acquire(
             }
             // Out of time: Redis has the last word (a slot may have been
             // handed over just as the deadline passed).
-            None => matches!(coordinator.cancel(pending.id()).await, Ok(true)),
+            None => match coordinator.cancel(pending.id()).await {
+                Ok(granted) => granted,
+                Err(_) => {
+                    answered = false;
+                    false
+                }
+            },
         };
         waiting.done = true;
         drop(waiting);
@@ -101,9 +108,13 @@ pub(crate) async fn acquire(
             let id = pending.granted(ask);
             return Ok(limiter.leased(&request, Lease::new(coordinator, id)));
         }
-        // An unanswered cancel stays armed in the guard: retried in the
-        // background.
-        drop(pending);
+        if answered {
+            pending.settled();
+        } else {
+            // An unanswered cancel stays armed in the guard: retried in the
+            // background.
+            drop(pending);
+        }
         return Err(timed_out(limiter, &coordinator, &request));
     }
 }
