@@ -29,9 +29,13 @@
 //! - **Slots are leases** held in Redis (a sorted set of lease ids by expiry),
 //!   granted and freed by server-side Lua scripts that read Redis's own clock
 //!   (`TIME`): no process's clock matters. A process renews all its leases in
-//!   one script call every `lease / 4`; a process that dies stops renewing,
-//!   and its slots come back when its leases expire (at most `lease` after
-//!   it died, handed out at the next admission, release or sweep).
+//!   one script call every `lease / 4` (before anything is swept), with its
+//!   membership; a process that dies stops renewing, and its slots come back
+//!   when its leases expire (at most `lease` after its last renewal, handed
+//!   out at the next admission, release or sweep); its queued calls are
+//!   skipped once its membership lapses. Every renewal also recounts the
+//!   slots in use from the lease records (an evicted key, or a failover's
+//!   lost writes, is repaired within `lease / 4`).
 //! - **The wait queue is in Redis**, one for every process, ordered by a
 //!   fair tag (start-time fair queueing): calls without a client key are
 //!   served in arrival order at Redis; with client keys, clients take turns
