@@ -61,7 +61,9 @@
 //! every process back in touch has counted its running calls again):
 //!
 //! - [`FailMode::Open`] (the default): admission continues against a local
-//!   limit of `max_concurrent / replicas` (at least 1), where `replicas` is
+//!   limit of `max_concurrent / replicas` (at least 1 — so with more replicas
+//!   than slots, the replicas together may run more than the limit), where
+//!   `replicas` is
 //!   [`SharedLimit::with_replicas`], or the number of processes last seen
 //!   joined to the key (1 if none was ever seen). Logged once at warn level,
 //!   and [`SharedSnapshot::fallback`] is true.
@@ -264,7 +266,9 @@ pub struct SharedSnapshot {
     /// The process could not reach Redis at its last attempt: admission
     /// follows the fail mode.
     pub fallback: bool,
-    /// Leases this process holds in Redis now.
+    /// Leases this process holds now: in Redis, or — for calls admitted
+    /// locally in fail-open fallback — to be counted there at the first sweep
+    /// that reaches it.
     pub leases: usize,
     /// Calls of this process waiting in the shared queue now.
     pub waiting: usize,
