@@ -201,13 +201,13 @@ mod tests {
         assert_eq!(shared.replicas, Some(3));
         assert_eq!(shared.timeout, Duration::from_millis(250));
 
-        let toml = "shared_limit = \"redis://h:1/0\"\nshared_key = \"k\"\nlease = 1\n\
+        let toml = "shared_limit = \"redis://h:1/0\"\nshared_key = \"k\"\nlease = 8\n\
                     shared_fail = \"open\"\nshared_replicas = 2\nshared_timeout = 2\n";
         let shared = load(&[], toml).unwrap().shared.unwrap();
         assert_eq!(
             shared,
             SharedLimit::new("redis://h:1/0", "k")
-                .with_lease(Duration::from_secs(1))
+                .with_lease(Duration::from_secs(8))
                 .with_fail(FailMode::Open)
                 .with_replicas(2)
                 .with_timeout(Duration::from_secs(2))
