@@ -243,17 +243,18 @@ impl Limiter {
     /// the shared queue, and `max_concurrent` is the shared limit (or the
     /// local share while in fail-open fallback).
     pub fn snapshot(&self) -> MetricsSnapshot {
-        #[allow(unused_mut)]
-        let mut snapshot = self.shared.lock().snapshot();
         #[cfg(feature = "redis")]
         if let Some(coordinator) = &self.shared.coordinator {
-            let shared = coordinator.snapshot();
-            snapshot.queued += shared.waiting;
-            if !shared.fallback {
-                snapshot.max_concurrent = self.shared.lock().config().max_concurrent;
+            let state = self.shared.lock();
+            let mut snapshot = state.snapshot();
+            if !coordinator.in_fallback() {
+                snapshot.max_concurrent = state.config().max_concurrent;
             }
+            drop(state);
+            snapshot.queued += coordinator.waiting();
+            return snapshot;
         }
-        snapshot
+        self.shared.lock().snapshot()
     }
 
     /// The shared limit's own figures (Redis latency, errors, renewals,
@@ -325,7 +326,9 @@ impl Limiter {
             .shared
             .lock()
             .admit_leased(request, &mut LazyNow::default());
-        Permit::leased(self.shared.clone(), grant, lease)
+        let mut permit = Permit::new(self.shared.clone(), grant);
+        permit.attach_lease(lease);
+        permit
     }
 
     /// A rejection decided by the shared limit, counted here; the callback runs.

@@ -55,21 +55,10 @@ impl Permit {
         }
     }
 
-    /// Attaches a shared limit's lease to a locally admitted permit.
+    /// Attaches a shared limit's lease (freed after the local slot).
     #[cfg(feature = "redis")]
     pub(crate) fn attach_lease(&mut self, lease: crate::shared::Lease) {
         self._lease = Some(lease);
-    }
-
-    /// A permit holding a shared limit's lease too.
-    #[cfg(feature = "redis")]
-    pub(crate) fn leased(shared: Arc<Shared>, grant: Grant, lease: crate::shared::Lease) -> Self {
-        Self {
-            shared,
-            grant,
-            outcome: Outcome::Ignore,
-            _lease: Some(lease),
-        }
     }
 
     /// When the slot was handed to this request, if the permit is timed (its

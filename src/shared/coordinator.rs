@@ -240,6 +240,18 @@ impl Coordinator {
         Ok(coordinator)
     }
 
+    /// A new waiter or lease id, `PROCESS:N` (the scripts read the process
+    /// part).
+    fn next_id(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{}:{n:x}", self.link.process)
+    }
+
+    /// Calls of this process waiting in the shared queue now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.link.stats.waiting.load(Ordering::Relaxed)
+    }
+
     /// The fail mode.
     pub(crate) fn fail(&self) -> FailMode {
         self.link.settings.fail
@@ -283,8 +295,7 @@ impl Coordinator {
     /// Registers a waiter before asking (a wake-up can never arrive before
     /// its waiter is known). The returned guard cancels it when dropped.
     pub(crate) fn register(self: &Arc<Self>) -> (Pending, oneshot::Receiver<Wake>) {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}:{n:x}", self.link.process);
+        let id = self.next_id();
         let (tx, rx) = oneshot::channel();
         self.book.lock().waiters.insert(
             id.clone(),
@@ -353,8 +364,7 @@ impl Coordinator {
     /// A lease for a call admitted locally in fail-open fallback: counted in
     /// Redis by the first sweep that reaches it, while the call still runs.
     pub(crate) fn local_lease(&self, ask: Ask) -> String {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}:{n:x}", self.link.process);
+        let id = self.next_id();
         self.book
             .lock()
             .leases
@@ -372,12 +382,11 @@ impl Coordinator {
     /// The shared limit's figures.
     pub(crate) fn snapshot(&self) -> SharedSnapshot {
         let leases = self.book.lock().leases.len();
-        let waiting = self.link.stats.waiting.load(Ordering::Relaxed);
         let stats = &self.link.stats;
         SharedSnapshot {
             fallback: self.in_fallback(),
             leases,
-            waiting,
+            waiting: self.waiting(),
             global_in_use: stats.in_use.load(Ordering::Relaxed),
             global_queued: stats.queued.load(Ordering::Relaxed),
             replicas: stats.replicas.load(Ordering::Relaxed),
