@@ -56,7 +56,7 @@ struct SharedArgs {
     /// The shared limit's name: servers naming the same key share one limit.
     #[arg(long, value_name = "NAME", requires = "shared_limit")]
     shared_key: Option<String>,
-    /// Seconds a slot stays held in Redis without renewal (>= 0.2) [default: 10].
+    /// Seconds a slot stays held in Redis without renewal (>= 0.2, and >= 4 x the shared timeout) [default: 10].
     #[arg(long, value_name = "SECONDS", requires = "shared_limit")]
     lease: Option<f64>,
     /// While Redis is unreachable: open (local share) or closed (reject) [default: open].

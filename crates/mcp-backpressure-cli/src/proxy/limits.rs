@@ -254,7 +254,7 @@ pub struct LimitArgs {
     pub shared_key: Option<String>,
     /// How long a slot stays held in Redis without renewal (renewed every
     /// lease/4): the longest a killed replica's slots stay taken, in seconds
-    /// (>= 0.2) [default: 10].
+    /// (>= 0.2, and >= 4 x --shared-timeout) [default: 10].
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub lease: Option<String>,
     /// While Redis is unreachable: `open` admits against a local share

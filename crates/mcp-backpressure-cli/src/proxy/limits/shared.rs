@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `--shared-limit URL` | `shared_limit` | `redis://[user:password@]HOST:PORT/DB` (`rediss://` with the `redis-tls` feature, `redis+unix:///path`) |
 //! | `--shared-key NAME` | `shared_key` | required with `shared_limit`: processes naming the same key share one limit |
-//! | `--lease SECS` | `lease` | how long a dead process's slots stay taken (>= 0.2) [default: 10] |
+//! | `--lease SECS` | `lease` | how long a dead process's slots stay taken (>= 0.2, and >= 4 x the shared timeout) [default: 10] |
 //! | `--shared-fail open\|closed` | `shared_fail` | while Redis is unreachable: admit against `max_concurrent / replicas`, or reject with `shared_unavailable` [default: open] |
 //! | `--shared-replicas N` | `shared_replicas` | the `replicas` of the fail-open share [default: the processes last seen joined] |
 //! | `--shared-timeout SECS` | `shared_timeout` | longest Redis command before Redis counts as unreachable [default: 1] |
