@@ -70,6 +70,11 @@ pub struct LimiterConfig {
     pub max_tracked_keys: usize,
     /// The order in which the queue is served.
     pub discipline: QueueDiscipline,
+    /// Continuations of multi-round-trip calls ([`Request::continuation`](crate::Request::continuation))
+    /// allowed to wait at the head of the queue at once, beyond `queue_size`;
+    /// past it, a continuation queues like any other call. `0` gives
+    /// continuations no priority.
+    pub max_continuations: usize,
 }
 
 /// Limits and weight of one tool (see [`LimiterConfig::tools`]).
@@ -234,6 +239,9 @@ pub const MAX_KEY_BYTES: usize = 256;
 /// count of slots can overflow.
 pub const MAX_SLOTS: usize = u32::MAX as usize;
 
+/// The default of [`LimiterConfig::max_continuations`].
+pub const DEFAULT_MAX_CONTINUATIONS: usize = 64;
+
 /// The default of [`LimiterConfig::max_tracked_keys`].
 pub const DEFAULT_MAX_TRACKED_KEYS: usize = 10_000;
 
@@ -255,7 +263,15 @@ impl LimiterConfig {
             client_limit: None,
             max_tracked_keys: DEFAULT_MAX_TRACKED_KEYS,
             discipline: QueueDiscipline::Fifo,
+            max_continuations: DEFAULT_MAX_CONTINUATIONS,
         }
+    }
+
+    /// Sets how many continuations of multi-round-trip calls may wait at the
+    /// head of the queue at once (`0` = no priority for them).
+    pub fn with_max_continuations(mut self, max: usize) -> Self {
+        self.max_continuations = max;
+        self
     }
 
     /// Sets how many requests may wait for a slot (`0` = none).

@@ -82,6 +82,7 @@ mod limiter;
 pub mod metrics;
 mod overload;
 mod sync;
+pub mod task_holds;
 
 #[cfg(feature = "rmcp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rmcp")))]
@@ -94,6 +95,7 @@ pub use config::{ConfigError, LimiterConfig, QueueDiscipline, ToolConfig};
 pub use limiter::{Limiter, LimiterBuilder, OnOverload, Outcome, Permit, Request};
 pub use metrics::{MetricsSnapshot, ToolSnapshot};
 pub use overload::{Overload, OverloadData, OverloadReason, Scope};
+pub use task_holds::TaskHolds;
 
 /// The README's code blocks, compiled as doctests so they cannot rot.
 #[cfg(all(doctest, feature = "rmcp", feature = "redis"))]

@@ -28,6 +28,7 @@ pub struct Request<'a> {
     tool: Option<&'a str>,
     client: Option<&'a str>,
     cost: Option<usize>,
+    continuation: bool,
 }
 
 impl<'a> Request<'a> {
@@ -37,6 +38,7 @@ impl<'a> Request<'a> {
             tool: None,
             client: None,
             cost: None,
+            continuation: false,
         }
     }
 
@@ -58,6 +60,23 @@ impl<'a> Request<'a> {
     pub const fn cost(mut self, cost: usize) -> Self {
         self.cost = Some(cost);
         self
+    }
+
+    /// Marks the request as the continuation of a multi-round-trip call
+    /// (SEP-2322: a retry carrying `inputResponses` or `requestState`): it
+    /// is served before calls that arrived after its first round, and may
+    /// wait at the head of the queue even when the queue is full or has no
+    /// places, up to the queue timeout. The continuations waiting at once
+    /// are bounded ([`LimiterConfig::with_max_continuations`](crate::LimiterConfig::with_max_continuations));
+    /// past that bound a continuation is treated like any other call.
+    pub const fn continuation(mut self) -> Self {
+        self.continuation = true;
+        self
+    }
+
+    #[allow(dead_code)] // read by the queue once continuations are served first
+    pub(crate) fn is_continuation(&self) -> bool {
+        self.continuation
     }
 
     pub(crate) fn tool_name(&self) -> Option<&'a str> {
