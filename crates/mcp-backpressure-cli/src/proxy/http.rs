@@ -70,6 +70,11 @@ pub async fn run(gate: Arc<Gate>, listen: SocketAddr, upstream: Url) -> anyhow::
         .build()
         .context("cannot build the HTTP client")?;
     let proxy = Arc::new(Proxy::new(gate, client, upstream));
+    // The task holds' timers: TTLs, and the proxy's own polls.
+    let timers = tokio::spawn(proxy.router.tasks().clone().drive({
+        let proxy = proxy.clone();
+        move |due| proxy.own_poll(&due)
+    }));
     // Always said (whatever the log level): with `--listen 0` it is the only
     // way to learn the port.
     eprintln!(
@@ -89,6 +94,7 @@ pub async fn run(gate: Arc<Gate>, listen: SocketAddr, upstream: Url) -> anyhow::
     super::listener::serve(listener, settings, app, shutdown)
         .await
         .context("the HTTP server failed")?;
+    timers.abort();
     Ok(ExitCode::SUCCESS)
 }
 

@@ -33,7 +33,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::gate::Gate;
-use super::wire::message::RequestId;
+use super::tasks::{Follow, Origin, TaskAsk, TaskScope, Tasks};
+use super::wire::message::{Answer, RequestId, TaskState};
 
 /// Where a request id is unique.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -68,6 +69,44 @@ pub struct Ask {
     pub tool: Arc<str>,
     /// The client's key; `None`: the one keyless client.
     pub client: Option<Arc<str>>,
+    /// It continues a multi-round-trip call (it carries `inputResponses` or
+    /// `requestState`): admitted ahead of the queue.
+    pub continuation: bool,
+}
+
+/// What a request is, as far as tasks go.
+#[derive(Clone, Debug, Default)]
+pub enum Purpose {
+    /// Nothing to do with tasks.
+    #[default]
+    Plain,
+    /// A guarded call, which the upstream may answer with a task handle:
+    /// then its slot is held until the task ends.
+    Call {
+        /// The scope its task would belong to.
+        tasks: TaskScope,
+        /// Over HTTP: how to ask the upstream about its task.
+        origin: Option<Arc<Origin>>,
+        /// Its `params._meta`, as sent.
+        meta: Option<Box<str>>,
+        /// It asked for a task (2025-11-25 `params.task`): a `result.task`
+        /// in its answer is a handle. (A 2026-07-28 `resultType: "task"`
+        /// is one whatever was asked.)
+        wants_task: bool,
+    },
+    /// A request about a task.
+    Task(TaskAsk),
+}
+
+/// What [`InFlight::answered`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// No request in flight had the id.
+    Nothing,
+    /// A client's request: forward the answer.
+    Client,
+    /// The proxy's own poll: do not forward it.
+    Own,
 }
 
 /// Why [`InFlight::begin`] refused a request.
@@ -143,6 +182,7 @@ pub struct Pending {
 pub struct InFlight {
     gate: Arc<Gate>,
     table: Arc<Mutex<Table>>,
+    tasks: Tasks,
 }
 
 #[derive(Debug, Default)]
@@ -155,6 +195,7 @@ struct Table {
 struct Entry {
     ticket: u64,
     state: State,
+    purpose: Purpose,
 }
 
 #[derive(Debug)]
@@ -208,15 +249,22 @@ fn set_outcome(slot: &mut Option<Slot>, outcome: Outcome) {
 impl InFlight {
     /// An empty table in front of `gate`.
     pub fn new(gate: Arc<Gate>) -> Self {
+        let tasks = Tasks::new(gate.settings.max_task_holds);
         Self {
             gate,
             table: Arc::new(Mutex::new(Table::default())),
+            tasks,
         }
     }
 
     /// The shared admission control.
     pub fn gate(&self) -> &Arc<Gate> {
         &self.gate
+    }
+
+    /// The task holds.
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
@@ -231,13 +279,21 @@ impl InFlight {
     /// # Errors
     ///
     /// [`Refused`] if its id is in flight in its scope, or the table is full.
-    pub fn begin(&self, key: Key, guarded: Option<Ask>) -> Result<Begun, Refused> {
+    ///
+    /// A request about a task ([`Purpose::Task`]) is never refused for a
+    /// full table: task polls and cancels always pass (they hold no slot).
+    pub fn begin(
+        &self,
+        key: Key,
+        guarded: Option<Ask>,
+        purpose: Purpose,
+    ) -> Result<Begun, Refused> {
         let mut table = self.lock();
         if table.entries.contains_key(&key) {
             return Err(Refused::Duplicate(key.id));
         }
         let max = self.gate.settings.max_in_flight;
-        if table.entries.len() >= max {
+        if table.entries.len() >= max && !matches!(purpose, Purpose::Task(_)) {
             return Err(Refused::Full { max });
         }
         let ticket = table.next;
@@ -245,13 +301,27 @@ impl InFlight {
         self.gate.metrics.in_flight.inc();
         let Some(ask) = guarded else {
             let state = State::Forwarded(None);
-            table.entries.insert(key, Entry { ticket, state });
+            table.entries.insert(
+                key,
+                Entry {
+                    ticket,
+                    state,
+                    purpose,
+                },
+            );
             return Ok(Begun::Tracked(Ticket(ticket)));
         };
         let (wake, woken) = oneshot::channel();
         let (leaving, left) = oneshot::channel();
         let state = State::Queued { wake, left };
-        table.entries.insert(key.clone(), Entry { ticket, state });
+        table.entries.insert(
+            key.clone(),
+            Entry {
+                ticket,
+                state,
+                purpose,
+            },
+        );
         Ok(Begun::Queued(Queued {
             inflight: self.clone(),
             key,
@@ -280,20 +350,64 @@ impl InFlight {
 
     /// A response to `key` passed back: the request is over and its slot
     /// free, with `outcome` (`Ignore` if the client had cancelled it or gone
-    /// away). Returns whether a forwarded request was waiting for it.
-    pub fn answered(&self, key: &Key, outcome: Outcome) -> bool {
+    /// away) — unless `reply` (what the response said, when the proxy read
+    /// it) is a task handle answering a guarded call: then the slot is held
+    /// until the task ends (see [`Tasks`]). A reply to a request about a task
+    /// goes to the task holds too.
+    pub fn answered(
+        &self,
+        key: &Key,
+        outcome: Outcome,
+        reply: Option<(Answer, Option<&TaskState>)>,
+    ) -> Answered {
         let entry = self.remove_if(key, |e| !matches!(e.state, State::Queued { .. }));
         let Some(mut entry) = entry else {
-            return false;
+            return Answered::Nothing;
         };
-        if let State::Forwarded(Some(slot)) = &mut entry.state {
-            slot.answered(&self.gate, outcome);
-        } else if let State::Cancelling(slot) | State::Detached(slot) = &mut entry.state {
-            set_outcome(slot, Outcome::Ignore);
+        let handle = reply.and_then(|(_, task)| task).filter(|t| {
+            t.handle
+                && matches!(
+                    &entry.purpose,
+                    Purpose::Call { wants_task, .. } if *wants_task || t.flattened
+                )
+        });
+        match (&mut entry.state, handle, &entry.purpose) {
+            (
+                State::Forwarded(slot @ Some(_)) | State::Detached(slot @ Some(_)),
+                Some(task),
+                Purpose::Call {
+                    tasks,
+                    origin,
+                    meta,
+                    ..
+                },
+            ) => {
+                let slot = slot.take().expect("matched Some");
+                let follow = Follow::new(origin.clone(), meta.as_deref());
+                self.tasks.hold(tasks.clone(), task, slot.permit, follow);
+            }
+            (State::Forwarded(Some(slot)), _, _) => slot.answered(&self.gate, outcome),
+            (State::Cancelling(slot) | State::Detached(slot), _, _) => {
+                set_outcome(slot, Outcome::Ignore);
+            }
+            _ => {}
         }
+        let answered = match &entry.purpose {
+            Purpose::Task(ask) => {
+                if let Some((answer, task)) = reply {
+                    self.tasks.answered(ask, answer, task);
+                }
+                if ask.own {
+                    Answered::Own
+                } else {
+                    Answered::Client
+                }
+            }
+            _ => Answered::Client,
+        };
         // The slot is dropped (and the next waiter woken) outside the lock.
         drop(entry);
-        true
+        answered
     }
 
     /// The request `ticket` is over without a response the proxy saw (its
@@ -540,6 +654,9 @@ impl Queued {
         let mut request = Request::new().tool(&self.ask.tool);
         if let Some(client) = &self.ask.client {
             request = request.client(client);
+        }
+        if self.ask.continuation {
+            request = request.continuation();
         }
         let result = tokio::select! {
             biased;

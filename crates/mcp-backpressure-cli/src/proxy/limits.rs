@@ -35,6 +35,8 @@
 //! client_limit = 2            # slots one client key holds at once
 //! client_key = "session"      # HTTP only: session or header:NAME
 //! max_tracked_keys = 10000
+//! max_continuations = 64      # multi-round-trip retries served ahead of the queue
+//! max_task_holds = 10000      # background tasks holding their calls' slots
 //! shared_limit = "redis://127.0.0.1:6379/0"  # one limit across replicas (see `shared`)
 //! shared_key = "search-api"   # required with shared_limit
 //! lease = 10                  # seconds a dead replica's slots stay taken
@@ -103,7 +105,9 @@ const MAX_LIMIT: Count = Count::new("max_limit", 1);
 const DEFAULT_TOOL_LIMIT: Count = Count::new("default_tool_limit", 1);
 const CLIENT_LIMIT: Count = Count::new("client_limit", 1);
 const MAX_TRACKED_KEYS: Count = Count::new("max_tracked_keys", 1);
-const COUNTS: [Count; 11] = [
+const MAX_CONTINUATIONS: Count = Count::new("max_continuations", 0);
+const MAX_TASK_HOLDS: Count = Count::new("max_task_holds", 1);
+const COUNTS: [Count; 13] = [
     MAX_CONCURRENT,
     QUEUE_SIZE,
     MAX_MESSAGE_BYTES,
@@ -115,6 +119,8 @@ const COUNTS: [Count; 11] = [
     DEFAULT_TOOL_LIMIT,
     CLIENT_LIMIT,
     MAX_TRACKED_KEYS,
+    MAX_CONTINUATIONS,
+    MAX_TASK_HOLDS,
 ];
 
 const QUEUE_TIMEOUT: Seconds = Seconds::positive("queue_timeout");
@@ -242,6 +248,17 @@ pub struct LimitArgs {
     /// at once; more share one entry (>= 1) [default: 10000].
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub max_tracked_keys: Option<String>,
+    /// Continuations of multi-round-trip calls (a retry carrying
+    /// inputResponses or requestState) that may wait at the head of the
+    /// queue at once, beyond queue-size; more queue like any call (>= 0; 0:
+    /// no priority) [default: 64].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub max_continuations: Option<String>,
+    /// Background tasks whose calls keep their slots at once; past it, the
+    /// hold least recently known alive ends to make room (>= 1)
+    /// [default: 10000].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub max_task_holds: Option<String>,
     /// Share the limit with every proxy naming the same Redis and --shared-key:
     /// redis://[user:password@]HOST:PORT/DB (rediss:// with the redis-tls
     /// feature). Slots are leases in Redis and the wait queue is one queue
@@ -304,6 +321,8 @@ struct FileSettings {
     client_limit: Option<Spanned<toml::Value>>,
     client_key: Option<Spanned<toml::Value>>,
     max_tracked_keys: Option<Spanned<toml::Value>>,
+    max_continuations: Option<Spanned<toml::Value>>,
+    max_task_holds: Option<Spanned<toml::Value>>,
     shared_limit: Option<Spanned<toml::Value>>,
     shared_key: Option<Spanned<toml::Value>>,
     lease: Option<Spanned<toml::Value>>,
@@ -347,6 +366,8 @@ pub struct Settings {
     pub body_read_timeout: Duration,
     /// The limit shared through Redis, if any (fixed at startup).
     pub shared: Option<SharedLimit>,
+    /// Background tasks whose calls keep their slots at once.
+    pub max_task_holds: usize,
 }
 
 impl Settings {
@@ -376,6 +397,7 @@ impl Settings {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             shared: None,
+            max_task_holds: mcp_backpressure::task_holds::DEFAULT_MAX_HOLDS,
         }
     }
 
@@ -501,6 +523,14 @@ impl Settings {
         {
             config = config.with_max_tracked_keys(n);
         }
+        if let Some(n) =
+            MAX_CONTINUATIONS.get(pick(&args.max_continuations, &file.max_continuations))?
+        {
+            config = config.with_max_continuations(n);
+        }
+        let max_task_holds = MAX_TASK_HOLDS
+            .get(pick(&args.max_task_holds, &file.max_task_holds))?
+            .unwrap_or(mcp_backpressure::task_holds::DEFAULT_MAX_HOLDS);
         if let Some(input) = pick(&args.queue_discipline, &file.queue_discipline) {
             config = config.with_discipline(choice(
                 "queue_discipline",
@@ -547,6 +577,7 @@ impl Settings {
             header_read_timeout,
             body_read_timeout,
             shared,
+            max_task_holds,
         })
     }
 

@@ -28,6 +28,7 @@ mod outcome;
 mod reload;
 mod router;
 mod stdio;
+mod tasks;
 pub use mcp_backpressure_cli::wire;
 
 use std::net::SocketAddr;

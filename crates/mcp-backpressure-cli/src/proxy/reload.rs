@@ -180,6 +180,7 @@ fn describe(settings: &Settings) -> Vec<(String, String, bool)> {
         ("max_connections", settings.max_connections.to_string()),
         ("header_read_timeout", secs(settings.header_read_timeout)),
         ("body_read_timeout", secs(settings.body_read_timeout)),
+        ("max_task_holds", settings.max_task_holds.to_string()),
     ];
     out.extend(
         restart
@@ -220,6 +221,7 @@ fn describe_limiter(config: &LimiterConfig, out: &mut impl FnMut(&str, String)) 
     out("default_tool_limit", optional(config.default_tool_limit));
     out("client_limit", optional(config.client_limit));
     out("max_tracked_keys", config.max_tracked_keys.to_string());
+    out("max_continuations", config.max_continuations.to_string());
     for (name, tool) in &config.tools {
         let prefix = format!("tools.{name:?}.");
         out(

@@ -19,8 +19,11 @@ use super::error::ProxyError;
 use super::gate::Gate;
 #[cfg(test)]
 use super::inflight::Admission;
-use super::inflight::{Ask, Begun, Cancel, Expired, InFlight, Key, Left, Queued, Scope, Ticket};
+use super::inflight::{
+    Answered, Ask, Begun, Cancel, Expired, InFlight, Key, Left, Purpose, Queued, Scope, Ticket,
+};
 use super::outcome;
+use super::tasks::{Origin, TaskAsk, TaskMethod, TaskScope, Tasks};
 use super::wire::message::{self, From, Kind, Malformed, Parsed, RequestId, Shape};
 use super::wire::scan::{IdScan, ScanResult};
 
@@ -84,6 +87,18 @@ enum Cancelled {
     Unknown,
 }
 
+/// Who sent a client message, beyond its scope (HTTP).
+#[derive(Clone, Debug, Default)]
+pub struct Caller<'a> {
+    /// Its client key, if any.
+    pub client: Option<&'a str>,
+    /// The scope its tasks belong to when it has no session: its identity
+    /// (`None`: the callers without one share a scope).
+    pub identity: Option<Arc<str>>,
+    /// How the proxy may ask the upstream about its tasks itself.
+    pub origin: Option<Arc<Origin>>,
+}
+
 /// What to do with an upstream message.
 #[derive(Debug)]
 pub enum FromUpstream {
@@ -94,6 +109,8 @@ pub enum FromUpstream {
         /// The in-flight requests it answered (now over, their slots free).
         answered: Vec<RequestId>,
     },
+    /// The answer to the proxy's own poll: forward nothing.
+    Swallow,
     /// The message could not be passed on; if it answered a request, the
     /// client gets `error` for it instead (and its slot is free).
     Replace {
@@ -131,9 +148,44 @@ impl Router {
         self.inflight.gate()
     }
 
+    /// The task holds.
+    pub fn tasks(&self) -> &Tasks {
+        self.inflight.tasks()
+    }
+
     /// Decides on one client message of `scope`, from the client `client`
     /// (its key, if any). Call it in arrival order.
     pub fn client(&self, scope: &Scope, client: Option<&str>, bytes: &[u8]) -> FromClient {
+        let caller = Caller {
+            client,
+            ..Caller::default()
+        };
+        self.client_from(scope, &caller, bytes, |_| None)
+    }
+
+    /// The scope of the tasks of a message in `scope` from `caller`.
+    fn task_scope(scope: &Scope, caller: &Caller<'_>) -> TaskScope {
+        match scope {
+            Scope::Stdio => TaskScope::Stdio,
+            Scope::Session(session) => TaskScope::Session(session.clone()),
+            Scope::Exchange(_) => caller
+                .identity
+                .clone()
+                .map_or(TaskScope::Anonymous, TaskScope::Caller),
+        }
+    }
+
+    /// [`Router::client`] for a message from `caller`; `check` sees the
+    /// message's routing fields (the one parse the proxy makes) and may
+    /// refuse it with a reason (HTTP: headers that do not match the body).
+    pub fn client_from(
+        &self,
+        scope: &Scope,
+        caller: &Caller<'_>,
+        bytes: &[u8],
+        check: impl FnOnce(&Shape) -> Option<String>,
+    ) -> FromClient {
+        let client = caller.client;
         let Parsed { kinds, bytes } = match message::parse(bytes, From::Client) {
             Ok(parsed) => parsed,
             Err(malformed) => {
@@ -148,11 +200,52 @@ impl Router {
                 };
             }
         };
+        if let Some(why) = check(&kinds) {
+            let id = match &kinds {
+                Shape::One(Kind::Request { id, .. }) => Some(id.clone()),
+                _ => None,
+            };
+            return FromClient::Answer {
+                error: Malformed::Invalid(why).into(),
+                ids: vec![id],
+                batch: false,
+            };
+        }
         let settings = &self.gate().settings;
         match kinds {
-            Shape::One(Kind::Request { id, method, name }) => {
-                let ask = if settings.is_guarded(&method) {
-                    match self.ask(method, name, client) {
+            Shape::One(Kind::Request {
+                id,
+                method,
+                name,
+                params,
+            }) => {
+                // Requests about a task are never admitted through the
+                // limiter: they hold no slot, and refusing one would keep a
+                // task's slot held for want of news.
+                let task = TaskMethod::of(&method).and_then(|m| {
+                    params.task_id.as_deref().map(|task_id| TaskAsk {
+                        scope: Self::task_scope(scope, caller),
+                        method: m,
+                        task_id: Arc::from(task_id),
+                        own: false,
+                    })
+                });
+                let guarded = task.is_none() && settings.is_guarded(&method);
+                let purpose = match task {
+                    Some(ask) => {
+                        self.tasks().asked(&ask);
+                        Purpose::Task(ask)
+                    }
+                    None if guarded && method == TOOLS_CALL => Purpose::Call {
+                        tasks: Self::task_scope(scope, caller),
+                        origin: caller.origin.clone(),
+                        meta: params.meta,
+                        wants_task: params.wants_task,
+                    },
+                    None => Purpose::Plain,
+                };
+                let ask = if guarded {
+                    match self.ask(method, name, client, params.continuation) {
                         Ok(ask) => Some(ask),
                         Err(why) => {
                             return FromClient::Answer {
@@ -173,7 +266,7 @@ impl Router {
                     scope: scope.clone(),
                     id: id.clone(),
                 };
-                match self.inflight.begin(key.clone(), ask) {
+                match self.inflight.begin(key.clone(), ask, purpose) {
                     Ok(Begun::Queued(queued)) => FromClient::Admit { bytes, queued },
                     Ok(Begun::Tracked(ticket)) => FromClient::Forward {
                         bytes,
@@ -216,6 +309,7 @@ impl Router {
         method: String,
         name: Option<String>,
         client: Option<&str>,
+        continuation: bool,
     ) -> Result<Ask, String> {
         let tool = match name {
             Some(name) if method == TOOLS_CALL => name,
@@ -237,6 +331,7 @@ impl Router {
             Some(client) => Ok(Ask {
                 tool: tool.into(),
                 client: Some(client.into()),
+                continuation,
             }),
             None => {
                 if let Some(header) = key.header()
@@ -251,6 +346,7 @@ impl Router {
                 Ok(Ask {
                     tool: tool.into(),
                     client: None,
+                    continuation,
                 })
             }
         }
@@ -296,6 +392,7 @@ impl Router {
             Kind::Notification {
                 cancels: Some(_),
                 method,
+                ..
             } => Some(method.clone()),
             _ => None,
         }) {
@@ -317,7 +414,7 @@ impl Router {
                 scope: scope.clone(),
                 id: id.clone(),
             };
-            match self.inflight.begin(key.clone(), None) {
+            match self.inflight.begin(key.clone(), None, Purpose::Plain) {
                 Ok(Begun::Tracked(ticket)) => requests.push(Watched { key, ticket }),
                 Ok(Begun::Queued(_)) => unreachable!("unguarded requests are not queued"),
                 Err(refused) => {
@@ -342,24 +439,56 @@ impl Router {
     pub fn upstream(&self, scope: &Scope, bytes: &[u8], status: Option<u16>) -> FromUpstream {
         match message::parse(bytes, From::Upstream) {
             Ok(Parsed { kinds, bytes }) => {
+                let single = matches!(kinds, Shape::One(_));
                 let kinds = match kinds {
                     Shape::One(kind) => vec![kind],
                     Shape::Batch(kinds) => kinds,
                 };
                 let mut answered = Vec::new();
+                let mut own = false;
                 for kind in kinds {
-                    if let Kind::Response {
-                        id: Some(id),
-                        answer,
-                    } = kind
-                        && self.answered(
-                            scope,
-                            id.clone(),
-                            outcome::of_answer(answer, status, self.gate().settings.error_code),
-                        )
-                    {
-                        answered.push(id);
+                    match kind {
+                        Kind::Response {
+                            id: Some(id),
+                            answer,
+                            task,
+                        } => {
+                            let outcome =
+                                outcome::of_answer(answer, status, self.gate().settings.error_code);
+                            let key = Key {
+                                scope: scope.clone(),
+                                id: id.clone(),
+                            };
+                            match self
+                                .inflight
+                                .answered(&key, outcome, Some((answer, task.as_ref())))
+                            {
+                                Answered::Client => answered.push(id),
+                                Answered::Own => own = true,
+                                Answered::Nothing => {}
+                            }
+                        }
+                        Kind::Notification {
+                            task: Some(task), ..
+                        } => {
+                            let tasks = match scope {
+                                Scope::Stdio => Some(TaskScope::Stdio),
+                                Scope::Session(session) => {
+                                    Some(TaskScope::Session(session.clone()))
+                                }
+                                // A stream without a session: whose task it
+                                // is cannot be told; the polls will see it.
+                                Scope::Exchange(_) => None,
+                            };
+                            if let Some(tasks) = tasks {
+                                self.tasks().notified(&tasks, &task);
+                            }
+                        }
+                        _ => {}
                     }
+                }
+                if own && single {
+                    return FromUpstream::Swallow;
                 }
                 FromUpstream::Forward { bytes, answered }
             }
@@ -379,13 +508,40 @@ impl Router {
     /// A response to `id` passed (or was replaced by an error): its request
     /// is over, with `outcome`.
     pub fn answered(&self, scope: &Scope, id: RequestId, outcome: Outcome) -> bool {
-        self.inflight.answered(
-            &Key {
-                scope: scope.clone(),
-                id,
-            },
-            outcome,
-        )
+        let key = Key {
+            scope: scope.clone(),
+            id,
+        };
+        self.inflight.answered(&key, outcome, None) != Answered::Nothing
+    }
+
+    /// Enters the proxy's own poll of a task in `scope` (its answer is
+    /// swallowed); returns its id and the message to send upstream, or
+    /// `None` if the table cannot take it now.
+    pub fn own_poll(
+        &self,
+        scope: &Scope,
+        due: &super::tasks::Due,
+    ) -> Option<(Key, Ticket, Vec<u8>)> {
+        let (tasks, task_id) = (due.scope.clone(), &due.task_id);
+        let id = self.tasks().poll_id();
+        let key = Key {
+            scope: scope.clone(),
+            id: id.clone(),
+        };
+        let ask = TaskAsk {
+            scope: tasks,
+            method: TaskMethod::Get,
+            task_id: task_id.clone(),
+            own: true,
+        };
+        match self.inflight.begin(key.clone(), None, Purpose::Task(ask)) {
+            Ok(Begun::Tracked(ticket)) => {
+                let message = Tasks::poll_message(&id, task_id, &due.follow);
+                Some((key, ticket, message))
+            }
+            _ => None,
+        }
     }
 
     /// An upstream message the proxy could not hold or parse, as far as a

@@ -29,11 +29,14 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 use tokio::process::{Child, Command};
 use tokio::sync::{Semaphore, mpsc};
 
+use mcp_backpressure::Outcome;
+
 use super::budget::{Budget, Lease};
 use super::error::{self, ProxyError};
 use super::gate::Gate;
 use super::inflight::{Admission, Queued, Scope};
 use super::router::{FromClient, FromUpstream, Router};
+use super::tasks::{Due, OWN_POLL_TIMEOUT};
 use super::wire::line::{self, Line};
 use super::wire::message::RequestId;
 use super::wire::scan::TopLevelScanner;
@@ -134,6 +137,15 @@ pub async fn run(gate: Arc<Gate>, command: &[String]) -> anyhow::Result<ExitCode
         pipes.to_upstream.downgrade(),
     ));
 
+    // The task holds' timers: TTLs, and the proxy's own polls of tasks
+    // nobody asked about for their poll interval.
+    let task_timers = tokio::spawn(router.tasks().clone().drive({
+        let router = router.clone();
+        let to_upstream = pipes.to_upstream.downgrade();
+        let budget = pipes.upstream_budget.clone();
+        move |due| own_poll(&router, &to_upstream, &budget, &due)
+    }));
+
     let ending = {
         let client = read_client(client_input(), router.clone(), pipes.clone());
         tokio::select! {
@@ -143,6 +155,7 @@ pub async fn run(gate: Arc<Gate>, command: &[String]) -> anyhow::Result<ExitCode
             status = child.wait() => Ending::Exited(status.ok()),
         }
     };
+    task_timers.abort();
     let Pipes {
         to_client,
         to_upstream,
@@ -180,6 +193,7 @@ pub async fn run(gate: Arc<Gate>, command: &[String]) -> anyhow::Result<ExitCode
                     break;
                 }
             }
+            router.tasks().close_all();
             // Closing the last sender closes the child's stdin once the
             // cancellations are written.
             drop(to_upstream);
@@ -191,6 +205,7 @@ pub async fn run(gate: Arc<Gate>, command: &[String]) -> anyhow::Result<ExitCode
             Ok(ExitCode::SUCCESS)
         }
         Ending::Upstream | Ending::Exited(_) => {
+            router.tasks().close_all();
             drop(to_upstream);
             let status = match ending {
                 Ending::Exited(status) => {
@@ -215,6 +230,38 @@ pub async fn run(gate: Arc<Gate>, command: &[String]) -> anyhow::Result<ExitCode
             anyhow::bail!("the upstream server `{program}` {what}")
         }
     }
+}
+
+/// Asks the upstream about a task nobody asked about for its poll interval:
+/// a `tasks/get` with an id of the proxy's own, whose answer the router
+/// swallows. Given up (its entry removed) if unanswered within
+/// [`OWN_POLL_TIMEOUT`].
+fn own_poll(router: &Router, to_upstream: &mpsc::WeakSender<Out>, budget: &Budget, due: &Due) {
+    let Some(to_upstream) = to_upstream.upgrade() else {
+        return;
+    };
+    let Some((key, ticket, mut line)) = router.own_poll(&Scope::Stdio, due)
+    else {
+        return;
+    };
+    tracing::debug!(task = %due.task_id, "nobody asked about the task for its poll interval; asking");
+    line.push(b'\n');
+    let router = router.clone();
+    let budget = budget.clone();
+    tokio::spawn(async move {
+        let lease = budget.reserve(line.len()).await;
+        let sent = to_upstream
+            .send(Out {
+                line,
+                _lease: lease,
+            })
+            .await;
+        drop(to_upstream);
+        if sent.is_ok() {
+            tokio::time::sleep(OWN_POLL_TIMEOUT).await;
+        }
+        router.inflight().finish(&key, ticket, Outcome::Ignore);
+    });
 }
 
 /// This process's stdin: read from the event loop when it is a pipe (as it
@@ -555,7 +602,7 @@ async fn read_upstream<R: AsyncRead + Unpin>(
                     _lease: lease,
                 }
             }
-            FromUpstream::Replace { id: None, .. } => continue,
+            FromUpstream::Replace { id: None, .. } | FromUpstream::Swallow => continue,
             FromUpstream::Replace {
                 id: Some(id),
                 error,

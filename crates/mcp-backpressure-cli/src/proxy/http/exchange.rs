@@ -22,8 +22,10 @@ use crate::proxy::budget::Budget;
 use crate::proxy::error::{self, ProxyError};
 use crate::proxy::gate::Gate;
 use crate::proxy::inflight::{Admission, Scope};
-use crate::proxy::router::{FromClient, Router, Watched};
-use crate::proxy::wire::message::{Malformed, RequestId};
+use crate::proxy::router::{Caller, FromClient, Router, Watched};
+use crate::proxy::tasks::{Due, OWN_POLL_TIMEOUT, Origin, TaskScope};
+use crate::proxy::wire::message::{Kind, Malformed, RequestId, Shape};
+use crate::proxy::wire::sse::{SseData, SseParser};
 
 /// The HTTP proxy's shared state.
 #[derive(Debug)]
@@ -129,19 +131,28 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
             .await;
         if delete && response.status().is_success() {
             let ended = proxy.router.inflight().drain(Some(&scope)).await;
+            if let Scope::Session(session) = &scope {
+                proxy.router.tasks().close(&TaskScope::Session(session.clone()));
+            }
             tracing::debug!(requests = ended.len(), "session deleted");
         }
         return response;
     }
-    if let Some(mismatch) = header_mismatch(&parts.headers, &bytes) {
-        return proxy.error_response(
-            &ProxyError::Malformed(Malformed::Invalid(mismatch)),
-            &[None],
-            false,
-        );
-    }
     let client = client_key.of(&parts.headers);
-    match proxy.router.client(&scope, client.as_deref(), &bytes) {
+    let caller = Caller {
+        client: client.as_deref(),
+        identity: identity(client.as_deref(), &parts.headers),
+        origin: Some(Arc::new(Origin {
+            url: target.url.clone(),
+            headers: origin_headers(&parts.headers, client_key.header()),
+        })),
+    };
+    match proxy
+        .router
+        .client_from(&scope, &caller, &bytes, |shape| {
+            header_mismatch(&parts.headers, shape)
+        })
+    {
         FromClient::Forward { bytes, requests } => {
             proxy
                 .forward(&parts, &target, Bytes::from(bytes), scope, requests)
@@ -176,6 +187,39 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
     }
 }
 
+/// Who a caller without a session is, for the scope of its tasks: its
+/// client key, else its `Authorization` header (`None`: nobody in
+/// particular).
+fn identity(client: Option<&str>, headers: &HeaderMap) -> Option<Arc<str>> {
+    if let Some(client) = client {
+        return Some(format!("key:{client}").into());
+    }
+    let auth = headers.get(header::AUTHORIZATION)?;
+    let auth = String::from_utf8_lossy(auth.as_bytes());
+    Some(format!("auth:{auth}").into())
+}
+
+/// The headers the proxy's own task polls carry again: what routes the
+/// request to the caller's session and authorises it as the caller.
+fn origin_headers(headers: &HeaderMap, client_key: Option<&str>) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    let names = [
+        header::AUTHORIZATION.as_str(),
+        header::COOKIE.as_str(),
+        header::HOST.as_str(),
+        SESSION,
+        "mcp-protocol-version",
+    ];
+    for name in names.into_iter().chain(client_key) {
+        if let Some(value) = headers.get(name)
+            && let Ok(name) = axum::http::HeaderName::try_from(name)
+        {
+            out.insert(name, value.clone());
+        }
+    }
+    out
+}
+
 /// A body that a server might read as JSON: a JSON content type, or bytes
 /// that start like a JSON object or array.
 fn looks_like_json(headers: &HeaderMap, bytes: &[u8]) -> bool {
@@ -208,30 +252,59 @@ fn repeated_header<'a>(headers: &HeaderMap, client_key: Option<&'a str>) -> Opti
 
 /// MCP 2026-07-28 carries the method (and tool name) in `Mcp-Method` /
 /// `Mcp-Name` headers that must match the body; a server may route on
-/// either, so the proxy refuses a request where they differ.
-fn header_mismatch(headers: &HeaderMap, bytes: &[u8]) -> Option<String> {
-    // Each header present is checked on its own: an upstream that routes on
-    // `Mcp-Name` alone must not run another tool than the one admitted.
-    if !headers.contains_key("mcp-method") && !headers.contains_key("mcp-name") {
-        return None;
+/// either, so the proxy refuses a request where they differ. Checked against
+/// the router's one parse of the body.
+fn header_mismatch(headers: &HeaderMap, shape: &Shape) -> Option<String> {
+    let (method, name) = match shape {
+        Shape::One(Kind::Request {
+            method,
+            name,
+            params,
+            ..
+        }) => (
+            Some(method.as_str()),
+            name.as_deref()
+                .or(params.uri.as_deref())
+                .or(params.task_id.as_deref()),
+        ),
+        Shape::One(Kind::Notification { method, .. }) => (Some(method.as_str()), None),
+        _ => (None, None),
+    };
+    if let Some(method_header) = headers.get("mcp-method")
+        && method_header.to_str().ok() != method
+    {
+        return Some("the Mcp-Method header does not match the body's method".into());
     }
-    let body: Value = serde_json::from_slice(bytes).ok()?;
-    if let Some(method_header) = headers.get("mcp-method") {
-        let method = body.get("method").and_then(Value::as_str);
-        if method_header.to_str().ok() != method {
-            return Some("the Mcp-Method header does not match the body's method".into());
-        }
-    }
-    if let Some(name_header) = headers.get("mcp-name") {
-        let params = body.get("params");
-        let name = params
-            .and_then(|p| p.get("name").or_else(|| p.get("uri")))
-            .and_then(Value::as_str);
-        if name_header.to_str().ok() != name {
-            return Some("the Mcp-Name header does not match the body".into());
-        }
+    if let Some(name_header) = headers.get("mcp-name")
+        && decode_name(name_header).as_deref() != name
+    {
+        return Some("the Mcp-Name header does not match the body".into());
     }
     None
+}
+
+/// A header value: itself when plain ASCII, decoded from the base64 sentinel.
+fn decode_name(value: &HeaderValue) -> Option<String> {
+    let text = value.to_str().ok()?;
+    match text.strip_prefix("=?base64?").and_then(|t| t.strip_suffix("?=")) {
+        Some(encoded) => {
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+            String::from_utf8(bytes).ok()
+        }
+        None => Some(text.to_owned()),
+    }
+}
+
+/// An `Mcp-Name` value: the task id itself when it is plain printable
+/// ASCII, else the base64 sentinel `=?base64?…?=`.
+fn mcp_name(value: &str) -> Option<HeaderValue> {
+    if value.bytes().all(|b| (0x20..0x7f).contains(&b)) && !value.starts_with("=?") {
+        return HeaderValue::from_str(value).ok();
+    }
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+    HeaderValue::from_str(&format!("=?base64?{encoded}?=")).ok()
 }
 
 fn error_status(error: &BodyError) -> Response {
@@ -351,6 +424,73 @@ impl Proxy {
         });
     }
 
+    /// Asks the upstream about a task nobody asked about for its poll
+    /// interval, with the creating call's headers; the answer is routed (and
+    /// swallowed) like any other, on a task of its own. Given up after
+    /// [`OWN_POLL_TIMEOUT`].
+    pub fn own_poll(self: &Arc<Self>, due: &Due) {
+        let Some(origin) = due.follow.origin.clone() else {
+            return;
+        };
+        let scope = match target::session(&origin.headers) {
+            Some(session) => Scope::Session(Arc::from(session)),
+            None => Scope::Exchange(self.exchanges.fetch_add(1, Ordering::Relaxed)),
+        };
+        let Some((key, ticket, body)) = self.router.own_poll(&scope, due) else {
+            return;
+        };
+        tracing::debug!(task = %due.task_id, "nobody asked about the task for its poll interval; asking");
+        let mut headers = origin.headers.clone();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        headers.insert("mcp-method", HeaderValue::from_static("tasks/get"));
+        if let Some(name) = mcp_name(&due.task_id) {
+            headers.insert("mcp-name", name);
+        }
+        let request = self.client.post(origin.url.clone()).headers(headers).body(body);
+        let proxy = self.clone();
+        let max = self.settings().max_message_bytes;
+        tokio::spawn(async move {
+            let read = async {
+                let response = request.send().await?;
+                let status = response.status().as_u16();
+                let sse = response
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("event-stream"));
+                let bytes = response.bytes().await?;
+                reqwest::Result::Ok((status, sse, bytes))
+            };
+            match tokio::time::timeout(OWN_POLL_TIMEOUT, read).await {
+                Ok(Ok((status, true, bytes))) => {
+                    let mut events = Vec::new();
+                    let mut parser = SseParser::new(max);
+                    parser.push(&bytes, &mut |event| events.push(event));
+                    parser.finish();
+                    for event in events.iter().filter(|e| e.is_message()) {
+                        if let SseData::Held(data) = &event.data {
+                            proxy.router.upstream(&scope, data, Some(status));
+                        }
+                    }
+                }
+                Ok(Ok((status, false, bytes))) if bytes.len() <= max => {
+                    proxy.router.upstream(&scope, &bytes, Some(status));
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => tracing::debug!(%error, "the proxy's own task poll failed"),
+                Err(_) => tracing::debug!("the proxy's own task poll timed out"),
+            }
+            proxy.router.inflight().finish(&key, ticket, Outcome::Ignore);
+        });
+    }
+
     /// Finishes `watched` as over (used when a response could not be read).
     pub fn finish(&self, watched: &Watched, outcome: Outcome) -> bool {
         self.router
@@ -364,9 +504,14 @@ mod tests {
     use axum::http::{HeaderMap, HeaderValue};
 
     use super::header_mismatch;
+    use crate::proxy::wire::message::{From, Shape, parse};
 
     const CALL: &[u8] =
         br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search"}}"#;
+
+    fn shape(bytes: &[u8]) -> Shape {
+        parse(bytes, From::Client).unwrap().kinds
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -378,16 +523,17 @@ mod tests {
 
     #[test]
     fn each_routing_header_is_checked_on_its_own() {
-        assert_eq!(header_mismatch(&headers(&[]), CALL), None);
+        let call = shape(CALL);
+        assert_eq!(header_mismatch(&headers(&[]), &call), None);
         assert_eq!(
             header_mismatch(
                 &headers(&[("mcp-method", "tools/call"), ("mcp-name", "search")]),
-                CALL
+                &call
             ),
             None
         );
         // An `Mcp-Name` without `Mcp-Method` naming another tool than the body.
-        assert!(header_mismatch(&headers(&[("mcp-name", "report")]), CALL).is_some());
-        assert!(header_mismatch(&headers(&[("mcp-method", "tools/list")]), CALL).is_some());
+        assert!(header_mismatch(&headers(&[("mcp-name", "report")]), &call).is_some());
+        assert!(header_mismatch(&headers(&[("mcp-method", "tools/list")]), &call).is_some());
     }
 }

@@ -142,6 +142,8 @@ pub enum Kind {
         /// From the client only: `params.name` when it is a string (the tool
         /// of a `tools/call`, the prompt of a `prompts/get`).
         name: Option<String>,
+        /// From the client only: the other routing fields of `params`.
+        params: RequestParams,
     },
     /// A notification: a method, no id.
     Notification {
@@ -149,6 +151,9 @@ pub enum Kind {
         method: String,
         /// For `notifications/cancelled`: the id it cancels, if valid.
         cancels: Option<RequestId>,
+        /// From the upstream only: the task a task status notification
+        /// (`notifications/tasks/status`, `notifications/tasks`) is about.
+        task: Option<TaskState>,
     },
     /// A response: an id (`None` when null or not a valid id) and a result or
     /// an error.
@@ -157,10 +162,93 @@ pub enum Kind {
         id: Option<RequestId>,
         /// What it says: a result or an error.
         answer: Answer,
+        /// From the upstream only: the task its result describes — a task
+        /// handle (the answer to a `tools/call` run as a task) or a task's
+        /// state (the answer to `tasks/get` or `tasks/cancel`).
+        task: Option<TaskState>,
     },
     /// From the upstream only: valid JSON that is none of the above (no
     /// `jsonrpc`, an odd id…). Forwarded as it is, routed nowhere.
     Other,
+}
+
+/// The routing fields of a client request's `params` besides `name`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestParams {
+    /// `params.uri` when it is a string (`resources/read`, …).
+    pub uri: Option<String>,
+    /// `params.taskId` when it is a string (`tasks/get`, `tasks/result`,
+    /// `tasks/update`, `tasks/cancel`).
+    pub task_id: Option<String>,
+    /// `params.inputResponses` or `params.requestState` is present: the
+    /// request continues a multi-round-trip call (SEP-2322).
+    pub continuation: bool,
+    /// `params.task` is present: the request asks to run as a task
+    /// (2025-11-25).
+    pub wants_task: bool,
+    /// `tools/call` only: `params._meta` as sent (2026-07-28 requests carry
+    /// the protocol version and the client's capabilities there, and the
+    /// proxy's own task polls must carry them too).
+    pub meta: Option<Box<str>>,
+}
+
+/// A task's status, as a task handle, a `tasks/get` answer or a status
+/// notification says it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskStatus {
+    /// `working`.
+    Working,
+    /// `input_required`: the task waits for its client (it stays alive).
+    InputRequired,
+    /// `completed`.
+    Completed,
+    /// `failed`.
+    Failed,
+    /// `cancelled`.
+    Cancelled,
+    /// Any other value: not terminal.
+    Other,
+}
+
+impl TaskStatus {
+    fn parse(status: &str) -> Self {
+        match status {
+            "working" => Self::Working,
+            "input_required" => Self::InputRequired,
+            "completed" => Self::Completed,
+            "failed" => Self::Failed,
+            "cancelled" => Self::Cancelled,
+            _ => Self::Other,
+        }
+    }
+
+    /// `completed`, `failed` or `cancelled`: the task is over.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// A task as one upstream message describes it (both protocol
+/// generations: 2025-11-25's `result.task` and `ttl`/`pollInterval`,
+/// 2026-07-28's flattened `resultType: "task"` and `ttlMs`/`pollIntervalMs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskState {
+    /// `taskId`.
+    pub task_id: String,
+    /// `status`.
+    pub status: TaskStatus,
+    /// The TTL in milliseconds (`ttl` or `ttlMs`), when a number.
+    pub ttl_ms: Option<u64>,
+    /// The poll interval in milliseconds (`pollInterval` or
+    /// `pollIntervalMs`), when a number.
+    pub poll_interval_ms: Option<u64>,
+    /// A task handle: the result says a task was created (2025-11-25:
+    /// `result.task`; 2026-07-28: `resultType: "task"`).
+    pub handle: bool,
+    /// The 2026-07-28 handle (`resultType: "task"`), which a server sends
+    /// whether or not the client asked; a 2025-11-25 handle answers a
+    /// request that asked for a task.
+    pub flattened: bool,
 }
 
 /// What a response says, as far as the proxy judges load by it.
@@ -345,9 +433,11 @@ fn classify(
         (Some(method), Some(raw)) => match RequestId::parse(raw.get()) {
             Some(id) => {
                 let mut name = None;
+                let mut params = RequestParams::default();
                 if strict {
-                    match check_params(envelope.params) {
-                        Ok(found) => name = found,
+                    let keep_meta = method == "tools/call";
+                    match check_params(envelope.params, keep_meta) {
+                        Ok(found) => (name, params) = found,
                         Err(Malformed::Invalid(why)) => {
                             return Err(Malformed::Request { id, why });
                         }
@@ -355,14 +445,19 @@ fn classify(
                     }
                     canonical(raw, &id, full, splices);
                 }
-                Ok(Kind::Request { id, method, name })
+                Ok(Kind::Request {
+                    id,
+                    method,
+                    name,
+                    params,
+                })
             }
             None if strict => Err(Malformed::BadId(raw.get().to_owned())),
             None => Ok(Kind::Other),
         },
         (Some(method), None) => {
             if strict {
-                check_params(envelope.params)?;
+                check_params(envelope.params, false)?;
             }
             // A cancellation is forwarded only if the proxy knows what it
             // cancels: the upstream must not stop a call whose slot the proxy
@@ -380,7 +475,16 @@ fn classify(
             } else {
                 None
             };
-            Ok(Kind::Notification { method, cancels })
+            let task = if strict {
+                None
+            } else {
+                task_notification(&method, envelope.params)
+            };
+            Ok(Kind::Notification {
+                method,
+                cancels,
+                task,
+            })
         }
         (None, Some(raw)) if answers => {
             if strict && envelope.result.is_some() && envelope.error.is_some() {
@@ -391,9 +495,15 @@ fn classify(
             if strict && envelope.params.is_some() {
                 return Err(invalid("a response has no \"params\""));
             }
+            let task = if strict {
+                None
+            } else {
+                envelope.result.and_then(task_result)
+            };
             Ok(Kind::Response {
                 id: RequestId::parse(raw.get()),
                 answer: answer(envelope.result, envelope.error),
+                task,
             })
         }
         _ => other("neither a request, a notification nor a response"),
@@ -406,6 +516,100 @@ struct Params<'a> {
     meta: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     name: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    uri: Option<&'a RawValue>,
+    #[serde(borrow, rename = "taskId", default, deserialize_with = "present")]
+    task_id: Option<&'a RawValue>,
+    #[serde(borrow, rename = "inputResponses", default, deserialize_with = "present")]
+    input_responses: Option<&'a RawValue>,
+    #[serde(borrow, rename = "requestState", default, deserialize_with = "present")]
+    request_state: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    task: Option<&'a RawValue>,
+}
+
+/// The task fields of an upstream result or notification's params.
+#[derive(Deserialize)]
+struct TaskProbe<'a> {
+    #[serde(borrow, rename = "resultType", default, deserialize_with = "present")]
+    result_type: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    task: Option<&'a RawValue>,
+    #[serde(borrow, rename = "taskId", default, deserialize_with = "present")]
+    task_id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    status: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    ttl: Option<&'a RawValue>,
+    #[serde(borrow, rename = "ttlMs", default, deserialize_with = "present")]
+    ttl_ms: Option<&'a RawValue>,
+    #[serde(borrow, rename = "pollInterval", default, deserialize_with = "present")]
+    poll_interval: Option<&'a RawValue>,
+    #[serde(borrow, rename = "pollIntervalMs", default, deserialize_with = "present")]
+    poll_interval_ms: Option<&'a RawValue>,
+}
+
+/// The methods of task status notifications (2025-11-25, 2026-07-28).
+pub const TASK_NOTIFICATIONS: [&str; 2] = ["notifications/tasks/status", "notifications/tasks"];
+
+fn string(raw: Option<&RawValue>) -> Option<String> {
+    raw.and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+}
+
+fn millis(raw: Option<&RawValue>) -> Option<u64> {
+    let raw = raw?.get();
+    raw.parse::<u64>().ok().or_else(|| {
+        // A whole number written as a float (`1000.0`) is still a number.
+        let f: f64 = raw.parse().ok()?;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        (f.is_finite() && f >= 0.0 && f < 1.8e19).then_some(f as u64)
+    })
+}
+
+/// A task's state from an object holding `taskId` and `status` (and maybe
+/// its TTL and poll interval).
+fn task_fields(probe: &TaskProbe<'_>, handle: bool, flattened: bool) -> Option<TaskState> {
+    let task_id = string(probe.task_id)?;
+    let status = TaskStatus::parse(&string(probe.status)?);
+    Some(TaskState {
+        task_id,
+        status,
+        ttl_ms: millis(probe.ttl_ms).or_else(|| millis(probe.ttl)),
+        poll_interval_ms: millis(probe.poll_interval_ms).or_else(|| millis(probe.poll_interval)),
+        handle,
+        flattened,
+    })
+}
+
+fn probe(raw: &RawValue) -> Option<TaskProbe<'_>> {
+    raw.get()
+        .starts_with('{')
+        .then(|| serde_json::from_str::<TaskProbe<'_>>(raw.get()).ok())
+        .flatten()
+}
+
+/// The task an upstream result describes: a handle (2026-07-28
+/// `resultType: "task"` with the task's fields beside it; 2025-11-25 a
+/// `task` object), or a task's state (`taskId` and `status` at the top).
+fn task_result(result: &RawValue) -> Option<TaskState> {
+    let top = probe(result)?;
+    if top.result_type.map(RawValue::get) == Some("\"task\"") {
+        return task_fields(&top, true, true);
+    }
+    if let Some(task) = top.task.and_then(probe)
+        && let Some(state) = task_fields(&task, true, false)
+    {
+        return Some(state);
+    }
+    task_fields(&top, false, false)
+}
+
+/// The task a status notification from the upstream is about.
+fn task_notification(method: &str, params: Option<&RawValue>) -> Option<TaskState> {
+    if !TASK_NOTIFICATIONS.contains(&method) {
+        return None;
+    }
+    task_fields(&probe(params?)?, false, false)
 }
 
 #[derive(Deserialize)]
@@ -442,23 +646,40 @@ fn answer(result: Option<&RawValue>, error: Option<&RawValue>) -> Answer {
 /// MCP's rules for `params` (stricter than JSON-RPC's, and what the SDKs
 /// parse): an object, whose `_meta`, if any, is an object too. A request the
 /// upstream cannot read is never answered, so the proxy refuses it instead.
-/// Returns `params.name` when it is a string.
-fn check_params(params: Option<&RawValue>) -> Result<Option<String>, Malformed> {
+/// Returns `params.name` when it is a string, and the other routing fields.
+fn check_params(
+    params: Option<&RawValue>,
+    keep_meta: bool,
+) -> Result<(Option<String>, RequestParams), Malformed> {
     let Some(params) = params else {
-        return Ok(None);
+        return Ok((None, RequestParams::default()));
     };
     if !params.get().starts_with('{') {
         return Err(invalid("\"params\" must be an object"));
     }
-    let params: Params<'_> = serde_json::from_str(params.get())
-        .map_err(|_| invalid("\"params\" holds \"_meta\" or \"name\" twice"))?;
+    let params: Params<'_> = serde_json::from_str(params.get()).map_err(|_| {
+        invalid(
+            "\"params\" holds one of \"_meta\", \"name\", \"uri\", \"taskId\", \
+             \"inputResponses\", \"requestState\", \"task\" twice",
+        )
+    })?;
     match params.meta {
         Some(meta) if !meta.get().starts_with('{') => {
             Err(invalid("\"params._meta\" must be an object"))
         }
-        _ => Ok(params
-            .name
-            .and_then(|name| serde_json::from_str::<String>(name.get()).ok())),
+        _ => Ok((
+            string(params.name),
+            RequestParams {
+                uri: string(params.uri),
+                task_id: string(params.task_id),
+                continuation: params.input_responses.is_some() || params.request_state.is_some(),
+                wants_task: params.task.is_some(),
+                meta: params
+                    .meta
+                    .filter(|_| keep_meta)
+                    .map(|meta| meta.get().into()),
+            },
+        )),
     }
 }
 
