@@ -2,9 +2,12 @@
 //! JSON-RPC message ([`message`]), stdio lines ([`mod@line`]), server-sent events
 //! ([`sse`]) and a streaming scanner for messages too large to hold
 //! ([`scan`]). Every parser here is bounded in memory, never panics, and is
-//! property-tested (and fuzzed: `crates/mcp-backpressure-cli/fuzz/`).
+//! property-tested (and fuzzed: `crates/mcp-backpressure-cli/fuzz/`). Beside
+//! them, [`mcp_headers`] checks the MCP routing headers against the facts of
+//! the one parse of the body (pure; property-tested, not fuzzed).
 
 pub mod line;
+pub mod mcp_headers;
 pub mod message;
 pub mod scan;
 pub mod sse;
