@@ -104,4 +104,20 @@ pub mod names {
     pub const REJECTED: &str = "mcp_backpressure_rejected_total";
     /// The label of [`REJECTED`].
     pub const REASON_LABEL: &str = "reason";
+    /// Gauge: background tasks whose calls keep their slots
+    /// ([`TaskHolds`](crate::TaskHolds)).
+    pub const TASK_HOLDS: &str = "mcp_backpressure_task_holds";
+    /// Gauge: slots of the global limit held by background tasks.
+    pub const TASK_HOLD_SLOTS: &str = "mcp_backpressure_task_hold_slots";
+    /// Counter: task holds ended, labelled `cause` (`terminal`, `cancel`,
+    /// `ttl`, `own_poll`, `unknown_task`, `cap`, `closed`).
+    pub const TASK_HOLDS_ENDED: &str = "mcp_backpressure_task_holds_ended_total";
+    /// The label of [`TASK_HOLDS_ENDED`].
+    pub const CAUSE_LABEL: &str = "cause";
+    /// Counter: continuations of multi-round-trip calls admitted ahead of
+    /// the queue.
+    pub const CONTINUATIONS_AHEAD: &str = "mcp_backpressure_continuations_ahead_total";
+    /// Gauge: continuations of multi-round-trip calls waiting at the head of
+    /// the queue.
+    pub const CONTINUATIONS_WAITING: &str = "mcp_backpressure_continuations_waiting";
 }

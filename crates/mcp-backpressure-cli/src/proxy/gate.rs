@@ -5,6 +5,7 @@ use mcp_backpressure::Limiter;
 
 use super::limits::Settings;
 use super::metrics::ProxyMetrics;
+use super::tasks::Tasks;
 
 /// Admission control shared by every session of one proxy.
 #[derive(Debug)]
@@ -15,4 +16,19 @@ pub struct Gate {
     pub settings: Settings,
     /// The proxy's own metrics (queue waits, service times, the table).
     pub metrics: ProxyMetrics,
+    /// The slots held by background tasks.
+    pub tasks: Tasks,
+}
+
+impl Gate {
+    /// Admission control through `limiter` with `settings`.
+    pub fn new(limiter: Limiter, settings: Settings) -> Self {
+        let tasks = Tasks::new(settings.max_task_holds);
+        Self {
+            limiter,
+            settings,
+            metrics: ProxyMetrics::default(),
+            tasks,
+        }
+    }
 }

@@ -109,6 +109,13 @@ pub enum Answered {
     Own,
 }
 
+impl Answered {
+    /// A forwarded request was waiting for the answer.
+    pub fn was_waiting(self) -> bool {
+        self != Self::Nothing
+    }
+}
+
 /// Why [`InFlight::begin`] refused a request.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
@@ -249,7 +256,7 @@ fn set_outcome(slot: &mut Option<Slot>, outcome: Outcome) {
 impl InFlight {
     /// An empty table in front of `gate`.
     pub fn new(gate: Arc<Gate>) -> Self {
-        let tasks = Tasks::new(gate.settings.max_task_holds);
+        let tasks = gate.tasks.clone();
         Self {
             gate,
             table: Arc::new(Mutex::new(Table::default())),

@@ -16,6 +16,8 @@
 //! | `mcp_backpressure_queue_wait_seconds`, `mcp_backpressure_service_time_seconds` | histogram |
 //! | `mcp_backpressure_in_flight` (requests forwarded, not yet answered), `mcp_backpressure_held_after_cancel` (cancelled or abandoned calls still holding their slot while the upstream finishes) | gauge |
 //! | `mcp_backpressure_cancel_grace_expired_total` (slots freed because the cancel grace passed) | counter |
+//! | `mcp_backpressure_task_holds` (background tasks whose calls keep their slots), `mcp_backpressure_task_hold_slots` (the slots they hold) | gauge |
+//! | `mcp_backpressure_task_holds_ended_total{cause}` (`terminal`, `cancel`, `ttl`, `own_poll`, `unknown_task`, `cap`, `closed`) | counter |
 //!
 //! The `tool` label is bounded whatever names clients send: one series per
 //! configured tool, and `*` for every other tool together.
@@ -36,6 +38,7 @@ use anyhow::Context;
 use axum::http::header;
 use axum::response::IntoResponse;
 use mcp_backpressure::metrics::names;
+use mcp_backpressure::task_holds::HoldEnd;
 use mcp_backpressure::{Limiter, OverloadReason, ToolSnapshot};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -45,6 +48,8 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+
+use super::tasks::Tasks;
 
 /// The histogram of queue waits.
 pub const QUEUE_WAIT: &str = "mcp_backpressure_queue_wait_seconds";
@@ -247,10 +252,47 @@ fn encode_tools(
     Ok(())
 }
 
+/// The task holds' snapshot as gauges and counters, read at scrape time.
+#[derive(Debug)]
+struct TasksCollector(Tasks);
+
+impl Collector for TasksCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.0.snapshot();
+        for (name, help, value) in [
+            (
+                names::TASK_HOLDS,
+                "Background tasks whose calls keep their slots until the task ends",
+                s.held,
+            ),
+            (
+                names::TASK_HOLD_SLOTS,
+                "Slots of the global limit held by background tasks",
+                s.slots,
+            ),
+        ] {
+            let metric = gauge(value);
+            metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            counter_name(names::TASK_HOLDS_ENDED),
+            "Task holds ended, by cause",
+            None,
+            MetricType::Counter,
+        )?;
+        for cause in HoldEnd::ALL {
+            let labels = [(names::CAUSE_LABEL, cause.as_str())];
+            ConstCounter::new(s.ended.get(cause)).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 /// The registry served at `/metrics`.
-pub fn registry(limiter: &Limiter, metrics: &ProxyMetrics) -> Registry {
+pub fn registry(limiter: &Limiter, metrics: &ProxyMetrics, tasks: &Tasks) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(SnapshotCollector(limiter.clone())));
+    registry.register_collector(Box::new(TasksCollector(tasks.clone())));
     registry.register_collector(Box::new(shared::SharedCollector(limiter.clone())));
     registry.register(
         QUEUE_WAIT,
@@ -290,6 +332,7 @@ pub async fn bind(
     addr: SocketAddr,
     limiter: &Limiter,
     metrics: &ProxyMetrics,
+    tasks: &Tasks,
 ) -> anyhow::Result<(
     SocketAddr,
     impl Future<Output = std::io::Result<()>> + use<>,
@@ -298,7 +341,7 @@ pub async fn bind(
         .await
         .with_context(|| format!("cannot bind the metrics address {addr}"))?;
     let bound = listener.local_addr()?;
-    let registry = Arc::new(registry(limiter, metrics));
+    let registry = Arc::new(registry(limiter, metrics, tasks));
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
@@ -340,8 +383,11 @@ mod tests {
         let metrics = ProxyMetrics::default();
         metrics.observe_queue_wait(Duration::from_millis(3));
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry(&limiter, &metrics))
-            .unwrap();
+        prometheus_client::encoding::text::encode(
+            &mut text,
+            &registry(&limiter, &metrics, &Tasks::new(1)),
+        )
+        .unwrap();
         for line in [
             "mcp_backpressure_active 1",
             "mcp_backpressure_queued 0",
@@ -402,7 +448,7 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(
             &mut text,
-            &registry(&limiter, &ProxyMetrics::default()),
+            &registry(&limiter, &ProxyMetrics::default(), &Tasks::new(1)),
         )
         .unwrap();
         for line in [

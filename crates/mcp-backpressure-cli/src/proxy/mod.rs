@@ -41,7 +41,6 @@ use anyhow::{Context, bail};
 use self::client_key::ClientKey;
 use self::gate::Gate;
 use self::limits::{LimitArgs, Settings};
-use self::metrics::ProxyMetrics;
 
 /// Arguments of `mcp-backpressure proxy`.
 #[derive(Debug, clap::Args)]
@@ -98,11 +97,7 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         let _runtime = runtime.enter();
         settings.limiter()?
     };
-    let gate = Arc::new(Gate {
-        limiter,
-        settings,
-        metrics: ProxyMetrics::default(),
-    });
+    let gate = Arc::new(Gate::new(limiter, settings));
     let result = runtime.block_on(serve(gate, transport, args.metrics, *args.limits));
     // A read of the client's stdin may still block a runtime thread: don't wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));
@@ -130,7 +125,8 @@ async fn serve(
 ) -> anyhow::Result<ExitCode> {
     reload::listen(gate.clone(), limits);
     if let Some(addr) = metrics_addr {
-        let (bound, server) = metrics::bind(addr, &gate.limiter, &gate.metrics).await?;
+        let (bound, server) =
+            metrics::bind(addr, &gate.limiter, &gate.metrics, &gate.tasks).await?;
         tracing::info!("metrics on http://{bound}/metrics");
         tokio::spawn(async move {
             if let Err(error) = server.await {

@@ -459,10 +459,11 @@ impl Router {
                                 scope: scope.clone(),
                                 id: id.clone(),
                             };
-                            match self
-                                .inflight
-                                .answered(&key, outcome, Some((answer, task.as_ref())))
-                            {
+                            match self.inflight.answered(
+                                &key,
+                                outcome,
+                                Some((answer, task.as_ref())),
+                            ) {
                                 Answered::Client => answered.push(id),
                                 Answered::Own => own = true,
                                 Answered::Nothing => {}
@@ -512,7 +513,7 @@ impl Router {
             scope: scope.clone(),
             id,
         };
-        self.inflight.answered(&key, outcome, None) != Answered::Nothing
+        self.inflight.answered(&key, outcome, None).was_waiting()
     }
 
     /// Enters the proxy's own poll of a task in `scope` (its answer is
@@ -590,7 +591,6 @@ mod tests {
 
     use super::*;
     use crate::proxy::limits::Settings;
-    use crate::proxy::metrics::ProxyMetrics;
 
     fn router() -> Router {
         router_with(LimiterConfig::new(1).with_queue_size(1))
@@ -600,11 +600,7 @@ mod tests {
         let mut settings = Settings::with_defaults(config);
         settings.client_key = "header:x-client-id".parse().unwrap();
         let limiter = settings.limiter().unwrap();
-        Router::new(Arc::new(Gate {
-            limiter,
-            settings,
-            metrics: ProxyMetrics::default(),
-        }))
+        Router::new(Arc::new(Gate::new(limiter, settings)))
     }
 
     const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#;
@@ -739,11 +735,7 @@ mod tests {
         let mut settings = Settings::with_defaults(config);
         settings.guarded = vec!["tools/call".into(), "resources/read".into()];
         let limiter = settings.limiter().unwrap();
-        let router = Router::new(Arc::new(Gate {
-            limiter,
-            settings,
-            metrics: ProxyMetrics::default(),
-        }));
+        let router = Router::new(Arc::new(Gate::new(limiter, settings)));
         let read = |id: i64| {
             format!(
                 r#"{{"jsonrpc":"2.0","id":{id},"method":"resources/read","params":{{"uri":"x","name":"report"}}}}"#

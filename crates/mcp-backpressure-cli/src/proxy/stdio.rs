@@ -240,8 +240,7 @@ fn own_poll(router: &Router, to_upstream: &mpsc::WeakSender<Out>, budget: &Budge
     let Some(to_upstream) = to_upstream.upgrade() else {
         return;
     };
-    let Some((key, ticket, mut line)) = router.own_poll(&Scope::Stdio, due)
-    else {
+    let Some((key, ticket, mut line)) = router.own_poll(&Scope::Stdio, due) else {
         return;
     };
     tracing::debug!(task = %due.task_id, "nobody asked about the task for its poll interval; asking");

@@ -135,8 +135,7 @@ impl Follow {
                 // What says which protocol and which client: not the call's
                 // progress token, nor anything else of the call's own.
                 meta.retain(|key, _| {
-                    key.starts_with("io.modelcontextprotocol/")
-                        && !key.ends_with("/logLevel")
+                    key.starts_with("io.modelcontextprotocol/") && !key.ends_with("/logLevel")
                 });
                 meta
             })
@@ -187,30 +186,14 @@ impl Tasks {
         }
     }
 
-    /// The holds.
-    pub fn holds(&self) -> &TaskHolds<TaskScope> {
-        &self.holds
-    }
-
     /// A consistent view of the holds.
     pub fn snapshot(&self) -> TaskHoldsSnapshot {
         self.holds.snapshot()
     }
 
-    /// Changes the cap (a reload).
-    pub fn set_max_holds(&self, max_holds: usize) {
-        self.holds.set_max_holds(max_holds);
-    }
-
     /// A guarded call's answer carried a task handle: its permit becomes the
     /// task's hold (or is given back at once if the task is already over).
-    pub fn hold(
-        &self,
-        scope: TaskScope,
-        task: &TaskState,
-        permit: Permit,
-        follow: Follow,
-    ) {
+    pub fn hold(&self, scope: TaskScope, task: &TaskState, permit: Permit, follow: Follow) {
         if task.status.is_terminal() {
             // Done before the answer left: nothing to hold.
             drop(permit);
@@ -236,17 +219,19 @@ impl Tasks {
 
     /// A client asks about a task: it is known alive now.
     pub fn asked(&self, ask: &TaskAsk) {
-        self.holds
-            .seen(&ask.scope, &ask.task_id, Instant::now());
+        self.holds.seen(&ask.scope, &ask.task_id, Instant::now());
     }
 
     /// The upstream answered a request about a task.
     pub fn answered(&self, ask: &TaskAsk, answer: Answer, task: Option<&TaskState>) {
         let cause = |c: HoldEnd| if ask.own { HoldEnd::OwnPoll } else { c };
         let end = match (ask.method, answer) {
-            (_, Answer::Error { code: Some(UNKNOWN_TASK) }) => {
-                Some((HoldEnd::UnknownTask, Outcome::Ignore))
-            }
+            (
+                _,
+                Answer::Error {
+                    code: Some(UNKNOWN_TASK),
+                },
+            ) => Some((HoldEnd::UnknownTask, Outcome::Ignore)),
             // It ran to its end: the answer is the call's own.
             (TaskMethod::Result, Answer::Result { is_error }) => Some((
                 cause(HoldEnd::Terminal),
@@ -305,7 +290,10 @@ impl Tasks {
     pub fn close(&self, scope: &TaskScope) {
         let ended = self.holds.end_scope(scope);
         if !ended.is_empty() {
-            tracing::debug!(holds = ended.len(), "session over; its tasks' slots are free");
+            tracing::debug!(
+                holds = ended.len(),
+                "session over; its tasks' slots are free"
+            );
             let mut follows = self.follows.lock();
             for id in ended {
                 follows.remove(&(scope.clone(), id));

@@ -24,6 +24,7 @@ use crate::proxy::gate::Gate;
 use crate::proxy::inflight::{Admission, Scope};
 use crate::proxy::router::{Caller, FromClient, Router, Watched};
 use crate::proxy::tasks::{Due, OWN_POLL_TIMEOUT, Origin, TaskScope};
+use crate::proxy::wire::mcp_headers::{self, Routing};
 use crate::proxy::wire::message::{Kind, Malformed, RequestId, Shape};
 use crate::proxy::wire::sse::{SseData, SseParser};
 
@@ -132,7 +133,10 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
         if delete && response.status().is_success() {
             let ended = proxy.router.inflight().drain(Some(&scope)).await;
             if let Scope::Session(session) = &scope {
-                proxy.router.tasks().close(&TaskScope::Session(session.clone()));
+                proxy
+                    .router
+                    .tasks()
+                    .close(&TaskScope::Session(session.clone()));
             }
             tracing::debug!(requests = ended.len(), "session deleted");
         }
@@ -147,12 +151,9 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
             headers: origin_headers(&parts.headers, client_key.header()),
         })),
     };
-    match proxy
-        .router
-        .client_from(&scope, &caller, &bytes, |shape| {
-            header_mismatch(&parts.headers, shape)
-        })
-    {
+    match proxy.router.client_from(&scope, &caller, &bytes, |shape| {
+        header_mismatch(&parts.headers, shape)
+    }) {
         FromClient::Forward { bytes, requests } => {
             proxy
                 .forward(&parts, &target, Bytes::from(bytes), scope, requests)
@@ -250,61 +251,52 @@ fn repeated_header<'a>(headers: &HeaderMap, client_key: Option<&'a str>) -> Opti
     .find(|name| headers.get_all(*name).iter().count() > 1)
 }
 
-/// MCP 2026-07-28 carries the method (and tool name) in `Mcp-Method` /
-/// `Mcp-Name` headers that must match the body; a server may route on
-/// either, so the proxy refuses a request where they differ. Checked against
-/// the router's one parse of the body.
+/// MCP 2026-07-28 carries the method (and tool name, resource or task) in
+/// `Mcp-Method` / `Mcp-Name` headers that must match the body; a server may
+/// route on either, so the proxy refuses a request where they differ (the
+/// rules: [`mcp_headers`]). Checked against the router's one parse of the
+/// body.
 fn header_mismatch(headers: &HeaderMap, shape: &Shape) -> Option<String> {
-    let (method, name) = match shape {
+    let routing = match shape {
         Shape::One(Kind::Request {
             method,
             name,
             params,
             ..
-        }) => (
-            Some(method.as_str()),
-            name.as_deref()
-                .or(params.uri.as_deref())
-                .or(params.task_id.as_deref()),
-        ),
-        Shape::One(Kind::Notification { method, .. }) => (Some(method.as_str()), None),
-        _ => (None, None),
+        }) => Routing {
+            method,
+            name: name.as_deref(),
+            uri: params.uri.as_deref(),
+            task_id: params.task_id.as_deref(),
+        },
+        Shape::One(Kind::Notification { method, .. }) => Routing {
+            method,
+            ..Routing::default()
+        },
+        // A response or a batch names no method: any routing header is
+        // a mismatch.
+        _ => Routing::default(),
     };
-    if let Some(method_header) = headers.get("mcp-method")
-        && method_header.to_str().ok() != method
-    {
-        return Some("the Mcp-Method header does not match the body's method".into());
-    }
-    if let Some(name_header) = headers.get("mcp-name")
-        && decode_name(name_header).as_deref() != name
-    {
-        return Some("the Mcp-Name header does not match the body".into());
-    }
-    None
-}
-
-/// A header value: itself when plain ASCII, decoded from the base64 sentinel.
-fn decode_name(value: &HeaderValue) -> Option<String> {
-    let text = value.to_str().ok()?;
-    match text.strip_prefix("=?base64?").and_then(|t| t.strip_suffix("?=")) {
-        Some(encoded) => {
-            use base64::Engine as _;
-            let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
-            String::from_utf8(bytes).ok()
-        }
-        None => Some(text.to_owned()),
-    }
+    mcp_headers::mismatch(headers, &routing)
 }
 
 /// An `Mcp-Name` value: the task id itself when it is plain printable
 /// ASCII, else the base64 sentinel `=?base64?…?=`.
 fn mcp_name(value: &str) -> Option<HeaderValue> {
-    if value.bytes().all(|b| (0x20..0x7f).contains(&b)) && !value.starts_with("=?") {
+    if value.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && !value.starts_with(mcp_headers::SENTINEL_PREFIX)
+        && value.trim() == value
+    {
         return HeaderValue::from_str(value).ok();
     }
     use base64::Engine as _;
     let encoded = base64::engine::general_purpose::STANDARD.encode(value);
-    HeaderValue::from_str(&format!("=?base64?{encoded}?=")).ok()
+    HeaderValue::from_str(&format!(
+        "{}{encoded}{}",
+        mcp_headers::SENTINEL_PREFIX,
+        mcp_headers::SENTINEL_SUFFIX
+    ))
+    .ok()
 }
 
 fn error_status(error: &BodyError) -> Response {
@@ -453,7 +445,11 @@ impl Proxy {
         if let Some(name) = mcp_name(&due.task_id) {
             headers.insert("mcp-name", name);
         }
-        let request = self.client.post(origin.url.clone()).headers(headers).body(body);
+        let request = self
+            .client
+            .post(origin.url.clone())
+            .headers(headers)
+            .body(body);
         let proxy = self.clone();
         let max = self.settings().max_message_bytes;
         tokio::spawn(async move {
@@ -487,7 +483,10 @@ impl Proxy {
                 Ok(Err(error)) => tracing::debug!(%error, "the proxy's own task poll failed"),
                 Err(_) => tracing::debug!("the proxy's own task poll timed out"),
             }
-            proxy.router.inflight().finish(&key, ticket, Outcome::Ignore);
+            proxy
+                .router
+                .inflight()
+                .finish(&key, ticket, Outcome::Ignore);
         });
     }
 

@@ -5,17 +5,12 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::proxy::limits::Settings;
-use crate::proxy::metrics::ProxyMetrics;
 
 fn inflight_with(max: usize, queue: usize, max_in_flight: usize) -> InFlight {
     let mut settings = Settings::with_defaults(LimiterConfig::new(max).with_queue_size(queue));
     settings.max_in_flight = max_in_flight;
     let limiter = settings.limiter().unwrap();
-    InFlight::new(Arc::new(Gate {
-        limiter,
-        settings,
-        metrics: ProxyMetrics::default(),
-    }))
+    InFlight::new(Arc::new(Gate::new(limiter, settings)))
 }
 
 fn inflight(max: usize, queue: usize) -> InFlight {
@@ -32,6 +27,7 @@ fn key(scope: &Scope, id: i64) -> Key {
 /// What an anonymous call of the tool `t` asks.
 fn ask() -> Option<Ask> {
     Some(Ask {
+        continuation: false,
         tool: "t".into(),
         client: None,
     })
@@ -43,7 +39,7 @@ fn asked(guarded: bool) -> Option<Ask> {
 }
 
 fn queued(table: &InFlight, key: Key) -> Queued {
-    match table.begin(key, ask()) {
+    match table.begin(key, ask(), Purpose::Plain) {
         Ok(Begun::Queued(q)) => q,
         other => panic!("expected a queued request, got {other:?}"),
     }
@@ -72,13 +68,23 @@ async fn a_response_frees_the_slot_for_the_next_in_line() {
         panic!("expected a rejection");
     };
     assert_eq!(overload.reason, mcp_backpressure::OverloadReason::QueueFull);
-    assert!(table.answered(&key(&s, 1), Outcome::Success));
+    assert!(
+        table
+            .answered(&key(&s, 1), Outcome::Success, None)
+            .was_waiting()
+    );
     admitted(waiting.await.unwrap());
     assert!(
-        !table.answered(&key(&s, 1), Outcome::Success),
+        !table
+            .answered(&key(&s, 1), Outcome::Success, None)
+            .was_waiting(),
         "answered twice"
     );
-    assert!(table.answered(&key(&s, 2), Outcome::Success));
+    assert!(
+        table
+            .answered(&key(&s, 2), Outcome::Success, None)
+            .was_waiting()
+    );
     let snapshot = table.gate().limiter.snapshot();
     assert_eq!((snapshot.active, snapshot.completed), (0, 2));
     assert_eq!(table.len(), 0);
@@ -92,26 +98,30 @@ async fn ids_in_flight_are_unique_per_scope_and_the_table_is_bounded() {
     admitted(queued(&table, key(&a, 1)).admit().await);
     // A ping reusing the id of a running call is refused, not forwarded.
     assert_eq!(
-        table.begin(key(&a, 1), None).unwrap_err(),
+        table.begin(key(&a, 1), None, Purpose::Plain).unwrap_err(),
         Refused::Duplicate(RequestId::Int(1))
     );
     assert!(matches!(
-        table.begin(key(&b, 1), None),
+        table.begin(key(&b, 1), None, Purpose::Plain),
         Ok(Begun::Tracked(_))
     ));
     assert!(matches!(
-        table.begin(key(&a, 2), None),
+        table.begin(key(&a, 2), None, Purpose::Plain),
         Ok(Begun::Tracked(_))
     ));
     assert_eq!(
-        table.begin(key(&a, 3), None).unwrap_err(),
+        table.begin(key(&a, 3), None, Purpose::Plain).unwrap_err(),
         Refused::Full { max: 3 }
     );
     assert_eq!(active(&table), 1, "the refused requests took no slot");
     // An answered request leaves no trace: its id can be used again.
-    assert!(table.answered(&key(&a, 2), Outcome::Success));
+    assert!(
+        table
+            .answered(&key(&a, 2), Outcome::Success, None)
+            .was_waiting()
+    );
     assert!(matches!(
-        table.begin(key(&a, 2), None),
+        table.begin(key(&a, 2), None, Purpose::Plain),
         Ok(Begun::Tracked(_))
     ));
 }
@@ -128,7 +138,7 @@ async fn a_cancelled_call_keeps_its_slot_until_the_upstream_answers_or_the_grace
     assert_eq!(active(&table), 1, "the upstream may still be working");
     assert_eq!(table.gate().metrics.held_after_cancel.get(), 1);
     // Still reserved: the id cannot be reused while the upstream may answer it.
-    assert!(table.begin(key(&s, 1), None).is_err());
+    assert!(table.begin(key(&s, 1), None, Purpose::Plain).is_err());
     // A second cancellation finds nothing more to do.
     assert!(matches!(table.cancel(&key(&s, 1)), Cancel::Unknown));
     table.expire_after(key(&s, 1), ticket, Duration::from_secs(2), |_| {});
@@ -145,7 +155,11 @@ async fn a_cancelled_call_keeps_its_slot_until_the_upstream_answers_or_the_grace
     table.expire_after(key(&s, 2), ticket, Duration::from_secs(2), |_| {
         panic!("nothing expires")
     });
-    assert!(table.answered(&key(&s, 2), Outcome::Success));
+    assert!(
+        table
+            .answered(&key(&s, 2), Outcome::Success, None)
+            .was_waiting()
+    );
     assert_eq!(active(&table), 0);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(table.gate().metrics.cancel_grace_expired.get(), 1);
@@ -343,7 +357,7 @@ async fn run_model(steps: Vec<Step>) {
         match step {
             Step::Begin { scope, id, guarded } => {
                 let k = key(&scope_of(scope), i64::from(id));
-                let result = table.begin(k.clone(), asked(guarded));
+                let result = table.begin(k.clone(), asked(guarded), Purpose::Plain);
                 if model.entries.contains_key(&k) {
                     assert_eq!(result.unwrap_err(), Refused::Duplicate(k.id.clone()));
                 } else if model.entries.len() >= MAX_IN_FLIGHT {
@@ -372,7 +386,11 @@ async fn run_model(steps: Vec<Step>) {
                 let k = key(&scope_of(scope), i64::from(id));
                 let expect =
                     matches!(model.entries.get(&k), Some((m, _, _)) if *m != Model::Queued);
-                assert_eq!(table.answered(&k, Outcome::Success), expect, "{k:?}");
+                assert_eq!(
+                    table.answered(&k, Outcome::Success, None).was_waiting(),
+                    expect,
+                    "{k:?}"
+                );
                 if expect {
                     model.entries.remove(&k);
                 }

@@ -520,7 +520,12 @@ struct Params<'a> {
     uri: Option<&'a RawValue>,
     #[serde(borrow, rename = "taskId", default, deserialize_with = "present")]
     task_id: Option<&'a RawValue>,
-    #[serde(borrow, rename = "inputResponses", default, deserialize_with = "present")]
+    #[serde(
+        borrow,
+        rename = "inputResponses",
+        default,
+        deserialize_with = "present"
+    )]
     input_responses: Option<&'a RawValue>,
     #[serde(borrow, rename = "requestState", default, deserialize_with = "present")]
     request_state: Option<&'a RawValue>,
@@ -545,7 +550,12 @@ struct TaskProbe<'a> {
     ttl_ms: Option<&'a RawValue>,
     #[serde(borrow, rename = "pollInterval", default, deserialize_with = "present")]
     poll_interval: Option<&'a RawValue>,
-    #[serde(borrow, rename = "pollIntervalMs", default, deserialize_with = "present")]
+    #[serde(
+        borrow,
+        rename = "pollIntervalMs",
+        default,
+        deserialize_with = "present"
+    )]
     poll_interval_ms: Option<&'a RawValue>,
 }
 

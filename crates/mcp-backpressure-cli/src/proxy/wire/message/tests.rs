@@ -18,6 +18,7 @@ fn request(id: RequestId) -> Kind {
         id,
         method: "tools/call".into(),
         name: None,
+        params: RequestParams::default(),
     }
 }
 
@@ -147,7 +148,8 @@ fn a_bare_cr_cannot_smuggle_a_second_message() {
         parsed.kinds,
         Shape::One(Kind::Notification {
             method: "notifications/x".into(),
-            cancels: None
+            cancels: None,
+            task: None,
         })
     );
     assert!(!parsed.bytes.contains(&b'\r'));
@@ -210,6 +212,7 @@ fn upstream_messages_of_any_depth_are_routed() {
         Shape::One(Kind::Response {
             id: Some(RequestId::Int(7)),
             answer: RESULT,
+            task: None,
         })
     );
 }
@@ -223,7 +226,8 @@ fn serde_jsons_private_raw_value_key_is_just_an_object() {
         parse(response.as_bytes(), From::Upstream).unwrap().kinds,
         Shape::One(Kind::Response {
             id: None,
-            answer: RESULT
+            answer: RESULT,
+            task: None,
         })
     );
 }
@@ -237,6 +241,7 @@ fn upstream_messages_are_forwarded_whatever_their_shape() {
             Kind::Response {
                 id: Some(RequestId::Int(1)),
                 answer: RESULT,
+                task: None,
             },
         ),
         (
@@ -244,6 +249,7 @@ fn upstream_messages_are_forwarded_whatever_their_shape() {
             Kind::Response {
                 id: Some(RequestId::Int(1)),
                 answer: Answer::Error { code: None },
+                task: None,
             },
         ),
         (
@@ -272,6 +278,7 @@ fn requests_carry_their_name() {
             id: RequestId::Int(1),
             method: "tools/call".into(),
             name: Some("report".into()),
+            params: RequestParams::default(),
         }
     );
     // Not a string: no name.
@@ -340,7 +347,8 @@ fn cancellations_name_their_request() {
         ),
         Kind::Notification {
             method: CANCELLED.into(),
-            cancels: Some(RequestId::Int(2))
+            cancels: Some(RequestId::Int(2)),
+            task: None,
         }
     );
 }
@@ -357,10 +365,12 @@ fn batches_are_classified_element_by_element() {
                 id: RequestId::Int(1),
                 method: "ping".into(),
                 name: None,
+                params: RequestParams::default(),
             },
             Kind::Notification {
                 method: "n".into(),
-                cancels: None
+                cancels: None,
+                task: None,
             }
         ])
     );
