@@ -648,6 +648,12 @@ impl Queued {
         &self.key
     }
 
+    /// Whether it continues a multi-round-trip call (admitted ahead).
+    #[cfg(test)]
+    pub fn is_continuation(&self) -> bool {
+        self.ask.continuation
+    }
+
     /// Waits for a slot, unless the client cancels first.
     ///
     /// # Cancel safety

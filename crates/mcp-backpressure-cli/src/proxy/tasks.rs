@@ -396,3 +396,6 @@ fn outcome_of(status: &TaskStatus) -> Outcome {
 
 /// The longest a proxy's own poll may take before it is given up.
 pub const OWN_POLL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests;
