@@ -385,13 +385,23 @@ const SCOPES: [&str; 3] = ["s1", "s2", "s3"];
 /// Tools the generated calls name: capped, weighted (2 slots), none.
 const TOOLS: [Option<&str>; 3] = [Some("t"), Some("w"), None];
 
+/// A hold made of a new call: its scope, TTL and poll interval (ms), and
+/// whether it reuses a task id already held in its scope.
+#[derive(Clone, Debug)]
+struct NewHold {
+    scope: usize,
+    ttl_ms: Option<u64>,
+    poll_ms: Option<u64>,
+    reuse: Option<Index>,
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     /// A call; admitted, maybe at once a hold (a fresh task id, or one
     /// already held in that scope).
     Create {
         tool: usize,
-        hold: Option<(usize, Option<u64>, Option<u64>, Option<Index>)>,
+        hold: Option<NewHold>,
     },
     Finish(Index),
     Poll(Index),
@@ -409,7 +419,13 @@ fn op() -> impl Strategy<Value = Op> {
         prop::option::of(0..=500u64),
         prop::option::of(0..=300u64),
         prop::option::weighted(0.2, any::<Index>()),
-    );
+    )
+        .prop_map(|(scope, ttl_ms, poll_ms, reuse)| NewHold {
+            scope,
+            ttl_ms,
+            poll_ms,
+            reuse,
+        });
     prop_oneof![
         8 => (0..TOOLS.len(), prop::option::weighted(0.8, hold))
             .prop_map(|(tool, hold)| Op::Create { tool, hold }),
@@ -525,7 +541,13 @@ impl Model {
                     answer.as_ref().err()
                 );
                 let Ok(permit) = answer else { return };
-                let Some((scope, ttl, poll, reuse)) = hold else {
+                let Some(NewHold {
+                    scope,
+                    ttl_ms,
+                    poll_ms,
+                    reuse,
+                }) = hold
+                else {
                     self.plain.push((cost, tool, permit));
                     return;
                 };
@@ -540,7 +562,7 @@ impl Model {
                         format!("task-{}", self.next_id)
                     }
                 };
-                let lifetime = Lifetime::from_millis(*ttl, *poll);
+                let lifetime = Lifetime::from_millis(*ttl_ms, *poll_ms);
                 let got = self.holds.hold(scope, &id, permit, lifetime, now);
                 let key = (scope, id);
                 let expected = if self.held.contains_key(&key) {
