@@ -662,6 +662,39 @@ mod tests {
     }
 
     #[test]
+    fn the_priority_line_is_apart_from_the_lanes() {
+        let mut queue = WaitQueue::default();
+        let now = Instant::now();
+        let ordinary = queue.push(0, 0, 1, now).unwrap();
+        let first = queue.push_priority(0, 0, 1, now).unwrap();
+        let second = queue.push_priority(1, 1, 2, now).unwrap();
+        assert_eq!((queue.len(), queue.priority_len()), (1, 2));
+        assert_eq!(queue.keys_of(0), [ordinary]);
+        assert_eq!((queue.queued_of(0), queue.all_queued_of(0)), (1, 2));
+        assert_eq!(queue.all_queued_of(1), 1);
+        assert!(queue.waiting(first).is_priority());
+        assert!(!queue.waiting(ordinary).is_priority());
+        // In arrival order, skipping those not ready.
+        assert_eq!(queue.priority_candidate(|_, _, _| true), Some(first));
+        assert_eq!(
+            queue.priority_candidate(|tool, _, _| tool == 1),
+            Some(second)
+        );
+        assert_eq!(queue.priority_candidate(|_, _, _| false), None);
+        assert!(matches!(queue.remove(first), Removed::Waiting(_)));
+        assert_eq!(queue.priority_candidate(|_, _, _| true), Some(second));
+        queue.grant(second, grant());
+        assert_eq!((queue.len(), queue.priority_len()), (1, 0));
+        assert!(matches!(
+            queue.poll(second, Waker::noop()),
+            Poll::Ready(Ok(_))
+        ));
+        // Never a lane's candidate, never evicted.
+        assert_eq!(queue.lanes_waiting(), 1);
+        assert_eq!(queue.newest_of(0), Some(ordinary));
+    }
+
+    #[test]
     fn a_rejected_entry_reports_its_overload_once() {
         let mut queue = WaitQueue::default();
         let a = queue.push(0, 0, 1, Instant::now()).unwrap();
