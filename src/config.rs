@@ -26,6 +26,7 @@ use crate::limit::LimitAlgorithm;
 /// | `client_limit` | slots one client key may hold at once; queued calls are served round-robin across client keys | none |
 /// | `max_tracked_keys` | client keys (and unconfigured tool names) tracked at once; more share one entry | 10 000 |
 /// | `discipline` | the order the queue is served in: FIFO, CoDel, adaptive LIFO | FIFO |
+/// | `max_continuations` | continuations of multi-round-trip calls waiting at once ahead of the queue, beyond `queue_size`; `0` = no priority | 64 |
 ///
 /// Unless `max_limit` is set, an adaptive limit never goes above
 /// `max_concurrent`: the configured number stays a hard ceiling, and the

@@ -23,8 +23,18 @@ pub struct MetricsSnapshot {
     /// Slots handed to queued requests whose callers have not taken them
     /// yet (a moment, normally; they count as admitted once taken).
     pub handed_over: usize,
-    /// Requests waiting in the queue now.
+    /// Requests waiting in the queue now (continuations waiting ahead of it
+    /// not counted: see `continuations_waiting`).
     pub queued: usize,
+    /// Continuations of multi-round-trip calls
+    /// ([`Request::continuation`](crate::Request::continuation)) waiting now
+    /// on the priority line, ahead of the queue (bounded by
+    /// `max_continuations`, not by `queue_size`).
+    pub continuations_waiting: usize,
+    /// Continuations ever admitted from the priority line (served ahead of
+    /// ordinary calls, or waiting where an ordinary call would have been
+    /// refused); counted, like `admitted`, when the caller takes the slot.
+    pub continuations_ahead: u64,
     /// The concurrency limit in force (the current value of an adaptive limit).
     pub max_concurrent: usize,
     /// The queue bound.

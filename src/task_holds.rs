@@ -303,6 +303,14 @@ struct Hold {
     seq: u64,
 }
 
+impl Hold {
+    /// When its own poll falls due (`None`: a poll interval past the
+    /// clock's range, never).
+    fn poll_due(&self) -> Option<Instant> {
+        self.seen.checked_add(self.poll_interval)
+    }
+}
+
 impl<S> Clone for TaskHolds<S> {
     fn clone(&self) -> Self {
         Self {
@@ -382,7 +390,9 @@ impl<S: Clone + Eq + Hash> TaskHolds<S> {
         table.slots += permit.cost();
         let hold = Hold {
             permit,
-            deadline: lifetime.ttl.map(|ttl| now + ttl),
+            // A TTL past the clock's range never runs out (no panic on a
+            // server's absurd number).
+            deadline: lifetime.ttl.and_then(|ttl| now.checked_add(ttl)),
             poll_interval: lifetime.poll_interval(),
             seen: now,
             seq,
@@ -524,7 +534,7 @@ impl<S: Clone + Eq + Hash> TaskHolds<S> {
         let mut due = Vec::new();
         for (scope, tasks) in &mut table.holds {
             for (id, hold) in tasks.iter_mut() {
-                if hold.seen + hold.poll_interval <= now {
+                if hold.poll_due().is_some_and(|at| at <= now) {
                     hold.seen = now;
                     due.push((scope.clone(), id.clone()));
                 }
@@ -539,9 +549,9 @@ impl<S: Clone + Eq + Hash> TaskHolds<S> {
         let table = self.inner.table.lock();
         table
             .iter()
-            .map(|(_, _, h)| {
-                let poll = h.seen + h.poll_interval;
-                h.deadline.map_or(poll, |d| d.min(poll))
+            .filter_map(|(_, _, h)| match (h.deadline, h.poll_due()) {
+                (Some(d), Some(p)) => Some(d.min(p)),
+                (d, p) => d.or(p),
             })
             .min()
     }

@@ -4,6 +4,9 @@
 //! tools with caps and weights, a default tool limit, a per-client limit) and
 //! a sequence of steps: calls of a tool from a client arrive, permits are
 //! given back, queued calls are abandoned, time moves on (queue timeouts).
+//! Some calls are continuations of multi-round-trip calls: the model keeps
+//! them on a priority line served before every lane (up to
+//! `max_continuations` of them; past it they are ordinary calls).
 //! Each `acquire_with` future is driven by hand on a paused clock. The
 //! reference model is the admission policy written the plain way — vectors
 //! and linear scans, no slab, no linked lists, no entry lifetimes — and after
@@ -40,6 +43,7 @@ struct Config {
     b: (Option<usize>, usize),
     default_tool_limit: Option<usize>,
     client_limit: Option<usize>,
+    max_continuations: usize,
 }
 
 impl Config {
@@ -59,7 +63,8 @@ impl Config {
             .with_queue_size(self.queue_size)
             .with_queue_timeout(Duration::from_millis(self.timeout_ms))
             .with_tool("a", tool(self.a))
-            .with_tool("b", tool(self.b));
+            .with_tool("b", tool(self.b))
+            .with_max_continuations(self.max_continuations);
         if let Some(limit) = self.default_tool_limit {
             config = config.with_default_tool_limit(limit);
         }
@@ -79,9 +84,19 @@ fn config() -> impl Strategy<Value = Config> {
         (prop::option::of(1..=3usize), 1..=2usize),
         prop::option::of(1..=2usize),
         prop::option::of(1..=3usize),
+        0..=2usize,
     )
         .prop_map(
-            |(max_concurrent, queue_size, timeout_ms, a, b, default_tool_limit, client_limit)| {
+            |(
+                max_concurrent,
+                queue_size,
+                timeout_ms,
+                a,
+                b,
+                default_tool_limit,
+                client_limit,
+                max_continuations,
+            )| {
                 Config {
                     max_concurrent,
                     queue_size,
@@ -90,6 +105,7 @@ fn config() -> impl Strategy<Value = Config> {
                     b,
                     default_tool_limit,
                     client_limit,
+                    max_continuations,
                 }
             },
         )
@@ -100,6 +116,8 @@ enum Op {
     Arrive {
         tool: usize,
         client: usize,
+        /// A continuation of a multi-round-trip call.
+        continuation: bool,
     },
     Complete {
         which: Index,
@@ -116,7 +134,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        10 => (0..TOOLS.len(), 0..CLIENTS.len()).prop_map(|(tool, client)| Op::Arrive { tool, client }),
+        10 => (0..TOOLS.len(), 0..CLIENTS.len(), prop::bool::weighted(0.25))
+            .prop_map(|(tool, client, continuation)| Op::Arrive { tool, client, continuation }),
         6 => any::<Index>().prop_map(|which| Op::Complete { which }),
         2 => any::<Index>().prop_map(|which| Op::Cancel { which }),
         4 => (0..=30u64).prop_map(|ms| Op::Advance { ms }),
@@ -163,6 +182,12 @@ struct Model {
     config: Config,
     running: Vec<Call>,
     waiting: Vec<Waiting>,
+    /// Continuations waiting ahead of every lane, in arrival order.
+    priority: Vec<Waiting>,
+    /// Granted from the priority line, not collected yet.
+    granted_ahead: Vec<u64>,
+    /// Continuations admitted from the priority line.
+    ahead: u64,
     /// Lanes with waiters, the next to serve first.
     ring: Vec<Option<&'static str>>,
     /// Decided for a pending future, not collected yet.
@@ -185,6 +210,9 @@ impl Model {
             config,
             running: Vec::new(),
             waiting: Vec::new(),
+            priority: Vec::new(),
+            granted_ahead: Vec::new(),
+            ahead: 0,
             ring: Vec::new(),
             decided: HashMap::new(),
             stalled: false,
@@ -311,6 +339,7 @@ impl Model {
         id: u64,
         tool: Option<&'static str>,
         client: Option<&'static str>,
+        continuation: bool,
         now: Instant,
     ) -> Option<Decision> {
         let tool = self.tool_key(tool);
@@ -318,6 +347,20 @@ impl Model {
         if !self.stalled && self.fits(client, tool, weight) {
             self.take_slot(id, client, tool, weight);
             return Some(Decision::Admitted);
+        }
+        if continuation && self.priority.len() < self.config.max_continuations {
+            self.priority.push(Waiting {
+                id,
+                client,
+                tool,
+                weight,
+                seq: self.seq,
+                deadline: now + Duration::from_millis(self.config.timeout_ms),
+            });
+            self.seq += 1;
+            // Served at once if only ordinary waiters held it back.
+            self.grant_waiters();
+            return self.decided.remove(&id).inspect(|_| self.collect(id));
         }
         if self.config.queue_size == 0 {
             let scope = self.binding(client, tool, weight);
@@ -386,7 +429,18 @@ impl Model {
         true
     }
 
+    /// A granted call's caller took its slot.
+    fn collect(&mut self, id: u64) {
+        if let Some(at) = self.granted_ahead.iter().position(|&g| g == id) {
+            self.granted_ahead.remove(at);
+            self.ahead += 1;
+        }
+    }
+
     fn remove_waiting(&mut self, id: u64) -> Waiting {
+        if let Some(at) = self.priority.iter().position(|w| w.id == id) {
+            return self.priority.remove(at);
+        }
         let at = self
             .waiting
             .iter()
@@ -401,6 +455,23 @@ impl Model {
 
     fn grant_waiters(&mut self) {
         self.stalled = false;
+        // The priority line first, in arrival order, skipping continuations
+        // their tool's or client's limit holds back.
+        while let Some(w) = self
+            .priority
+            .iter()
+            .find(|w| self.tool_room(w.tool) && self.client_room(w.client, w.weight))
+            .cloned()
+        {
+            if self.used() + self.global_cost(w.weight) > self.config.max_concurrent {
+                self.stalled = true;
+                return;
+            }
+            self.remove_waiting(w.id);
+            self.take_slot(w.id, w.client, w.tool, w.weight);
+            self.decided.insert(w.id, Decision::Admitted);
+            self.granted_ahead.push(w.id);
+        }
         let mut misses = 0;
         while !self.ring.is_empty() && misses < self.ring.len() {
             let lane = self.ring[0];
@@ -461,6 +532,7 @@ impl Model {
                 self.running.remove(at);
                 self.admitted -= 1;
                 self.cancelled += 1;
+                self.granted_ahead.retain(|&g| g != id);
             }
             Some(Decision::Rejected(..)) => return,
             None => {
@@ -474,11 +546,13 @@ impl Model {
     /// A pending future is polled at `now`: its decision, if any.
     fn poll(&mut self, id: u64, now: Instant) -> Option<Decision> {
         if let Some(decision) = self.decided.remove(&id) {
+            self.collect(id);
             return Some(decision);
         }
         let w = self
             .waiting
             .iter()
+            .chain(&self.priority)
             .find(|w| w.id == id)
             .expect("pending")
             .clone();
@@ -515,7 +589,11 @@ fn decision(result: &Result<Permit, Overload>) -> Decision {
 impl<'l> Harness<'l> {
     fn run(&mut self, op: &Op) {
         match *op {
-            Op::Arrive { tool, client } => {
+            Op::Arrive {
+                tool,
+                client,
+                continuation,
+            } => {
                 let (tool, client) = (TOOLS[tool], CLIENTS[client]);
                 let id = self.next_id;
                 self.next_id += 1;
@@ -526,10 +604,15 @@ impl<'l> Harness<'l> {
                 if let Some(client) = client {
                     request = request.client(client);
                 }
+                if continuation {
+                    request = request.continuation();
+                }
                 let future: Pin<Box<dyn Future<Output = _> + 'l>> =
                     Box::pin(self.limiter.acquire_with(request));
                 let mut future = task::spawn(future);
-                let expected = self.model.arrive(id, tool, client, Instant::now());
+                let expected = self
+                    .model
+                    .arrive(id, tool, client, continuation, Instant::now());
                 match future.poll() {
                     Poll::Ready(result) => {
                         assert_eq!(
@@ -617,6 +700,8 @@ impl<'l> Harness<'l> {
         assert_eq!(s.active, m.used(), "slots: {s:?}");
         assert_eq!(s.running, m.running.len(), "{s:?}");
         assert_eq!(s.queued, m.waiting.len(), "{s:?}");
+        assert_eq!(s.continuations_waiting, m.priority.len(), "{s:?}");
+        assert_eq!(s.continuations_ahead, m.ahead, "{s:?}");
         assert_eq!(
             (s.admitted, s.completed, s.cancelled_in_queue),
             (m.admitted, m.completed, m.cancelled),
@@ -636,7 +721,12 @@ impl<'l> Harness<'l> {
             if t.tool == "a" || t.tool == "b" {
                 let key = ToolKey::Named(if t.tool == "a" { "a" } else { "b" });
                 let running = m.running.iter().filter(|call| call.tool == key).count();
-                let queued = m.waiting.iter().filter(|w| w.tool == key).count();
+                let queued = m
+                    .waiting
+                    .iter()
+                    .chain(&m.priority)
+                    .filter(|w| w.tool == key)
+                    .count();
                 assert_eq!((t.running, t.queued), (running, queued), "{t:?}");
             }
         }
@@ -646,14 +736,14 @@ impl<'l> Harness<'l> {
                 .running
                 .iter()
                 .map(|call| call.client)
-                .chain(m.waiting.iter().map(|w| w.client))
+                .chain(m.waiting.iter().chain(&m.priority).map(|w| w.client))
                 .flatten()
                 .collect();
             let tools = m
                 .running
                 .iter()
                 .map(|call| call.tool)
-                .chain(m.waiting.iter().map(|w| w.tool))
+                .chain(m.waiting.iter().chain(&m.priority).map(|w| w.tool))
                 .filter_map(|tool| match tool {
                     ToolKey::Named(name) if name != "a" && name != "b" => Some(name),
                     _ => None,
@@ -671,6 +761,10 @@ impl<'l> Harness<'l> {
             // Every cap holds.
             assert!(s.active <= c.max_concurrent, "global: {s:?}");
             assert!(s.queued <= c.queue_size, "queue: {s:?}");
+            assert!(
+                s.continuations_waiting <= c.max_continuations,
+                "priority line: {s:?}"
+            );
             for tool in ["a", "b", "c", "d"] {
                 let key = m.tool_key(Some(tool));
                 let running = m.running.iter().filter(|call| call.tool == key).count();
@@ -725,7 +819,11 @@ proptest! {
             harness.held.clear();
             harness.pending.clear();
             let s = limiter.snapshot();
-            assert_eq!((s.active, s.running, s.queued, s.tracked_keys), (0, 0, 0, 0), "{s:?}");
+            assert_eq!(
+                (s.active, s.running, s.queued, s.continuations_waiting, s.tracked_keys),
+                (0, 0, 0, 0, 0),
+                "{s:?}"
+            );
         });
     }
 }

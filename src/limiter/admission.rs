@@ -71,6 +71,20 @@ pub type OnOverload = std::sync::Arc<dyn Fn(&Overload) + Send + Sync>;
 /// Partition limits are caps, not reservations: idle global capacity is
 /// usable by any call within its own caps.
 ///
+/// # Continuations
+///
+/// A [`Request::continuation`] (the retry of a multi-round-trip call, whose
+/// slot was given back while a person answered) that cannot run at once
+/// waits on a *priority line* ahead of every client lane: it is served
+/// before every ordinary queued call, and may wait (up to `queue_timeout`)
+/// even when the queue is full or `queue_size` is 0. It keeps its tool's and
+/// client's limits: one held back by them holds nobody else back, while one
+/// held back by the global limit alone holds everyone behind it back (as a
+/// waiter at the front of the queue does). At most `max_continuations` wait
+/// there at once; past that, a continuation is treated like any other call.
+/// They are counted in [`MetricsSnapshot::continuations_waiting`] (not in
+/// `queued`) and [`MetricsSnapshot::continuations_ahead`].
+///
 /// # The retry delay
 ///
 /// Every [`Overload`] carries `retry_after =

@@ -10,6 +10,12 @@
 //! so the owner can tell "handed a slot", "turned away" and "still waiting"
 //! apart under the limiter's lock.
 //!
+//! Continuations of multi-round-trip calls wait apart, on a *priority line*
+//! ahead of every lane: a short list in arrival order (bounded by
+//! `max_continuations`), served first. Its entries live in the same slab (the
+//! same keys, polls and removals) but in no flow nor lane, and they are not
+//! counted in [`WaitQueue::len`] (nor against `queue_size`).
+//!
 //! Costs: a lane keeps its flows in a small vector (one per tool it has
 //! waiters for), so picking a lane's next waiter is O(flows in that lane); the
 //! number of distinct flows is bounded by the tracked tool entries.
@@ -27,6 +33,8 @@ use crate::overload::Overload;
 pub(crate) struct Grant {
     /// Handed over from the queue (counted as admitted when taken).
     pub(crate) from_queue: bool,
+    /// Handed over from the priority line (a continuation served ahead).
+    pub(crate) priority: bool,
     /// When the slot was handed over; `None` when the permit is not timed.
     pub(crate) at: Option<Instant>,
     /// Slots in use right after the hand-over, this call's included (what
@@ -66,6 +74,7 @@ pub(crate) struct Waiting {
     waker: Option<Waker>,
     prev: Link,
     next: Link,
+    /// Its flow; [`NIL`] for a waiter on the priority line.
     flow: Link,
     /// Arrival order, across the whole queue: a wrapping counter compared
     /// with serial-number arithmetic ([`newer`]), so 4 bytes suffice while
@@ -84,6 +93,11 @@ impl Waiting {
     /// The slots it asks for.
     pub(crate) fn cost(&self) -> usize {
         self.cost as usize
+    }
+
+    /// Whether it waits on the priority line.
+    pub(crate) fn is_priority(&self) -> bool {
+        self.flow == NIL
     }
 }
 
@@ -132,6 +146,8 @@ pub(crate) struct WaitQueue {
     /// Lanes with waiters, the next to serve first.
     ring: VecDeque<u32>,
     waiting: usize,
+    /// The priority line: keys of waiting continuations, in arrival order.
+    priority: VecDeque<Link>,
     next_seq: u32,
 }
 
@@ -144,6 +160,7 @@ impl Default for WaitQueue {
             lanes: Vec::new(),
             ring: VecDeque::new(),
             waiting: 0,
+            priority: VecDeque::new(),
             next_seq: 0,
         }
     }
@@ -160,11 +177,76 @@ impl WaitQueue {
         self.waiting
     }
 
-    /// Waiters of one client.
+    /// Waiters of one client (its lane's; the priority line not counted).
     pub(crate) fn queued_of(&self, client: u32) -> usize {
         self.lanes
             .get(client as usize)
             .map_or(0, |lane| lane.queued)
+    }
+
+    /// Waiters of one client, on its lane and on the priority line: its
+    /// entry must stay while any waits.
+    #[inline]
+    pub(crate) fn all_queued_of(&self, client: u32) -> usize {
+        let queued = self.queued_of(client);
+        if self.priority.is_empty() {
+            return queued;
+        }
+        queued
+            + self
+                .priority
+                .iter()
+                .filter(|&&link| self.waiting_ref(link).client == client)
+                .count()
+    }
+
+    /// Continuations on the priority line.
+    pub(crate) fn priority_len(&self) -> usize {
+        self.priority.len()
+    }
+
+    /// Puts a continuation at the back of the priority line; returns its
+    /// key (`None` in the unreachable case that it would not fit a link).
+    pub(crate) fn push_priority(
+        &mut self,
+        client: u32,
+        tool: u32,
+        cost: usize,
+        since: Instant,
+    ) -> Option<usize> {
+        let key = self.entries.vacant_key();
+        let link = Link::try_from(key).ok().filter(|&link| link != NIL)?;
+        self.entries.insert(Entry::Waiting(Waiting {
+            waker: None,
+            prev: NIL,
+            next: NIL,
+            flow: NIL,
+            seq: self.next_seq,
+            since: u64::try_from(since.saturating_duration_since(self.epoch).as_nanos())
+                .unwrap_or(u64::MAX),
+            cost: u32::try_from(cost).unwrap_or(u32::MAX),
+            tool,
+            client,
+        }));
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.priority.push_back(link);
+        Some(key)
+    }
+
+    /// The first continuation on the priority line that `ready(tool,
+    /// client, cost)` accepts.
+    pub(crate) fn priority_candidate(
+        &self,
+        mut ready: impl FnMut(u32, u32, usize) -> bool,
+    ) -> Option<usize> {
+        self.priority
+            .iter()
+            .copied()
+            .find(|&link| {
+                let waiting = self.waiting_ref(link);
+                ready(waiting.tool, waiting.client, waiting.cost())
+            })
+            .map(|link| link as usize)
     }
 
     /// Appends a waiter to its client's flow for its tool; returns its key,
@@ -389,6 +471,7 @@ impl WaitQueue {
     fn unlink(&mut self, key: usize) -> Waiting {
         let placeholder = Entry::Granted(Grant {
             from_queue: false,
+            priority: false,
             at: None,
             inflight: 0,
             tool_inflight: 0,
@@ -400,6 +483,15 @@ impl WaitQueue {
         let Entry::Waiting(waiting) = std::mem::replace(&mut self.entries[key], placeholder) else {
             unreachable!("only waiting entries are linked");
         };
+        if waiting.is_priority() {
+            if let Some(at) = self.priority.iter().position(|&l| l as usize == key) {
+                self.priority.remove(at);
+            }
+            if self.priority.is_empty() {
+                self.priority.shrink_to(16);
+            }
+            return waiting;
+        }
         let flow_key = waiting.flow as usize;
         if waiting.prev == NIL {
             self.flows[flow_key].head = waiting.next;
@@ -485,6 +577,7 @@ mod tests {
     fn grant() -> Grant {
         Grant {
             from_queue: true,
+            priority: false,
             at: None,
             inflight: 1,
             tool_inflight: 1,
@@ -566,6 +659,39 @@ mod tests {
         assert_eq!(queue.candidate(0, false, |_, _| true), Some(keys[0]));
         assert_eq!(queue.candidate(0, true, |_, _| true), Some(keys[3]));
         assert_eq!(queue.newest_of(0), Some(keys[3]));
+    }
+
+    #[test]
+    fn the_priority_line_is_apart_from_the_lanes() {
+        let mut queue = WaitQueue::default();
+        let now = Instant::now();
+        let ordinary = queue.push(0, 0, 1, now).unwrap();
+        let first = queue.push_priority(0, 0, 1, now).unwrap();
+        let second = queue.push_priority(1, 1, 2, now).unwrap();
+        assert_eq!((queue.len(), queue.priority_len()), (1, 2));
+        assert_eq!(queue.keys_of(0), [ordinary]);
+        assert_eq!((queue.queued_of(0), queue.all_queued_of(0)), (1, 2));
+        assert_eq!(queue.all_queued_of(1), 1);
+        assert!(queue.waiting(first).is_priority());
+        assert!(!queue.waiting(ordinary).is_priority());
+        // In arrival order, skipping those not ready.
+        assert_eq!(queue.priority_candidate(|_, _, _| true), Some(first));
+        assert_eq!(
+            queue.priority_candidate(|tool, _, _| tool == 1),
+            Some(second)
+        );
+        assert_eq!(queue.priority_candidate(|_, _, _| false), None);
+        assert!(matches!(queue.remove(first), Removed::Waiting(_)));
+        assert_eq!(queue.priority_candidate(|_, _, _| true), Some(second));
+        queue.grant(second, grant());
+        assert_eq!((queue.len(), queue.priority_len()), (1, 0));
+        assert!(matches!(
+            queue.poll(second, Waker::noop()),
+            Poll::Ready(Ok(_))
+        ));
+        // Never a lane's candidate, never evicted.
+        assert_eq!(queue.lanes_waiting(), 1);
+        assert_eq!(queue.newest_of(0), Some(ordinary));
     }
 
     #[test]

@@ -69,12 +69,21 @@ impl<'a> Request<'a> {
     /// places, up to the queue timeout. The continuations waiting at once
     /// are bounded ([`LimiterConfig::with_max_continuations`](crate::LimiterConfig::with_max_continuations));
     /// past that bound a continuation is treated like any other call.
+    ///
+    /// A continuation keeps its tool's and its client's limits: one held
+    /// back by either waits without holding anyone else back. One admitted
+    /// at once (a free slot, nobody stalled ahead) is admitted as any call.
+    /// It is never shed by [CoDel](crate::config::QueueDiscipline::CoDel).
+    ///
+    /// With a shared limit ([`LimiterBuilder::shared`](crate::LimiterBuilder),
+    /// feature `redis`), a continuation asks Redis like any other call:
+    /// there is no priority across replicas (only in the local fail-open
+    /// fallback).
     pub const fn continuation(mut self) -> Self {
         self.continuation = true;
         self
     }
 
-    #[allow(dead_code)] // read by the queue once continuations are served first
     pub(crate) fn is_continuation(&self) -> bool {
         self.continuation
     }

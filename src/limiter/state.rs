@@ -12,6 +12,12 @@
 //!   until the next one in order does not fit the global limit (`stalled`)
 //!   or none is eligible. While stalled, newcomers queue too, so a heavy call
 //!   at the front is never starved by lighter ones behind it;
+//! - continuations ([`Request::continuation`]) that cannot run at once wait
+//!   on the priority line, served before every lane by the same rule (one
+//!   held back by its tool's or client's limit is skipped; one held back by
+//!   the global limit alone stalls everyone behind it). At most
+//!   `max_continuations` wait there (unless it was just lowered); they are
+//!   not counted in `queue.len()` and never shed by CoDel;
 //! - `admitted + handed_over == completed + running`: a call counts as
 //!   admitted when its caller takes the slot (so `admitted` never goes down);
 //!   until then its slot is `handed_over`.
@@ -75,6 +81,8 @@ struct Counters {
     admitted: u64,
     completed: u64,
     cancelled_in_queue: u64,
+    /// Continuations admitted from the priority line.
+    continuations_ahead: u64,
     rejected: [u64; 5],
 }
 
@@ -219,6 +227,9 @@ impl State {
             self.claimed(&grant);
             return Admission::Admitted(grant);
         }
+        if request.is_continuation() && self.queue.priority_len() < self.config.max_continuations {
+            return self.wait_first(client, tool, cost, now, wake);
+        }
         if self.config.queue_size == 0 {
             let scope = self.binding_scope(client, tool, cost);
             let overload = self.reject(OverloadReason::ConcurrencyLimit, scope, tool, client);
@@ -259,6 +270,30 @@ impl State {
             // behind: serve whom that lets in (the newcomer, maybe).
             self.grant_waiters(now, wake);
         }
+        Admission::Enqueued {
+            key,
+            timeout: self.config.queue_timeout,
+        }
+    }
+
+    /// A continuation that cannot run at once: it waits on the priority
+    /// line, ahead of every lane and whatever the queue bound, and is served
+    /// at once if only ordinary waiters held it back.
+    fn wait_first(
+        &mut self,
+        client: u32,
+        tool: u32,
+        cost: usize,
+        now: &mut LazyNow,
+        wake: &mut WakeList,
+    ) -> Admission {
+        let Some(key) = self.queue.push_priority(client, tool, cost, now.get()) else {
+            let overload = self.reject(OverloadReason::QueueFull, Scope::Global, tool, client);
+            self.release_if_idle(tool, client);
+            return Admission::Rejected(Box::new(overload));
+        };
+        self.tools.get_mut(tool).queued += 1;
+        self.grant_waiters(now, wake);
         Admission::Enqueued {
             key,
             timeout: self.config.queue_timeout,
@@ -329,6 +364,7 @@ impl State {
     fn claimed(&mut self, grant: &Grant) {
         self.counters.admitted += 1;
         self.counters.handed_over -= grant.from_queue as usize;
+        self.counters.continuations_ahead += grant.priority as u64;
         self.tools.get_mut(grant.tool).admitted += 1;
     }
 
@@ -436,6 +472,8 @@ impl State {
             running: self.running,
             handed_over: self.counters.handed_over,
             queued: self.queue.len(),
+            continuations_waiting: self.queue.priority_len(),
+            continuations_ahead: self.counters.continuations_ahead,
             max_concurrent: self.max_concurrent,
             queue_size: self.config.queue_size,
             admitted: self.counters.admitted,
@@ -517,6 +555,7 @@ impl State {
         self.clients.get_mut(client).used += client_cost;
         Grant {
             from_queue: false,
+            priority: false,
             at,
             inflight: saturate(self.used),
             tool_inflight,
@@ -547,7 +586,7 @@ impl State {
     fn release_if_idle(&mut self, tool: u32, client: u32) {
         self.tools.release_if_idle(tool);
         self.clients
-            .release_if_idle(client, self.queue.queued_of(client));
+            .release_if_idle(client, self.queue.all_queued_of(client));
     }
 
     /// The queue is full and `client` wants a place: if another client holds
@@ -607,10 +646,42 @@ impl State {
     #[inline]
     fn grant_waiters(&mut self, now: &mut LazyNow, wake: &mut WakeList) {
         self.stalled = false;
-        if self.queue.len() == 0 {
+        if self.queue.len() == 0 && self.queue.priority_len() == 0 {
             return;
         }
-        self.serve_queue(now, wake);
+        if self.queue.priority_len() > 0 && !self.serve_priority(now, wake) {
+            return;
+        }
+        if self.queue.len() > 0 {
+            self.serve_queue(now, wake);
+        }
+    }
+
+    /// Serves the priority line in order, skipping continuations held back
+    /// by their tool's or client's limit; returns `false` (stalled) when the
+    /// next one does not fit the global limit: nobody behind it is served.
+    /// Continuations are never shed: they are few, and a person waits on them.
+    fn serve_priority(&mut self, now: &mut LazyNow, wake: &mut WakeList) -> bool {
+        loop {
+            let (tools, clients) = (&self.tools, &self.clients);
+            let Some(key) = self.queue.priority_candidate(|tool, client, cost| {
+                tools.get(tool).has_room() && clients.has_room(client, cost)
+            }) else {
+                return true;
+            };
+            let waiting = self.queue.waiting(key);
+            let (tool, client, cost) = (waiting.tool, waiting.client, waiting.cost());
+            if self.used + cost.min(self.max_concurrent) > self.max_concurrent {
+                self.stalled = true;
+                return false;
+            }
+            let mut grant = self.take_slot(client, tool, cost, Some(now.get()));
+            grant.from_queue = true;
+            grant.priority = true;
+            self.counters.handed_over += 1;
+            wake.push(self.queue.grant(key, grant));
+            self.leave_queue(tool);
+        }
     }
 
     fn serve_queue(&mut self, now: &mut LazyNow, wake: &mut WakeList) {

@@ -98,7 +98,8 @@ pub struct Backpressure<H> {
 }
 
 enum Refusal {
-    Overload(Overload),
+    /// Boxed: an overload carries a whole metrics snapshot.
+    Overload(Box<Overload>),
     Cancelled,
     Disconnected,
 }
@@ -186,7 +187,7 @@ impl<H> Backpressure<H> {
             }
             acquired = self.limiter.acquire_with(request) => acquired.map_err(|overload| {
                 tracing::debug!(reason = %overload.reason, "request rejected: overloaded");
-                Refusal::Overload(overload)
+                Refusal::Overload(Box::new(overload))
             }),
         }
     }

@@ -6,6 +6,7 @@
 mod adaptive;
 mod cancellation;
 mod concurrency;
+mod continuations;
 mod disciplines;
 mod keyed;
 mod metrics;
