@@ -17,6 +17,8 @@
 //! | `mcp_backpressure_in_flight` (requests forwarded, not yet answered), `mcp_backpressure_held_after_cancel` (cancelled or abandoned calls still holding their slot while the upstream finishes) | gauge |
 //! | `mcp_backpressure_cancel_grace_expired_total` (slots freed because the cancel grace passed) | counter |
 //! | `mcp_backpressure_task_holds` (background tasks whose calls keep their slots), `mcp_backpressure_task_hold_slots` (the slots they hold) | gauge |
+//! | `mcp_backpressure_continuations_waiting` (multi-round-trip retries waiting at the head of the queue) | gauge |
+//! | `mcp_backpressure_continuations_ahead_total` (multi-round-trip retries admitted ahead of the queue) | counter |
 //! | `mcp_backpressure_task_holds_ended_total{cause}` (`terminal`, `cancel`, `ttl`, `own_poll`, `unknown_task`, `cap`, `closed`) | counter |
 //!
 //! The `tool` label is bounded whatever names clients send: one series per
@@ -166,6 +168,11 @@ impl Collector for SnapshotCollector {
                 "Client keys and names of tools without a limit of their own, tracked now",
                 s.tracked_keys,
             ),
+            (
+                names::CONTINUATIONS_WAITING,
+                "Continuations of multi-round-trip calls waiting at the head of the queue",
+                s.continuations_waiting,
+            ),
         ] {
             let metric = gauge(value);
             metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
@@ -177,6 +184,11 @@ impl Collector for SnapshotCollector {
                 names::CANCELLED_IN_QUEUE,
                 "Guarded requests cancelled while waiting for a slot",
                 s.cancelled_in_queue,
+            ),
+            (
+                names::CONTINUATIONS_AHEAD,
+                "Continuations of multi-round-trip calls admitted ahead of the queue",
+                s.continuations_ahead,
             ),
         ] {
             let metric = ConstCounter::new(value);

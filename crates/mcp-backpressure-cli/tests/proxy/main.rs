@@ -28,3 +28,4 @@ mod shared;
 mod shared_review;
 mod stdio;
 mod support;
+mod tasks;
