@@ -4,6 +4,7 @@
 #[path = "../../../../tests/support/built_examples.rs"]
 mod built_examples;
 mod config;
+mod continuations;
 mod conformance;
 mod faults;
 mod hardening;
