@@ -461,11 +461,27 @@ impl Proxy {
                     .get(header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|v| v.contains("event-stream"));
-                let bytes = response.bytes().await?;
+                // At most one message's worth is held.
+                let mut response = response;
+                let mut bytes = Vec::new();
+                while let Some(chunk) = response.chunk().await? {
+                    bytes.extend_from_slice(&chunk);
+                    if bytes.len() > max {
+                        break;
+                    }
+                }
                 reqwest::Result::Ok((status, sse, bytes))
             };
             match tokio::time::timeout(OWN_POLL_TIMEOUT, read).await {
-                Ok(Ok((status, true, bytes))) => {
+                // The session is gone (Streamable HTTP answers 404 to a
+                // request of a session it no longer knows): so are its tasks.
+                Ok(Ok((404, _, _))) if matches!(scope, Scope::Session(_)) => {
+                    if let Scope::Session(session) = &scope {
+                        tracing::debug!("the upstream no longer knows the session; its tasks' slots are free");
+                        proxy.router.tasks().close(&TaskScope::Session(session.clone()));
+                    }
+                }
+                Ok(Ok((status, true, bytes))) if bytes.len() <= max => {
                     let mut events = Vec::new();
                     let mut parser = SseParser::new(max);
                     parser.push(&bytes, &mut |event| events.push(event));
