@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -130,8 +131,9 @@ def required_env(name: str) -> str:
     return value
 
 
-@pytest.fixture
-def redis_url() -> Iterator[str]:
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A redis-server of its own on a free loopback port, killed on exit; yields its URL."""
     binary = os.environ.get("REDIS_SERVER", "redis-server")
     if shutil.which(binary) is None:
         pytest.fail(f"{binary} not found: run scripts/setup-test-deps.sh or set REDIS_SERVER")
@@ -156,6 +158,12 @@ def redis_url() -> Iterator[str]:
         finally:
             server.kill()
             server.wait()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
 
 
 async def eventually(condition: Callable[[], bool], seconds: float = 5.0) -> None:

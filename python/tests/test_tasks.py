@@ -23,14 +23,13 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import eventually
+from conftest import eventually, redis_server
 from mcp_backpressure import BackpressureMiddleware, _core
 
 if os.environ.get("MCP_BP_TASKS") == "1":
@@ -296,3 +295,138 @@ async def test_a_continuation_is_admitted_as_one() -> None:
 
     assert await mw(ctx, tool) == "ok"
     assert mw.get_metrics().completed == 1
+
+
+# --- a Redis Docket whose workers run in other processes ---------------------------
+
+
+class RedisWorkers:
+    """Two worker processes of ``support/tasks_server.py`` on one Redis Docket,
+    and the submit-only server module the test's in-process MCP server uses."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.url = redis_url
+        self.name = f"bp-{uuid.uuid4().hex[:12]}"
+        self.env = dict(os.environ, BP_REDIS_URL=redis_url, BP_DOCKET_NAME=self.name)
+        self.processes: list[subprocess.Popen[str]] = []
+
+    def start(self, count: int) -> None:
+        for _ in range(count):
+            self.processes.append(
+                subprocess.Popen(
+                    [sys.executable, str(SUPPORT / "tasks_server.py")],
+                    env=self.env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )
+            )
+        deadline = time.monotonic() + 60
+        for process in self.processes:
+            assert process.stdout is not None
+            line = process.stdout.readline()  # "ready", or "" if it died
+            assert line.strip() == "ready", f"worker {process.pid} did not start"
+            assert time.monotonic() < deadline
+
+    def module(self) -> Any:
+        import importlib
+
+        saved = {k: os.environ.get(k) for k in ("BP_REDIS_URL", "BP_DOCKET_NAME")}
+        os.environ.update(BP_REDIS_URL=self.url, BP_DOCKET_NAME=self.name)
+        sys.path.insert(0, str(SUPPORT))
+        try:
+            sys.modules.pop("tasks_server", None)
+            return importlib.import_module("tasks_server")
+        finally:
+            sys.path.remove(str(SUPPORT))
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    def close(self) -> None:
+        for process in self.processes:
+            process.kill()
+        for process in self.processes:
+            process.wait(timeout=10)
+            if process.stdout:
+                process.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def redis_workers_once() -> Iterator[RedisWorkers]:
+    """Started once for the module (a worker process takes seconds to import
+    FastMCP); each test gets fresh probe keys."""
+    with redis_server() as url:
+        workers = RedisWorkers(url)
+        try:
+            workers.start(2)
+            yield workers
+        finally:
+            workers.close()
+
+
+@pytest.fixture
+def redis_workers(redis_workers_once: RedisWorkers) -> RedisWorkers:
+    import redis
+
+    client = redis.Redis.from_url(redis_workers_once.url)
+    try:
+        keys = client.keys(f"{redis_workers_once.name}:probe:*")
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+    return redis_workers_once
+
+
+async def test_redis_workers_in_other_processes_never_run_more_than_the_limit(
+    redis_workers: RedisWorkers,
+) -> None:
+    import redis.asyncio as aioredis
+
+    support = redis_workers.module()
+    mw = BackpressureMiddleware(max_concurrent=2, queue_size=10)
+    probe = aioredis.from_url(redis_workers.url)
+    try:
+        async with Client(support.build(mw)) as client:
+            results = await asyncio.wait_for(
+                asyncio.gather(*(client.call_tool("work", {"seconds": 0.3}) for _ in range(6))), 60
+            )
+        assert [r.data for r in results] == ["worked"] * 6
+        assert int(await probe.get(support.FINISHED)) == 6
+        assert int(await probe.get(support.PEAK)) == 2
+        pids = {int(p) for p in await probe.smembers(support.PIDS)}
+        assert pids and os.getpid() not in pids  # all ran in the worker processes
+        assert pids <= {p.pid for p in redis_workers.processes}
+        metrics = mw.get_metrics()
+        assert metrics.task_holds_created == 6 and metrics.task_holds == 0 and metrics.active == 0
+        ended = metrics.task_holds_ended
+        assert ended["terminal"] + ended["own_poll"] == 6, ended
+    finally:
+        await probe.aclose()
+
+
+async def test_redis_workers_a_held_slot_refuses_then_frees_on_completion(
+    redis_workers: RedisWorkers,
+) -> None:
+    import redis.asyncio as aioredis
+
+    support = redis_workers.module()
+    mw = BackpressureMiddleware(max_concurrent=1, queue_size=0)
+    probe = aioredis.from_url(redis_workers.url)
+    try:
+        async with Client(support.build(mw)) as client:
+            task = await call_tool_task(client, "gated")
+            await eventually(lambda: mw.get_metrics().task_holds == 1, seconds=10)
+            with pytest.raises(Exception) as refused:
+                await asyncio.wait_for(client.call_tool("work", {"seconds": 0.01}), 10)
+            assert overload_code(refused.value) == mw.overload_error_code
+            await probe.rpush(support.GATE, "open")
+            assert (await asyncio.wait_for(task.result(), 30)).data == "opened"
+            assert mw.get_metrics().active == 0
+            assert (await asyncio.wait_for(client.call_tool("work", {"seconds": 0.01}), 30)).data == "worked"
+        assert int(await probe.get(support.PEAK)) == 1
+    finally:
+        await probe.aclose()
