@@ -99,7 +99,12 @@ impl PyLimiter {
     /// `continuation` marks the continuation of a multi-round-trip call
     /// (a `tools/call` carrying `inputResponses` or `requestState`).
     #[pyo3(signature = (tool = None, client = None, continuation = false))]
-    fn acquire(&self, tool: Option<String>, client: Option<String>, continuation: bool) -> PyPending {
+    fn acquire(
+        &self,
+        tool: Option<String>,
+        client: Option<String>,
+        continuation: bool,
+    ) -> PyPending {
         let limiter = self.inner.clone();
         let future: AcquireFuture = Box::pin(async move {
             let mut request = Request::new();

@@ -73,9 +73,8 @@ impl PyTaskHolds {
     #[new]
     #[pyo3(signature = (max_holds = None))]
     fn new(max_holds: Option<usize>) -> Self {
-        let inner = TaskHolds::new(
-            max_holds.unwrap_or(mcp_backpressure::task_holds::DEFAULT_MAX_HOLDS),
-        );
+        let inner =
+            TaskHolds::new(max_holds.unwrap_or(mcp_backpressure::task_holds::DEFAULT_MAX_HOLDS));
         let expiry = runtime().spawn(inner.clone().run_expiry()).abort_handle();
         Self { inner, expiry }
     }
@@ -119,7 +118,13 @@ impl PyTaskHolds {
     /// permit reporting `outcome`. Returns whether there was one (a hold
     /// ends once).
     #[pyo3(signature = (scope, task_id, cause_name, outcome_name = "ignore"))]
-    fn end(&self, scope: &str, task_id: &str, cause_name: &str, outcome_name: &str) -> PyResult<bool> {
+    fn end(
+        &self,
+        scope: &str,
+        task_id: &str,
+        cause_name: &str,
+        outcome_name: &str,
+    ) -> PyResult<bool> {
         let (cause, outcome) = (cause(cause_name)?, outcome(outcome_name)?);
         Ok(self.inner.end(scope, task_id, cause, outcome))
     }
