@@ -9,9 +9,10 @@ worker runs the tasks on the test's event loop, and with a Redis Docket whose
 workers run in two other processes (a redis-server on a free loopback port).
 Every wait has a deadline; the tools wait on events, not on the clock.
 
-Skipped on venvs without ``fastmcp_tasks`` unless ``MCP_BP_REQUIRE_ALL=1``
-and ``MCP_BP_TASKS=1`` (``scripts/test-python.sh`` sets both in its tasks
-venv).
+Skipped on venvs without ``fastmcp_tasks``, unless ``MCP_BP_TASKS=1``
+(``scripts/test-python.sh`` sets it in its tasks venv, where a missing
+package must fail the run: ``MCP_BP_REQUIRE_ALL`` alone does not require
+them, since the FastMCP 4.2.3 and 2.14.7 venvs have no tasks extra).
 """
 
 from __future__ import annotations
@@ -280,21 +281,43 @@ async def test_task_holds_cap_ends_the_stalest() -> None:
 
 
 async def test_a_continuation_is_admitted_as_one() -> None:
-    from conftest import context
+    """A ``tools/call`` retried with the answers of an ``InputRequiredResult``
+    (SEP-2322: ``inputResponses``, ``requestState``) reaches the core as
+    ``Request::continuation()``; a first call does not."""
+    from fastmcp.server.middleware import MiddlewareContext
+    from mcp_types import CallToolRequestParams
+
     from mcp_backpressure.middleware import _is_continuation
 
-    assert _is_continuation({"inputResponses": {"k": {}}})
-    assert _is_continuation({"requestState": "opaque"})
-    assert not _is_continuation({"name": "echo", "arguments": {}})
+    class Spy:
+        def __init__(self, limiter: Any) -> None:
+            self.limiter = limiter
+            self.calls: list[tuple[Any, ...]] = []
+
+        def acquire(self, *args: Any) -> Any:
+            self.calls.append(args)
+            return self.limiter.acquire(*args)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.limiter, name)
+
     mw = BackpressureMiddleware(1)
-    ctx = context()
-    object.__setattr__(ctx.message, "request_state", "opaque")
+    spy = Spy(mw._limiter)
+    mw._limiter = spy
 
     async def tool(_context: Any) -> str:
         return "ok"
 
-    assert await mw(ctx, tool) == "ok"
-    assert mw.get_metrics().completed == 1
+    messages = [
+        CallToolRequestParams(name="t", arguments={}),
+        CallToolRequestParams(name="t", arguments={}, input_responses={"confirm": {"action": "accept"}}),
+        CallToolRequestParams(name="t", arguments={}, request_state="opaque"),
+    ]
+    for message in messages:
+        assert await mw(MiddlewareContext(message=message, method="tools/call"), tool) == "ok"
+    assert [call[2] for call in spy.calls] == [False, True, True]
+    assert mw.get_metrics().completed == 3
+    assert _is_continuation({"inputResponses": {}}) and not _is_continuation({"name": "t"})
 
 
 # --- a Redis Docket whose workers run in other processes ---------------------------
