@@ -61,6 +61,14 @@ _INVALID_PARAMS = -32602
 """The code of the tasks extension's "Task ... not found" error."""
 
 
+def _task_not_found(exc: BaseException) -> bool:
+    """Whether an MCP error is the tasks extension's "Task <id> not found"."""
+    if error_code(exc) != _INVALID_PARAMS:
+        return False
+    message = getattr(getattr(exc, "error", None), "message", None) or str(exc)
+    return "not found" in str(message).lower()
+
+
 def _field(obj: Any, *names: str) -> Any:
     """The first of ``names`` that ``obj`` has, as an attribute or a key."""
     for name in names:
@@ -389,7 +397,10 @@ class BackpressureMiddleware:
                 # The call became a background task: its work goes on, so the
                 # slot stays taken until the task ends (the permit moves into
                 # the hold; the release below then does nothing).
-                self._hold(context, handle, permit)
+                try:
+                    self._hold(context, handle, permit)
+                except Exception:  # never lose the call's answer over it
+                    logger.exception("mcp_backpressure: could not hold the slot of task %s", handle[0])
             else:
                 permit.set_outcome("ignore" if result_is_error(result) else "success")
             return result
@@ -402,6 +413,10 @@ class BackpressureMiddleware:
         task_id, ttl, poll_interval = handle
         if self.task_ttl is not None:
             ttl = self.task_ttl if ttl is None else min(ttl, self.task_ttl)
+        if ttl is not None:
+            ttl = min(ttl, _LONGEST_QUEUE_TIMEOUT)
+        if poll_interval is not None:
+            poll_interval = min(poll_interval, _LONGEST_QUEUE_TIMEOUT)
         scope = _task_scope()
         # The own poll asks only about a task nobody asked about for two of its
         # poll intervals: a client polling at the pace the server asked for
@@ -433,7 +448,7 @@ class BackpressureMiddleware:
         try:
             result = await call_next(context)
         except McpErrorBase as exc:
-            if error_code(exc) == _INVALID_PARAMS:
+            if _task_not_found(exc):
                 self._end(scope, task_id, "unknown_task")
             raise
         if method == "tasks/cancel":
@@ -491,7 +506,7 @@ class BackpressureMiddleware:
             # In the context of the call that made the task: its auth scope.
             answer = await info.context.run(asyncio.ensure_future, tasks_get(info.server, task_id))
         except McpErrorBase as exc:
-            if error_code(exc) == _INVALID_PARAMS:
+            if _task_not_found(exc):
                 self._end(scope, task_id, "unknown_task")
             return
         except Exception:

@@ -199,6 +199,26 @@ async def test_a_task_nobody_polls_is_ended_by_the_own_poll() -> None:
         assert ended["own_poll"] == 1 and mw.get_metrics().active == 0
 
 
+async def test_a_task_the_server_no_longer_knows_frees_its_slot() -> None:
+    mw = BackpressureMiddleware(max_concurrent=1, queue_size=0)
+    probe = Probe()
+    mcp = tasks_server(probe, mw)
+    async with Client(mcp) as client:
+        task = await call_tool_task(client, "gated")
+        await asyncio.wait_for(probe.started.wait(), 10)
+        # The backend loses the task (its metadata expired, Redis was flushed).
+        async with mcp._docket.redis() as redis:
+            keys = await redis.keys(f"*{task.task_id}*")
+            assert keys
+            await redis.delete(*keys)
+        with pytest.raises(Exception, match="not found"):
+            await asyncio.wait_for(task.status(), 10)
+        metrics = mw.get_metrics()
+        assert metrics.task_holds_ended["unknown_task"] == 1
+        assert metrics.task_holds == 0 and metrics.active == 0
+        probe.gate.set()
+
+
 async def test_task_true_holds_too_and_a_foreground_call_does_not() -> None:
     mw = BackpressureMiddleware(max_concurrent=1, queue_size=0)
     probe = Probe()
