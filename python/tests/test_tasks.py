@@ -219,6 +219,18 @@ async def test_a_task_the_server_no_longer_knows_frees_its_slot() -> None:
         probe.gate.set()
 
 
+async def test_a_stopped_task_backend_frees_the_slots() -> None:
+    mw = BackpressureMiddleware(max_concurrent=1, queue_size=0)
+    probe = Probe()
+    async with Client(tasks_server(probe, mw)) as client:
+        await call_tool_task(client, "gated")
+        await asyncio.wait_for(probe.started.wait(), 10)
+    # The server's lifespan ended (its Docket is gone) with the task held.
+    await eventually(lambda: mw.get_metrics().task_holds == 0, seconds=10)
+    metrics = mw.get_metrics()
+    assert metrics.task_holds_ended["closed"] == 1 and metrics.active == 0
+
+
 async def test_task_true_holds_too_and_a_foreground_call_does_not() -> None:
     mw = BackpressureMiddleware(max_concurrent=1, queue_size=0)
     probe = Probe()
