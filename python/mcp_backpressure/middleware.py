@@ -464,17 +464,24 @@ class BackpressureMiddleware:
     def _start_poller(self) -> None:
         if self._poll_wakeup is not None:
             self._poll_wakeup.set()
-        if self._poller is not None and not self._poller.done():
+        loop = asyncio.get_running_loop()
+        if self._poller is not None and not self._poller.done() and self._poller.get_loop() is loop:
             return
         self._poll_wakeup = asyncio.Event()
-        self._poller = asyncio.get_running_loop().create_task(self._own_poll(), name="mcp-backpressure-task-poll")
+        self._poller = loop.create_task(self._own_poll(), name="mcp-backpressure-task-poll")
 
     async def _own_poll(self) -> None:
-        """Asks the server itself about tasks nobody polled for their poll
-        interval (a client that went away), so that a finished task does not
-        keep its slot until its TTL. Runs while there are holds."""
+        """Asks the server itself about tasks nobody asked about for two of
+        their poll intervals (a client that went away), so that a finished
+        task does not keep its slot until its TTL. Runs while there are holds."""
         wakeup = self._poll_wakeup
         assert wakeup is not None
+        try:
+            await self._own_poll_loop(wakeup)
+        except Exception:  # the next hold starts another
+            logger.exception("mcp_backpressure: the task poll stopped")
+
+    async def _own_poll_loop(self, wakeup: asyncio.Event) -> None:
         while True:
             # Forget what the core's TTL (or anything else) already ended.
             for key in [k for k in self._hold_info if not self._holds.contains(*k)]:
