@@ -254,6 +254,30 @@ async def test_task_true_holds_too_and_a_foreground_call_does_not() -> None:
         assert mw.get_metrics().task_holds == 0
 
 
+async def test_over_stdio_six_tasks_run_two_at_a_time() -> None:
+    """The same over a real transport: the server in its own process, the
+    JSON-RPC answers (task handles, ``tasks/get``) on the wire."""
+    import json
+
+    from fastmcp.client.transports import StdioTransport
+
+    transport = StdioTransport(
+        command=sys.executable,
+        args=[str(SUPPORT / "tasks_stdio_server.py")],
+        env=dict(os.environ, MW_KWARGS=json.dumps({"max_concurrent": 2, "queue_size": 10})),
+    )
+    async with Client(transport) as client:
+        results = await asyncio.wait_for(
+            asyncio.gather(*(client.call_tool("work", {"seconds": 0.3}) for _ in range(6))), 60
+        )
+        peaks = [r.data for r in results]
+        metrics = json.loads((await asyncio.wait_for(client.call_tool("metrics"), 10)).data)
+    assert max(peaks) == 2, peaks
+    assert metrics["task_holds_created"] == 6 and metrics["task_holds"] == 0
+    assert metrics["active"] == 1, "only the metrics call itself"
+    assert metrics["total_rejected"] == 0
+
+
 # --- the core's table through PyO3 ------------------------------------------------
 
 
