@@ -166,6 +166,11 @@ class BackpressureMiddleware:
     (-31429; pass ``PYTHON_PACKAGE_OVERLOAD_CODE`` for 0.1.2's -32001). The
     keyword-only ones expose the core (see the package README for each).
 
+    A ``tools/call`` answered with a background-task handle (FastMCP 4 with
+    ``fastmcp[tasks]``) keeps its slot until the task ends: a terminal
+    ``tasks/get`` answer, an acknowledged ``tasks/cancel``, "not found", the
+    middleware's own poll, the TTL (``task_ttl`` caps it) or ``max_task_holds``.
+
     Example::
 
         mcp = FastMCP("server")
