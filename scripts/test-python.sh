@@ -7,7 +7,12 @@
 #      over stdio and Streamable HTTP;
 #   2. the test suite of the package we replace, mcp-backpressure 0.1.2, as
 #      published on PyPI (downloaded here, never committed), with our
-#      conftest.py and the deselections listed below.
+#      conftest.py and the deselections listed below;
+#   3. in a third venv with FastMCP's background tasks (`fastmcp[tasks]`,
+#      which pins FastMCP 4.1.8), tests/test_tasks.py: a task keeps its slot
+#      until it ends, on the in-memory Docket and on a Redis Docket whose
+#      workers run in other processes (it skips on the two venvs above, which
+#      have no `fastmcp_tasks`).
 #
 # Everything is installed under .tools/ (ignored by git) with the registries'
 # ordinary clients; a stamp per part makes a second run skip what is in place.
@@ -20,6 +25,9 @@ cd "$(dirname "$0")/.."
 ROOT="$PWD"
 
 FASTMCP_VERSIONS=("4.2.3" "2.14.7") # the newest that installs here; the newest 2.x
+# Background tasks: the `tasks` extra of the newest FastMCP that has it (it
+# pins fastmcp 4.1.8, fastmcp-tasks, pydocket).
+FASTMCP_TASKS="fastmcp[tasks]==4.1.8"
 PYTEST="pytest==9.2.0 pytest-asyncio==1.5.0"
 TS_SDK="@modelcontextprotocol/sdk@1.32.2"
 OLD_PACKAGE="mcp-backpressure==0.1.2"
@@ -66,6 +74,20 @@ for version in "${FASTMCP_VERSIONS[@]}"; do
         echo "$want" >"$venv/.installed"
     fi
 done
+
+tasks_venv="$TOOLS/python-fastmcp-tasks"
+want="$FASTMCP_TASKS $PYTEST"
+if fresh "$tasks_venv/.installed" "$want" && [ -x "$tasks_venv/bin/python" ]; then
+    step "venv with $want already installed"
+else
+    step "installing $want into $tasks_venv"
+    rm -rf "$tasks_venv"
+    python3 -m venv "$tasks_venv"
+    # shellcheck disable=SC2086
+    "$tasks_venv/bin/python" -m pip install --quiet --disable-pip-version-check $want
+    "$tasks_venv/bin/python" -c "import fastmcp_tasks"
+    echo "$want" >"$tasks_venv/.installed"
+fi
 
 # --- the wheel: what `pip install ./python` builds ---------------------------
 # pip fetches maturin from PyPI into an isolated build environment.
@@ -133,4 +155,10 @@ for version in "${FASTMCP_VERSIONS[@]}"; do
     rm -rf "$work"
     trap - EXIT
 done
+step "$FASTMCP_TASKS: installing the wheel"
+"$tasks_venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall "$wheel"
+step "$FASTMCP_TASKS: tests/test_tasks.py (memory:// and Redis Docket workers)"
+# MCP_BP_TASKS=1: a missing fastmcp_tasks fails here instead of skipping.
+MCP_BP_TASKS=1 "$tasks_venv/bin/python" -m pytest -q -p no:cacheprovider -c python/pyproject.toml --rootdir python \
+    python/tests/test_tasks.py
 step "all passed in $((SECONDS - started)) s"

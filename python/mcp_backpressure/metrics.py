@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -44,3 +44,18 @@ class BackpressureMetrics:
     """Calls whose caller left the queue (cancelled, disconnected)."""
     tracked_keys: int = 0
     """Client keys and unconfigured tool names tracked now."""
+    # --- background tasks (a call answered with a task handle keeps its slot) --
+    task_holds: int = 0
+    """Background tasks keeping slots now."""
+    task_hold_slots: int = 0
+    """Global slots those tasks keep (part of ``active``)."""
+    task_holds_created: int = 0
+    """Tasks that ever kept a slot."""
+    task_holds_ended: dict[str, int] = field(default_factory=dict)
+    """Holds ended, by cause: ``terminal`` (a ``tasks/get`` answer said
+    completed, failed or cancelled), ``cancel`` (an acknowledged
+    ``tasks/cancel``), ``ttl`` (the task's TTL, or ``task_ttl``, ran out),
+    ``own_poll`` (the middleware's own poll found the task over),
+    ``unknown_task`` (the server no longer knows it), ``cap``
+    (``max_task_holds`` reached: the stalest hold ended), ``closed`` (the
+    task backend stopped)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import logging
@@ -49,6 +50,93 @@ def session_client_key(context: Any) -> str | None:
     return session_id if isinstance(session_id, str) else None
 
 
+TASK_METHODS = frozenset({"tasks/get", "tasks/cancel"})
+"""The tasks extension's methods the middleware watches (never limits): their
+answers say when a task that holds a slot ends."""
+
+_TERMINAL_STATUSES = {"completed": "success", "failed": "ignore", "cancelled": "ignore"}
+"""A task's terminal statuses, and the outcome each reports to the limit."""
+
+_INVALID_PARAMS = -32602
+"""The code of the tasks extension's "Task ... not found" error."""
+
+
+def _task_not_found(exc: BaseException) -> bool:
+    """Whether an MCP error is the tasks extension's "Task <id> not found"."""
+    if error_code(exc) != _INVALID_PARAMS:
+        return False
+    message = getattr(getattr(exc, "error", None), "message", None) or str(exc)
+    return "not found" in str(message).lower()
+
+
+def _field(obj: Any, *names: str) -> Any:
+    """The first of ``names`` that ``obj`` has, as an attribute or a key."""
+    for name in names:
+        if isinstance(obj, Mapping):
+            if name in obj:
+                return obj[name]
+        else:
+            value = getattr(obj, name, None)
+            if value is not None:
+                return value
+    return None
+
+
+def _task_handle(result: Any) -> tuple[str, float | None, float | None] | None:
+    """``(task_id, ttl, poll_interval)`` (seconds) if a ``tools/call`` result is
+    a task handle (``resultType: "task"``, SEP-2663): the call became a
+    background task whose work goes on after this answer."""
+    if _field(result, "result_type", "resultType") != "task":
+        return None
+    task_id = _field(result, "task_id", "taskId")
+    if not isinstance(task_id, str) or not task_id:
+        return None
+    ttl_ms = _field(result, "ttl_ms", "ttlMs")
+    poll_ms = _field(result, "poll_interval_ms", "pollIntervalMs")
+    ttl = ttl_ms / 1000 if isinstance(ttl_ms, (int, float)) and ttl_ms >= 0 else None
+    poll = poll_ms / 1000 if isinstance(poll_ms, (int, float)) and poll_ms > 0 else None
+    return task_id, ttl, poll
+
+
+def _task_status(result: Any) -> str | None:
+    status = _field(result, "status")
+    return status if isinstance(status, str) else None
+
+
+def _is_continuation(message: Any) -> bool:
+    """Whether a ``tools/call`` carries the answers of an earlier round trip
+    (``inputResponses`` or ``requestState``, SEP-2322)."""
+    return (
+        _field(message, "input_responses", "inputResponses") is not None
+        or _field(message, "request_state", "requestState") is not None
+    )
+
+
+def _task_scope() -> str:
+    """The scope task ids are unique in: the tasks extension's authorization
+    scope of the current request (``""`` when anonymous or without it)."""
+    try:
+        from fastmcp_tasks.context import get_task_scope
+    except ImportError:
+        return ""
+    try:
+        scope = get_task_scope()
+    except Exception:  # no request bound
+        return ""
+    return scope if isinstance(scope, str) else ""
+
+
+class _HoldInfo:
+    """What the middleware's own poll needs to ask the server about a task:
+    the server (its Docket) and the request's context (its auth scope)."""
+
+    __slots__ = ("context", "server")
+
+    def __init__(self, server: Any, context: contextvars.Context) -> None:
+        self.server = server
+        self.context = context
+
+
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -77,6 +165,11 @@ class BackpressureMiddleware:
     the same defaults and validation errors, except ``overload_error_code``
     (-31429; pass ``PYTHON_PACKAGE_OVERLOAD_CODE`` for 0.1.2's -32001). The
     keyword-only ones expose the core (see the package README for each).
+
+    A ``tools/call`` answered with a background-task handle (FastMCP 4 with
+    ``fastmcp[tasks]``) keeps its slot until the task ends: a terminal
+    ``tasks/get`` answer, an acknowledged ``tasks/cancel``, "not found", the
+    middleware's own poll, the TTL (``task_ttl`` caps it) or ``max_task_holds``.
 
     Example::
 
@@ -115,6 +208,8 @@ class BackpressureMiddleware:
         shared_fail: str = "open",
         shared_replicas: int | None = None,
         shared_timeout: float | None = None,
+        task_ttl: float | None = None,
+        max_task_holds: int | None = None,
     ) -> None:
         # The three checks and messages of 0.1.2, first and in its order.
         _check_int("max_concurrent", max_concurrent)
@@ -144,6 +239,14 @@ class BackpressureMiddleware:
             raise ValueError(
                 f"invalid overload_response: {overload_response!r} (expected auto, error or tool_result)"
             )
+        if task_ttl is not None and (
+            isinstance(task_ttl, bool) or not isinstance(task_ttl, (int, float)) or not 0 < task_ttl < math.inf
+        ):
+            raise ValueError(f"invalid task_ttl: must be a finite number of seconds > 0, got {task_ttl!r}")
+        if max_task_holds is not None:
+            _check_int("max_task_holds", max_task_holds)
+            if max_task_holds < 1:
+                raise ValueError(f"invalid max_task_holds: must be at least 1, got {max_task_holds}")
         if client_key == "session":
             client_key = session_client_key
         elif client_key is not None and not callable(client_key):
@@ -184,6 +287,13 @@ class BackpressureMiddleware:
         self.guarded_methods = guarded
         self.overload_response = overload_response
         self.client_key = client_key
+        self.task_ttl = task_ttl
+        # Background tasks: a call answered with a task handle keeps its slot
+        # here until the task ends (the core's table: TTLs run on its timer).
+        self._holds = _core.TaskHolds(max_task_holds)
+        self._hold_info: dict[tuple[str, str], _HoldInfo] = {}
+        self._poller: asyncio.Task[None] | None = None
+        self._poll_wakeup: asyncio.Event | None = None
 
     # --- metrics --------------------------------------------------------------
 
@@ -217,7 +327,24 @@ class BackpressureMiddleware:
             completed=snapshot["completed"],
             cancelled_in_queue=snapshot["cancelled_in_queue"],
             tracked_keys=snapshot["tracked_keys"],
+            **self._task_metrics(),
         )
+
+    def _task_metrics(self) -> dict[str, Any]:
+        holds = self._holds.snapshot()
+        return {
+            "task_holds": holds["held"],
+            "task_hold_slots": holds["slots"],
+            "task_holds_created": holds["created"],
+            "task_holds_ended": dict(holds["ended"]),
+        }
+
+    def get_task_metrics(self) -> dict[str, Any]:
+        """The task holds alone: ``held`` (tasks keeping slots), ``slots``
+        (global slots they keep), ``max_holds``, ``created`` and ``ended``
+        (by cause: ``terminal``, ``cancel``, ``ttl``, ``own_poll``,
+        ``unknown_task``, ``cap``, ``closed``)."""
+        return dict(self._holds.snapshot())
 
     def get_shared_metrics(self) -> dict[str, Any] | None:
         """The shared Redis limit's own figures (``fallback``, ``leases``,
@@ -239,15 +366,19 @@ class BackpressureMiddleware:
 
     async def __call__(self, context: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
         method = getattr(context, "method", _DIRECT)
+        continuation = False
         if method is _DIRECT:
             tool = None
         elif method in self.guarded_methods:
             tool = self._tool_name(context, method)
+            continuation = method == "tools/call" and _is_continuation(getattr(context, "message", None))
+        elif method in TASK_METHODS:
+            return await self._watch_task_method(context, call_next, method)
         else:
             return await call_next(context)
         client = self.client_key(context) if self.client_key is not None else None
 
-        pending = self._limiter.acquire(tool, client)
+        pending = self._limiter.acquire(tool, client, continuation)
         # The first poll needs no waker: an admission that fits is answered
         # here, synchronously, without an event-loop round trip.
         answer = pending.poll()
@@ -266,10 +397,136 @@ class BackpressureMiddleware:
                 permit.set_outcome("dropped")
             raise
         else:
-            permit.set_outcome("ignore" if result_is_error(result) else "success")
+            handle = _task_handle(result) if method == "tools/call" else None
+            if handle is not None:
+                # The call became a background task: its work goes on, so the
+                # slot stays taken until the task ends (the permit moves into
+                # the hold; the release below then does nothing).
+                try:
+                    self._hold(context, handle, permit)
+                except Exception:  # never lose the call's answer over it
+                    logger.exception("mcp_backpressure: could not hold the slot of task %s", handle[0])
+            else:
+                permit.set_outcome("ignore" if result_is_error(result) else "success")
             return result
         finally:
             permit.release()
+
+    # --- background tasks -------------------------------------------------------
+
+    def _hold(self, context: Any, handle: tuple[str, float | None, float | None], permit: Any) -> None:
+        task_id, ttl, poll_interval = handle
+        if self.task_ttl is not None:
+            ttl = self.task_ttl if ttl is None else min(ttl, self.task_ttl)
+        if ttl is not None:
+            ttl = min(ttl, _LONGEST_QUEUE_TIMEOUT)
+        if poll_interval is not None:
+            poll_interval = min(poll_interval, _LONGEST_QUEUE_TIMEOUT)
+        scope = _task_scope()
+        # The own poll asks only about a task nobody asked about for two of its
+        # poll intervals: a client polling at the pace the server asked for
+        # is never doubled by it.
+        own_poll = None if poll_interval is None else 2 * poll_interval
+        self._holds.hold(scope, task_id, permit, ttl, own_poll)
+        server = getattr(getattr(context, "fastmcp_context", None), "fastmcp", None)
+        if server is not None:
+            self._hold_info[(scope, task_id)] = _HoldInfo(server, contextvars.copy_context())
+            self._start_poller()
+
+    def _end(self, scope: str, task_id: str, cause: str, outcome: str = "ignore") -> bool:
+        self._hold_info.pop((scope, task_id), None)
+        if not self._hold_info and self._poll_wakeup is not None:
+            self._poll_wakeup.set()  # nothing left to poll: the poller ends
+        return bool(self._holds.end(scope, task_id, cause, outcome))
+
+    async def _watch_task_method(self, context: Any, call_next: Callable[[Any], Awaitable[Any]], method: str) -> Any:
+        """``tasks/get`` and ``tasks/cancel`` pass; their answers end holds: a
+        terminal status (``terminal``), an acknowledged cancel (``cancel``), a
+        "not found" error (``unknown_task``). A ``working`` answer tells the
+        own poll that the task is alive."""
+        task_id = _field(getattr(context, "message", None), "taskId", "task_id")
+        if not isinstance(task_id, str) or len(self._holds) == 0:
+            return await call_next(context)
+        scope = _task_scope()
+        if not self._holds.contains(scope, task_id):
+            return await call_next(context)
+        try:
+            result = await call_next(context)
+        except McpErrorBase as exc:
+            if _task_not_found(exc):
+                self._end(scope, task_id, "unknown_task")
+            raise
+        if method == "tasks/cancel":
+            self._end(scope, task_id, "cancel")
+        else:
+            status = _task_status(result)
+            if status in _TERMINAL_STATUSES:
+                self._end(scope, task_id, "terminal", _TERMINAL_STATUSES[status])
+            else:
+                self._holds.seen(scope, task_id)
+        return result
+
+    def _start_poller(self) -> None:
+        if self._poll_wakeup is not None:
+            self._poll_wakeup.set()
+        loop = asyncio.get_running_loop()
+        if self._poller is not None and not self._poller.done() and self._poller.get_loop() is loop:
+            return
+        self._poll_wakeup = asyncio.Event()
+        self._poller = loop.create_task(self._own_poll(), name="mcp-backpressure-task-poll")
+
+    async def _own_poll(self) -> None:
+        """Asks the server itself about tasks nobody asked about for two of
+        their poll intervals (a client that went away), so that a finished
+        task does not keep its slot until its TTL. Runs while there are holds."""
+        wakeup = self._poll_wakeup
+        assert wakeup is not None
+        try:
+            await self._own_poll_loop(wakeup)
+        except Exception:  # the next hold starts another
+            logger.exception("mcp_backpressure: the task poll stopped")
+
+    async def _own_poll_loop(self, wakeup: asyncio.Event) -> None:
+        while True:
+            # Forget what the core's TTL (or anything else) already ended.
+            for key in [k for k in self._hold_info if not self._holds.contains(*k)]:
+                del self._hold_info[key]
+            if not self._hold_info:
+                return
+            wait = self._holds.next_wake()
+            wakeup.clear()
+            if wait is None or wait > 0:
+                try:
+                    await asyncio.wait_for(wakeup.wait(), timeout=wait)
+                except asyncio.TimeoutError:
+                    pass
+            for scope, task_id in self._holds.due():
+                info = self._hold_info.get((scope, task_id))
+                if info is not None:
+                    await self._ask(scope, task_id, info)
+
+    async def _ask(self, scope: str, task_id: str, info: _HoldInfo) -> None:
+        if getattr(info.server, "_docket", None) is None:
+            # The server's task backend has stopped: its tasks are gone.
+            self._end(scope, task_id, "closed")
+            return
+        try:
+            from fastmcp_tasks.handlers import tasks_get
+        except ImportError:  # pragma: no cover - a task handle implies the package
+            return
+        try:
+            # In the context of the call that made the task: its auth scope.
+            answer = await info.context.run(asyncio.ensure_future, tasks_get(info.server, task_id))
+        except McpErrorBase as exc:
+            if _task_not_found(exc):
+                self._end(scope, task_id, "unknown_task")
+            return
+        except Exception:
+            logger.exception("mcp_backpressure: asking about task %s failed", task_id)
+            return
+        status = _task_status(answer)
+        if status in _TERMINAL_STATUSES:
+            self._end(scope, task_id, "own_poll", _TERMINAL_STATUSES[status])
 
     def _signals_overload(self, exc: BaseException) -> bool:
         """Whether an MCP error with an overload code is in ``exc``'s chain:

@@ -28,6 +28,7 @@ mod pending;
 mod permit;
 mod runtime;
 mod settings;
+mod task_holds;
 mod waker;
 
 use pyo3::prelude::*;
@@ -35,6 +36,7 @@ use pyo3::prelude::*;
 pub use limiter::PyLimiter;
 pub use pending::PyPending;
 pub use permit::PyPermit;
+pub use task_holds::PyTaskHolds;
 
 /// The extension module.
 #[pymodule]
@@ -42,6 +44,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyLimiter>()?;
     m.add_class::<PyPending>()?;
     m.add_class::<PyPermit>()?;
+    m.add_class::<PyTaskHolds>()?;
     m.add(
         "DEFAULT_OVERLOAD_CODE",
         mcp_backpressure::jsonrpc::DEFAULT_OVERLOAD_CODE,

@@ -96,8 +96,15 @@ impl PyLimiter {
     /// Starts an admission for a call of `tool` (a tool name, or a method
     /// name for the other guarded methods) from `client` (a client key).
     /// Nothing happens until the returned `Pending` is first polled.
-    #[pyo3(signature = (tool = None, client = None))]
-    fn acquire(&self, tool: Option<String>, client: Option<String>) -> PyPending {
+    /// `continuation` marks the continuation of a multi-round-trip call
+    /// (a `tools/call` carrying `inputResponses` or `requestState`).
+    #[pyo3(signature = (tool = None, client = None, continuation = false))]
+    fn acquire(
+        &self,
+        tool: Option<String>,
+        client: Option<String>,
+        continuation: bool,
+    ) -> PyPending {
         let limiter = self.inner.clone();
         let future: AcquireFuture = Box::pin(async move {
             let mut request = Request::new();
@@ -106,6 +113,9 @@ impl PyLimiter {
             }
             if let Some(client) = client.as_deref() {
                 request = request.client(client);
+            }
+            if continuation {
+                request = request.continuation();
             }
             limiter.acquire_with(request).await
         });

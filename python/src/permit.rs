@@ -23,6 +23,12 @@ impl PyPermit {
             inner: Mutex::new(Some(permit)),
         }
     }
+
+    /// Takes the slot out (a task hold keeps it from now on): `release()`
+    /// then does nothing. `None` if it was already given back or taken.
+    pub(crate) fn take(&self) -> Option<Permit> {
+        lock(&self.inner).take()
+    }
 }
 
 #[pymethods]

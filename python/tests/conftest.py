@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -126,3 +129,46 @@ def required_env(name: str) -> str:
             pytest.fail(f"{name} is not set")
         pytest.skip(f"{name} is not set (scripts/test-python.sh sets it)")
     return value
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A redis-server of its own on a free loopback port, killed on exit; yields its URL."""
+    binary = os.environ.get("REDIS_SERVER", "redis-server")
+    if shutil.which(binary) is None:
+        pytest.fail(f"{binary} not found: run scripts/setup-test-deps.sh or set REDIS_SERVER")
+    port = free_port()
+    with tempfile.TemporaryDirectory() as workdir:
+        server = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+             "--dir", workdir],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "redis-server did not start"
+                    time.sleep(0.01)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            server.kill()
+            server.wait()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    with redis_server() as url:
+        yield url
+
+
+async def eventually(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Waits (wall clock, bounded) for a condition that depends on Redis."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.005)

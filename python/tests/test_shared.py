@@ -6,56 +6,13 @@ it; ``REDIS_SERVER`` names another binary)."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
-from typing import Callable, Iterator
 
 import pytest
 
-from conftest import Gate, context, free_port
+from conftest import Gate, context, eventually, free_port
 from mcp_backpressure import BackpressureMiddleware, OverloadError
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    binary = os.environ.get("REDIS_SERVER", "redis-server")
-    if shutil.which(binary) is None:
-        pytest.fail(f"{binary} not found: run scripts/setup-test-deps.sh or set REDIS_SERVER")
-    port = free_port()
-    with tempfile.TemporaryDirectory() as workdir:
-        server = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-             "--dir", workdir],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, "redis-server did not start"
-                    time.sleep(0.01)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            server.kill()
-            server.wait()
-
-
-async def eventually(condition: Callable[[], bool], seconds: float = 5.0) -> None:
-    """Waits (wall clock, bounded) for a condition that depends on Redis."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.005)
 
 
 async def test_two_middlewares_naming_one_key_share_its_limit(redis_url: str) -> None:
