@@ -44,6 +44,11 @@ class BackpressureMetrics:
     """Calls whose caller left the queue (cancelled, disconnected)."""
     tracked_keys: int = 0
     """Client keys and unconfigured tool names tracked now."""
+    continuations_waiting: int = 0
+    """Retries of multi-round-trip calls (``inputResponses`` or
+    ``requestState``) waiting at the head of the queue now."""
+    continuations_ahead: int = 0
+    """Retries of multi-round-trip calls admitted ahead of the queue."""
     # --- background tasks (a call answered with a task handle keeps its slot) --
     task_holds: int = 0
     """Background tasks keeping slots now."""

@@ -327,6 +327,8 @@ class BackpressureMiddleware:
             completed=snapshot["completed"],
             cancelled_in_queue=snapshot["cancelled_in_queue"],
             tracked_keys=snapshot["tracked_keys"],
+            continuations_waiting=snapshot["continuations_waiting"],
+            continuations_ahead=snapshot["continuations_ahead"],
             **self._task_metrics(),
         )
 

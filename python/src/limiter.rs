@@ -185,5 +185,7 @@ fn snapshot_dict<'py>(py: Python<'py>, s: &MetricsSnapshot) -> PyResult<Bound<'p
     dict.set_item("rejected_queue_shed", s.rejected_queue_shed)?;
     dict.set_item("rejected_shared_unavailable", s.rejected_shared_unavailable)?;
     dict.set_item("tracked_keys", s.tracked_keys)?;
+    dict.set_item("continuations_waiting", s.continuations_waiting)?;
+    dict.set_item("continuations_ahead", s.continuations_ahead)?;
     Ok(dict)
 }

@@ -376,6 +376,49 @@ async def test_a_continuation_is_admitted_as_one() -> None:
     assert _is_continuation({"inputResponses": {}}) and not _is_continuation({"name": "t"})
 
 
+async def test_with_no_queue_a_continuation_waits_for_the_slot_and_goes_first() -> None:
+    """Behind ``queue_size=0`` an ordinary call is refused while the slot is
+    taken, but the retry that brings a person's answer waits at the head of
+    the queue and runs as soon as the slot frees."""
+    from fastmcp.server.middleware import MiddlewareContext
+    from mcp_types import CallToolRequestParams
+
+    mw = BackpressureMiddleware(1, queue_size=0, queue_timeout=30.0)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(_context: Any) -> str:
+        started.set()
+        await release.wait()
+        return "slow"
+
+    async def quick(_context: Any) -> str:
+        return "quick"
+
+    def context(**extra: Any) -> Any:
+        return MiddlewareContext(
+            message=CallToolRequestParams(name="t", arguments={}, **extra), method="tools/call"
+        )
+
+    occupant = asyncio.create_task(mw(context(), slow))
+    await asyncio.wait_for(started.wait(), 10)
+    with pytest.raises(Exception) as refused:
+        await mw(context(), quick)
+    assert "concurrency_limit" in str(refused.value)
+    retry = asyncio.create_task(mw(context(request_state="opaque"), quick))
+    async def waiting() -> bool:
+        return mw.get_metrics().continuations_waiting == 1
+    for _ in range(1000):
+        if await waiting():
+            break
+        await asyncio.sleep(0.001)
+    assert await waiting()
+    release.set()
+    assert await asyncio.wait_for(occupant, 10) == "slow"
+    assert await asyncio.wait_for(retry, 10) == "quick"
+    metrics = mw.get_metrics()
+    assert (metrics.continuations_ahead, metrics.continuations_waiting) == (1, 0)
+
+
 # --- a Redis Docket whose workers run in other processes ---------------------------
 
 
