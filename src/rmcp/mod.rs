@@ -22,6 +22,7 @@
 mod disconnect;
 mod handler;
 mod options;
+mod tasks;
 pub mod wire;
 
 pub use disconnect::DisconnectAware;
@@ -30,3 +31,4 @@ pub use options::{
     BackpressureOptions, CancelPolicy, ClientKey, GuardedMethods, KeyFn, MAX_HEADER_KEY_BYTES,
     OverloadResponse,
 };
+pub use tasks::{TaskWatch, TaskWorking};

@@ -1,0 +1,293 @@
+//! The wrapper's side of background tasks (SEP-2663): a `tools/call` answered
+//! with a task handle keeps its permit, as a [`TaskHolds`] hold, until the
+//! task ends.
+//!
+//! # The scope of a task id
+//!
+//! rmcp's [`TaskManager`](::rmcp::task_manager::TaskManager) mints each task
+//! id as a random (v4) UUID and keys its tasks by that id alone; and under the
+//! 2026-07-28 protocol a client may poll (`tasks/get`) or cancel a task over
+//! another connection or HTTP request than the `tools/call` that made it (the
+//! protocol is stateless: there may be no session at all). A per-connection
+//! or per-session scope would miss those polls, so the scope is the wrapped
+//! server: one table per [`Backpressure`](super::Backpressure), shared by its
+//! clones (a Streamable HTTP factory that clones one `Backpressure` shares
+//! one table, as it shares one task store). The scope key is therefore `()`.
+//!
+//! # How a hold ends
+//!
+//! Exactly once, at the first of:
+//!
+//! - **the work ending** ([`HoldEnd::Terminal`], or [`HoldEnd::Cancel`] after
+//!   an acknowledged `tasks/cancel`): when the handler arms the request's
+//!   [`TaskWatch`] and keeps its [`TaskWorking`] guard in the task's future,
+//!   the guard's drop (the future finished, or was dropped: aborted by rmcp's
+//!   TTL sweep or shutdown) frees the slot — nobody needs to poll;
+//! - **a terminal status** in an answer to the client's `tasks/get`
+//!   ([`HoldEnd::Terminal`]);
+//! - **an acknowledged `tasks/cancel`** ([`HoldEnd::Cancel`]) for a task whose
+//!   end is not watched; a watched task keeps its slot until its work really
+//!   stops (rmcp's cancellation is cooperative: an operation may finish
+//!   anyway), and the end is then counted as a cancel;
+//! - **an "unknown task" answer** (-32602) to `tasks/get` or `tasks/cancel`
+//!   ([`HoldEnd::UnknownTask`]);
+//! - **the task's TTL** (`ttlMs` of the handle), counted on tokio's clock from
+//!   the handle ([`HoldEnd::Ttl`]); a handle without a TTL is bounded only by
+//!   the other causes;
+//! - **the cap** ([`HoldEnd::Cap`], see [`TaskHolds`]).
+//!
+//! The permit reports [`Outcome::Ignore`](crate::Outcome::Ignore): a task's
+//! lifetime (polls, input rounds) is not a latency sample for adaptive limits.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ::rmcp::ErrorData;
+use ::rmcp::model::{ErrorCode, Task};
+use ::rmcp::service::{RequestContext, RoleServer};
+use parking_lot::Mutex;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::Outcome;
+use crate::limiter::Permit;
+use crate::task_holds::{Held, HoldEnd, Lifetime, TaskHolds};
+
+/// The scope key of the wrapper's holds (see the module docs: the wrapped
+/// server is the scope).
+pub(crate) type Scope = ();
+
+/// Lets a handler tell the [`Backpressure`](super::Backpressure) wrapper when
+/// the work of a task really ends, so that its slot is freed then — without
+/// anyone polling `tasks/get`.
+///
+/// The wrapper puts one in the extensions of every guarded `tools/call`'s
+/// [`RequestContext`]. A handler that answers with a task calls
+/// [`TaskWatch::start`] and moves the [`TaskWorking`] guard into the task's
+/// future; the guard's drop is the end of the work (the future finished, or
+/// was dropped). A handler that never calls `start` loses nothing: its tasks'
+/// slots are freed by what the wrapper sees (`tasks/get`, `tasks/cancel`) and
+/// by their TTLs.
+///
+/// ```no_run
+/// use mcp_backpressure::rmcp::TaskWatch;
+/// use rmcp::model::{CallToolResult, CallToolResponse, CreateTaskResult};
+/// use rmcp::service::{RequestContext, RoleServer};
+/// use rmcp::task_manager::{TaskManager, TaskOptions};
+///
+/// fn start(tasks: &TaskManager, context: &RequestContext<RoleServer>) -> CallToolResponse {
+///     let working = TaskWatch::of(context).map(|watch| watch.start());
+///     let task = tasks.spawn(TaskOptions::default(), move |_ctx| {
+///         Box::pin(async move {
+///             let _working = working; // dropped when the work ends
+///             Ok(CallToolResult::success(vec![]))
+///         })
+///     });
+///     CallToolResponse::Task(CreateTaskResult::new(task))
+/// }
+/// ```
+#[derive(Clone)]
+pub struct TaskWatch {
+    inner: Arc<WatchInner>,
+}
+
+struct WatchInner {
+    /// The handler took a [`TaskWorking`] guard.
+    armed: AtomicBool,
+    /// Fired when the guard is dropped.
+    done: CancellationToken,
+    /// An acknowledged `tasks/cancel` reached the task.
+    cancel_requested: AtomicBool,
+}
+
+/// The guard of a task's work (from [`TaskWatch::start`]): dropping it tells
+/// the wrapper the work is over, and frees the task's slot.
+#[must_use = "the task's slot is freed when this guard is dropped"]
+pub struct TaskWorking {
+    done: CancellationToken,
+}
+
+impl Drop for TaskWorking {
+    fn drop(&mut self) {
+        self.done.cancel();
+    }
+}
+
+impl fmt::Debug for TaskWorking {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskWorking").finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for TaskWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskWatch")
+            .field("armed", &self.is_armed())
+            .field("done", &self.inner.done.is_cancelled())
+            .finish()
+    }
+}
+
+impl TaskWatch {
+    pub(crate) fn new() -> Self {
+        Self {
+            inner: Arc::new(WatchInner {
+                armed: AtomicBool::new(false),
+                done: CancellationToken::new(),
+                cancel_requested: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The watch of a guarded `tools/call` (`None`: the call did not come
+    /// through a [`Backpressure`](super::Backpressure) that guards
+    /// `tools/call`).
+    pub fn of(context: &RequestContext<RoleServer>) -> Option<TaskWatch> {
+        context.extensions.get::<TaskWatch>().cloned()
+    }
+
+    /// Arms the watch: the call's task holds its slot until the returned
+    /// guard is dropped (or another end comes first). Call it once, for the
+    /// task the call answers with; a later call returns a guard of the same
+    /// watch (the first drop ends it).
+    pub fn start(&self) -> TaskWorking {
+        self.inner.armed.store(true, Ordering::SeqCst);
+        TaskWorking {
+            done: self.inner.done.clone(),
+        }
+    }
+
+    fn is_armed(&self) -> bool {
+        self.inner.armed.load(Ordering::SeqCst)
+    }
+}
+
+/// The wrapper's task state, shared by the clones of one `Backpressure`.
+pub(crate) struct Tasks {
+    holds: TaskHolds<Scope>,
+    /// The watched tasks still held, by id (for `tasks/cancel`).
+    watched: Arc<Mutex<HashMap<Arc<str>, TaskWatch>>>,
+    /// The task ending holds at their TTLs, started with the first hold.
+    expiry: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for Tasks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tasks")
+            .field("holds", &self.holds)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        if let Some(expiry) = self.expiry.get_mut().take() {
+            expiry.abort();
+        }
+    }
+}
+
+impl Tasks {
+    pub(crate) fn new(max_holds: usize) -> Self {
+        Self {
+            holds: TaskHolds::new(max_holds),
+            watched: Arc::default(),
+            expiry: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn holds(&self) -> &TaskHolds<Scope> {
+        &self.holds
+    }
+
+    /// Starts the TTL driver on the current runtime unless it runs.
+    fn ensure_expiry(&self) {
+        let mut expiry = self.expiry.lock();
+        if expiry.as_ref().is_some_and(|task| !task.is_finished()) {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => *expiry = Some(runtime.spawn(self.holds.clone().run_expiry())),
+            Err(_) => tracing::warn!("no tokio runtime: task TTLs are not enforced"),
+        }
+    }
+
+    /// The call's answer was `task`: its permit becomes the task's hold.
+    pub(crate) fn hold(&self, mut permit: Permit, task: &Task, watch: TaskWatch) {
+        permit.set_outcome(Outcome::Ignore);
+        self.ensure_expiry();
+        let id: Arc<str> = Arc::from(task.task_id.as_str());
+        let lifetime = Lifetime::from_millis(task.ttl_ms, task.poll_interval_ms);
+        match self.holds.hold((), &id, permit, lifetime, Instant::now()) {
+            Held::Already => {
+                tracing::debug!(task = %id, "a second handle for a held task");
+                return;
+            }
+            Held::Evicted(_, evicted) => {
+                self.watched.lock().remove(&evicted);
+            }
+            _ => {}
+        }
+        tracing::debug!(task = %id, ttl_ms = ?task.ttl_ms, watched = watch.is_armed(), "task holds its slot");
+        if !watch.is_armed() {
+            return;
+        }
+        self.watched.lock().insert(id.clone(), watch.clone());
+        let (holds, watched) = (self.holds.clone(), self.watched.clone());
+        tokio::spawn(async move {
+            watch.inner.done.cancelled().await;
+            watched.lock().remove(&id);
+            let cause = if watch.inner.cancel_requested.load(Ordering::SeqCst) {
+                HoldEnd::Cancel
+            } else {
+                HoldEnd::Terminal
+            };
+            if holds.end(&(), &id, cause, Outcome::Ignore) {
+                tracing::debug!(task = %id, %cause, "task work ended: slot freed");
+            }
+        });
+    }
+
+    /// The handler answered `tasks/get` for `task_id` with `answer`.
+    pub(crate) fn observe_get(&self, task_id: &str, answer: Result<bool, &ErrorData>) {
+        match answer {
+            Ok(true) => self.end(task_id, HoldEnd::Terminal),
+            Ok(false) => {
+                self.holds.seen(&(), task_id, Instant::now());
+            }
+            Err(error) => self.observe_error(task_id, error),
+        }
+    }
+
+    /// The handler answered `tasks/cancel` for `task_id` with `answer`.
+    pub(crate) fn observe_cancel(&self, task_id: &str, answer: Result<(), &ErrorData>) {
+        match answer {
+            Ok(()) => {
+                if let Some(watch) = self.watched.lock().get(task_id) {
+                    // Its end is watched: the slot is freed when the work
+                    // stops, counted as a cancel.
+                    watch.inner.cancel_requested.store(true, Ordering::SeqCst);
+                    return;
+                }
+                self.end(task_id, HoldEnd::Cancel);
+            }
+            Err(error) => self.observe_error(task_id, error),
+        }
+    }
+
+    fn observe_error(&self, task_id: &str, error: &ErrorData) {
+        if error.code == ErrorCode::INVALID_PARAMS {
+            self.end(task_id, HoldEnd::UnknownTask);
+        }
+    }
+
+    fn end(&self, task_id: &str, cause: HoldEnd) {
+        if self.holds.end(&(), task_id, cause, Outcome::Ignore) {
+            self.watched.lock().remove(task_id);
+            tracing::debug!(task = %task_id, %cause, "task ended: slot freed");
+        }
+    }
+}
