@@ -101,3 +101,30 @@ fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// A client that does not declare the tasks extension gets a plain result
+/// from a `--task-tool`, and the slot is free once it is answered.
+#[tokio::test]
+async fn a_task_tool_answers_plainly_to_a_client_without_tasks() {
+    let mut session = crate::support::RawSession::start(&[
+        "--max-concurrent",
+        "1",
+        "--queue-size",
+        "0",
+        "--task-tool",
+        "sleep",
+    ])
+    .await;
+    session.call_sleep(1, 20).await;
+    let answer = session.response(1).await;
+    assert_eq!(
+        answer["result"]["content"][0]["text"], "slept 20 ms",
+        "{answer}"
+    );
+    assert!(answer["result"].get("taskId").is_none(), "{answer}");
+    session.call_sleep(2, 1).await;
+    let answer = session.response(2).await;
+    assert_eq!(answer["result"]["content"][0]["text"], "slept 1 ms", "{answer}");
+    session.close();
+    assert_eq!(session.exit_code().await, Some(0));
+}
