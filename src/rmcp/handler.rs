@@ -49,6 +49,12 @@ fn call_tool_outcome(response: &CallToolResponse) -> Outcome {
     }
 }
 
+/// Whether a `tools/call` is the retry of a multi-round-trip call (SEP-2322):
+/// it carries the client's `inputResponses` or the server's `requestState`.
+fn is_continuation(request: &CallToolRequestParams) -> bool {
+    request.input_responses.is_some() || request.request_state.is_some()
+}
+
 /// The outcome of any other guarded method's result.
 fn success<T>(_: &T) -> Outcome {
     Outcome::Success
@@ -98,8 +104,8 @@ fn success<T>(_: &T) -> Outcome {
 /// `tasks/cancel` is acknowledged, when the server says it does not know the
 /// task, or when its TTL runs out. The table is shared by the clones of one
 /// `Backpressure` and holds at most
-/// [`BackpressureOptions::max_task_holds`] tasks. See
-/// [`TaskWatch`] and the `tasks` notes in the module docs for the details.
+/// [`BackpressureOptions::max_task_holds`] tasks. See [`TaskWatch`] and
+/// the module docs ("Background tasks") for the details.
 ///
 /// A call that carries `inputResponses` or `requestState` (the retry of a
 /// multi-round-trip call, SEP-2322) is admitted as a continuation
@@ -440,8 +446,7 @@ impl<H: ServerHandler> ServerHandler for Backpressure<H> {
         }
         let exits = self.exits(&context);
         let tool = request.name.clone();
-        // The retry of a multi-round-trip call (SEP-2322).
-        let continuation = request.input_responses.is_some() || request.request_state.is_some();
+        let continuation = is_continuation(&request);
         match self.admit(&exits, &tool, continuation).await {
             Ok(permit) => {
                 let watch = TaskWatch::new();
@@ -583,5 +588,26 @@ impl<H: ServerHandler> ServerHandler for Backpressure<H> {
     ) -> impl Future<Output = Result<ReadResourceDirectoryResult, ErrorData>> + MaybeSendFuture + '_
     {
         self.inner.read_resource_directory(request, context)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ::rmcp::model::CallToolRequestParams;
+
+    use super::is_continuation;
+
+    #[test]
+    fn a_call_with_input_responses_or_request_state_is_a_continuation() {
+        let first = CallToolRequestParams::new("book");
+        assert!(!is_continuation(&first));
+        let with_state = CallToolRequestParams::new("book").with_request_state("opaque");
+        assert!(is_continuation(&with_state));
+        let with_responses: CallToolRequestParams = serde_json::from_value(serde_json::json!({
+            "name": "book",
+            "inputResponses": {"confirm": {"action": "accept", "content": {}}}
+        }))
+        .unwrap();
+        assert!(is_continuation(&with_responses));
     }
 }

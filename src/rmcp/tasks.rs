@@ -2,42 +2,8 @@
 //! with a task handle keeps its permit, as a [`TaskHolds`] hold, until the
 //! task ends.
 //!
-//! # The scope of a task id
-//!
-//! rmcp's [`TaskManager`](::rmcp::task_manager::TaskManager) mints each task
-//! id as a random (v4) UUID and keys its tasks by that id alone; and under the
-//! 2026-07-28 protocol a client may poll (`tasks/get`) or cancel a task over
-//! another connection or HTTP request than the `tools/call` that made it (the
-//! protocol is stateless: there may be no session at all). A per-connection
-//! or per-session scope would miss those polls, so the scope is the wrapped
-//! server: one table per [`Backpressure`](super::Backpressure), shared by its
-//! clones (a Streamable HTTP factory that clones one `Backpressure` shares
-//! one table, as it shares one task store). The scope key is therefore `()`.
-//!
-//! # How a hold ends
-//!
-//! Exactly once, at the first of:
-//!
-//! - **the work ending** ([`HoldEnd::Terminal`], or [`HoldEnd::Cancel`] after
-//!   an acknowledged `tasks/cancel`): when the handler arms the request's
-//!   [`TaskWatch`] and keeps its [`TaskWorking`] guard in the task's future,
-//!   the guard's drop (the future finished, or was dropped: aborted by rmcp's
-//!   TTL sweep or shutdown) frees the slot — nobody needs to poll;
-//! - **a terminal status** in an answer to the client's `tasks/get`
-//!   ([`HoldEnd::Terminal`]);
-//! - **an acknowledged `tasks/cancel`** ([`HoldEnd::Cancel`]) for a task whose
-//!   end is not watched; a watched task keeps its slot until its work really
-//!   stops (rmcp's cancellation is cooperative: an operation may finish
-//!   anyway), and the end is then counted as a cancel;
-//! - **an "unknown task" answer** (-32602) to `tasks/get` or `tasks/cancel`
-//!   ([`HoldEnd::UnknownTask`]);
-//! - **the task's TTL** (`ttlMs` of the handle), counted on tokio's clock from
-//!   the handle ([`HoldEnd::Ttl`]); a handle without a TTL is bounded only by
-//!   the other causes;
-//! - **the cap** ([`HoldEnd::Cap`], see [`TaskHolds`]).
-//!
-//! The permit reports [`Outcome::Ignore`](crate::Outcome::Ignore): a task's
-//! lifetime (polls, input rounds) is not a latency sample for adaptive limits.
+//! See the module docs of [`crate::rmcp`] ("Background tasks") for the
+//! scope of a task id and how a hold ends.
 
 use std::collections::HashMap;
 use std::fmt;

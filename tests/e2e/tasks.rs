@@ -124,7 +124,10 @@ async fn a_task_tool_answers_plainly_to_a_client_without_tasks() {
     assert!(answer["result"].get("taskId").is_none(), "{answer}");
     session.call_sleep(2, 1).await;
     let answer = session.response(2).await;
-    assert_eq!(answer["result"]["content"][0]["text"], "slept 1 ms", "{answer}");
+    assert_eq!(
+        answer["result"]["content"][0]["text"], "slept 1 ms",
+        "{answer}"
+    );
     session.close();
     assert_eq!(session.exit_code().await, Some(0));
 }
