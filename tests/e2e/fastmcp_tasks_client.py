@@ -3,6 +3,9 @@ tasks extension (`fastmcp_tasks`), and checks that the server's limit covers
 the work of background tasks, not only the `tools/call` that starts them.
 
 Usage: fastmcp_tasks_client.py [--calls N] [--ms MS] [--deadline SECS] -- SERVER ARGS...
+       fastmcp_tasks_client.py [--calls N] [--ms MS] [--deadline SECS] --url URL
+
+(the server as a stdio child, or a Streamable HTTP server already running).
 
 The server must run with `--max-concurrent 1 --queue-size 0`. Fires N task
 calls at once (`fastmcp_tasks.call_tool_task`), retrying each call the server
@@ -76,13 +79,17 @@ async def main() -> int:
     parser.add_argument("--calls", type=int, default=4)
     parser.add_argument("--ms", type=int, default=300)
     parser.add_argument("--deadline", type=float, default=60.0)
+    parser.add_argument("--url", help="a Streamable HTTP server's URL")
     parser.add_argument("server", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     server = [a for a in args.server if a != "--"]
-    if not server:
-        parser.error("no server command")
+    if args.url:
+        transport = args.url
+    elif server:
+        transport = StdioTransport(command=server[0], args=server[1:])
+    else:
+        parser.error("no server command and no --url")
     deadline = time.monotonic() + args.deadline
-    transport = StdioTransport(command=server[0], args=server[1:])
     stats = {"refused": 0}
     async with Client(transport) as client:
         calls = [one_task(client, i, args.ms, deadline, stats) for i in range(args.calls)]

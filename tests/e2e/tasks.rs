@@ -9,7 +9,7 @@ use std::process::Stdio;
 use tokio::process::Command;
 
 use crate::built_examples::workspace_root;
-use crate::support::{PATIENCE, example};
+use crate::support::{PATIENCE, example, http_url, spawn_server};
 
 /// The tasks venv's Python, or `None` (with a loud message) when it is
 /// absent and the run does not require every client (`MCP_BP_REQUIRE_ALL`
@@ -33,32 +33,30 @@ fn tasks_python() -> Option<PathBuf> {
     None
 }
 
-/// Four task calls at once against one slot and no queue: the server never
-/// works on two tasks at once (each task says how many were working at its
-/// start), calls are refused while a task works, and every call ends
-/// `completed` with the tool's text; a call through the transparent
-/// `Client.call_tool` works too.
-#[tokio::test]
-async fn fastmcp_tasks_client_is_limited_while_tasks_work() {
-    let Some(python) = tasks_python() else {
-        return;
-    };
+/// The server's flags: one slot, no queue, `sleep` as a task tool.
+const SERVER_FLAGS: [&str; 8] = [
+    "--max-concurrent",
+    "1",
+    "--queue-size",
+    "0",
+    "--task-tool",
+    "sleep",
+    "--task-poll-interval",
+    "50",
+];
+
+/// Runs the FastMCP tasks client with `args` (bounded; killed on timeout)
+/// and checks its report: four task calls at once against one slot and no
+/// queue; the server never worked on two tasks at once (each task says how
+/// many were working at its start), calls were refused while a task worked,
+/// every call ended `completed` with the tool's text, and a call through the
+/// transparent `Client.call_tool` worked too.
+async fn run_client(python: PathBuf, args: &[std::ffi::OsString]) {
     let script = workspace_root().join("tests/e2e/fastmcp_tasks_client.py");
-    let server = example("simple_server");
     let mut child = Command::new(python)
         .arg(script)
-        .args(["--calls", "4", "--ms", "300", "--deadline", "60", "--"])
-        .arg(server)
-        .args([
-            "--max-concurrent",
-            "1",
-            "--queue-size",
-            "0",
-            "--task-tool",
-            "sleep",
-            "--task-poll-interval",
-            "50",
-        ])
+        .args(["--calls", "4", "--ms", "300", "--deadline", "60"])
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -78,7 +76,7 @@ async fn fastmcp_tasks_client_is_limited_while_tasks_work() {
     let status = match tokio::time::timeout(PATIENCE * 4, child.wait()).await {
         Ok(status) => status.expect("wait for the client"),
         Err(_) => {
-            // Kills the client, whose exit closes the server's stdin.
+            // Killing the client closes a stdio server's stdin (it exits).
             child.kill().await.expect("kill the client");
             panic!("the FastMCP tasks client did not finish in time");
         }
@@ -94,6 +92,33 @@ async fn fastmcp_tasks_client_is_limited_while_tasks_work() {
     assert_eq!(report["completed"], 4, "{report}");
     assert_eq!(report["peak_working"], 1, "{report}");
     assert!(report["refused"].as_u64().unwrap() > 0, "{report}");
+}
+
+/// FastMCP's client starts `simple_server` as its stdio child.
+#[tokio::test]
+async fn fastmcp_tasks_client_is_limited_while_tasks_work() {
+    let Some(python) = tasks_python() else {
+        return;
+    };
+    let mut args: Vec<std::ffi::OsString> = vec!["--".into(), example("simple_server").into()];
+    args.extend(SERVER_FLAGS.iter().map(Into::into));
+    run_client(python, &args).await;
+}
+
+/// The same over Streamable HTTP on 127.0.0.1: the 2026-07-28 protocol has
+/// no session, so polls arrive over other requests (other handler clones)
+/// than the calls; they share one task table.
+#[tokio::test]
+async fn fastmcp_tasks_client_over_http_is_limited_while_tasks_work() {
+    let Some(python) = tasks_python() else {
+        return;
+    };
+    let mut flags = vec!["--transport", "http", "--bind", "127.0.0.1:0"];
+    flags.extend(SERVER_FLAGS);
+    let mut server = spawn_server(&flags);
+    let url = http_url(&mut server).await;
+    run_client(python, &["--url".into(), url.into()]).await;
+    server.kill().await.expect("stop simple_server");
 }
 
 /// The last `n` lines of `text`.
