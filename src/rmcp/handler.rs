@@ -559,9 +559,10 @@ impl<H: ServerHandler> ServerHandler for Backpressure<H> {
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let task_id = request.task_id.clone();
+        let watched = self.tasks.cancel_requested(&task_id);
         let result = self.inner.cancel_task(request, context).await;
         self.tasks
-            .observe_cancel(&task_id, result.as_ref().map(|_| ()));
+            .observe_cancel(&task_id, watched, result.as_ref().map(|_| ()));
         result
     }
 

@@ -220,7 +220,21 @@ impl Tasks {
     /// The handler answered `tasks/get` for `task_id` with `answer`.
     pub(crate) fn observe_get(&self, task_id: &str, answer: Result<bool, &ErrorData>) {
         match answer {
-            Ok(true) => self.end(task_id, HoldEnd::Terminal),
+            Ok(true) => {
+                // A watched task stopped after a cancel counts as cancelled,
+                // whether the poll or the work's end is seen first.
+                let cancelled = self
+                    .watched
+                    .lock()
+                    .get(task_id)
+                    .is_some_and(|watch| watch.inner.cancel_requested.load(Ordering::SeqCst));
+                let cause = if cancelled {
+                    HoldEnd::Cancel
+                } else {
+                    HoldEnd::Terminal
+                };
+                self.end(task_id, cause);
+            }
             Ok(false) => {
                 self.holds.seen(&(), task_id, Instant::now());
             }
@@ -228,19 +242,38 @@ impl Tasks {
         }
     }
 
-    /// The handler answered `tasks/cancel` for `task_id` with `answer`.
-    pub(crate) fn observe_cancel(&self, task_id: &str, answer: Result<(), &ErrorData>) {
-        match answer {
-            Ok(()) => {
-                if let Some(watch) = self.watched.lock().get(task_id) {
-                    // Its end is watched: the slot is freed when the work
-                    // stops, counted as a cancel.
-                    watch.inner.cancel_requested.store(true, Ordering::SeqCst);
-                    return;
-                }
-                self.end(task_id, HoldEnd::Cancel);
+    /// A `tasks/cancel` of `task_id` reaches the handler: a watched task is
+    /// marked first, so that a work that stops at once is counted as
+    /// cancelled. Returns whether the task is watched.
+    pub(crate) fn cancel_requested(&self, task_id: &str) -> bool {
+        match self.watched.lock().get(task_id) {
+            Some(watch) => {
+                watch.inner.cancel_requested.store(true, Ordering::SeqCst);
+                true
             }
-            Err(error) => self.observe_error(task_id, error),
+            None => false,
+        }
+    }
+
+    /// The handler answered `tasks/cancel` for `task_id` with `answer`
+    /// (`watched`: what [`Self::cancel_requested`] said).
+    pub(crate) fn observe_cancel(
+        &self,
+        task_id: &str,
+        watched: bool,
+        answer: Result<(), &ErrorData>,
+    ) {
+        match answer {
+            // A watched task's slot is freed when its work stops (counted
+            // as a cancel): rmcp's cancellation is cooperative.
+            Ok(()) if watched => {}
+            Ok(()) => self.end(task_id, HoldEnd::Cancel),
+            Err(error) => {
+                if let Some(watch) = self.watched.lock().get(task_id) {
+                    watch.inner.cancel_requested.store(false, Ordering::SeqCst);
+                }
+                self.observe_error(task_id, error);
+            }
         }
     }
 
