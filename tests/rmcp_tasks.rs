@@ -113,6 +113,16 @@ impl Drop for Harness {
 }
 
 async fn harness(watch: bool, ttl_ms: Option<u64>, options: BackpressureOptions) -> Harness {
+    harness_polling(watch, ttl_ms, options, false).await
+}
+
+/// [`harness`], with the wrapper's own polls on when `own_polls`.
+async fn harness_polling(
+    watch: bool,
+    ttl_ms: Option<u64>,
+    options: BackpressureOptions,
+    own_polls: bool,
+) -> Harness {
     let limiter = Limiter::new(LimiterConfig::new(1).with_queue_size(0)).unwrap();
     let handler = TaskServer {
         tasks: TaskManager::new(),
@@ -120,7 +130,10 @@ async fn harness(watch: bool, ttl_ms: Option<u64>, options: BackpressureOptions)
         ttl_ms,
         releases: Arc::default(),
     };
-    let server = Backpressure::with_options(handler, limiter.clone(), options);
+    let mut server = Backpressure::with_options(handler, limiter.clone(), options);
+    if own_polls {
+        server = server.with_own_task_polls();
+    }
     let (server_io, client_io) = tokio::io::duplex(64 * 1024);
     let serving = tokio::spawn({
         let server = server.clone();
@@ -260,6 +273,39 @@ async fn an_unwatched_task_is_freed_by_a_terminal_poll() {
         (holds.held, holds.ended.terminal, holds.ended.total()),
         (0, 1, 1)
     );
+}
+
+/// An unwatched task nobody polls: with own polls on, the wrapper asks the
+/// handler at the task's poll interval (10 ms asked, 50 ms honoured) and a
+/// terminal answer frees the slot.
+#[tokio::test]
+async fn own_polls_free_an_unwatched_task_nobody_polls() {
+    let h = harness_polling(false, None, BackpressureOptions::default(), true).await;
+    let task = h.start_task().await;
+    assert_eq!(h.quick().await, Err(OVERLOAD));
+    h.release(&task);
+    h.until("an own poll frees the slot", |s| s.held == 0).await;
+    assert_eq!(h.quick().await, Ok(()));
+    let holds = h.holds();
+    assert_eq!(
+        (holds.ended.own_poll, holds.ended.total()),
+        (1, 1),
+        "{holds:?}"
+    );
+}
+
+/// With own polls on, a task still working keeps its slot through the polls.
+#[tokio::test(start_paused = true)]
+async fn own_polls_keep_the_slot_of_a_working_task() {
+    let h = harness_polling(false, None, BackpressureOptions::default(), true).await;
+    let task = h.start_task().await;
+    // Many poll intervals of 50 ms on the paused clock.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(h.holds().held, 1);
+    assert_eq!(h.quick().await, Err(OVERLOAD));
+    h.release(&task);
+    h.until("an own poll frees the slot", |s| s.held == 0).await;
+    assert_eq!(h.holds().ended.own_poll, 1);
 }
 
 /// `tasks/cancel` of an unwatched task frees its slot when acknowledged.

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::disconnect::Disconnected;
 use super::options::{BackpressureOptions, CancelPolicy, OverloadResponse};
-use super::tasks::{TaskWatch, Tasks};
+use super::tasks::{TaskWatch, Tasks, poll_context};
 use super::wire;
 use crate::jsonrpc::signals_overload;
 use crate::limiter::{Limiter, Outcome, Permit, Request};
@@ -158,6 +158,27 @@ impl<H> Backpressure<H> {
             options,
             tasks,
         }
+    }
+
+    /// Has the wrapper ask the handler itself (its `tasks/get`, in the
+    /// context of the call that made the task) about each task it holds
+    /// whose end the handler does not report ([`TaskWatch`]) and that nobody
+    /// asked about for the task's poll interval (`pollIntervalMs`, 5 s when
+    /// absent, at least 50 ms): a terminal answer frees the slot
+    /// ([`HoldEnd::OwnPoll`](crate::task_holds::HoldEnd::OwnPoll)), so a
+    /// task whose client stopped polling does not keep its slot until its
+    /// TTL. Needs a clone of the handler (its shared state, such as rmcp's
+    /// `TaskManager`, behind an `Arc`); call it before serving.
+    pub fn with_own_task_polls(self) -> Self
+    where
+        H: ServerHandler + Clone,
+    {
+        let handler = self.inner.clone();
+        self.tasks.set_poller(Arc::new(move |task_id, context| {
+            let handler = handler.clone();
+            Box::pin(async move { handler.get_task(GetTaskParams::new(task_id), context).await })
+        }));
+        self
     }
 
     /// The task holds now: background tasks keeping their calls' slots, and
@@ -451,12 +472,13 @@ impl<H: ServerHandler> ServerHandler for Backpressure<H> {
             Ok(permit) => {
                 let watch = TaskWatch::new();
                 context.extensions.insert(watch.clone());
+                let polled_in = self.tasks.polls().then(|| poll_context(&context));
                 let work = self.inner.call_tool(request, context);
                 let (result, permit) = self
                     .run_keeping(permit, exits.ct, work, call_tool_outcome)
                     .await;
                 if let Ok(CallToolResponse::Task(created)) = &result {
-                    self.tasks.hold(permit, &created.task, watch);
+                    self.tasks.hold(permit, &created.task, watch, polled_in);
                 }
                 result
             }

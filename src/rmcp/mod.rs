@@ -64,6 +64,10 @@
 //! - **the task's TTL** (`ttlMs` of the handle), counted on tokio's clock from
 //!   the handle ([`HoldEnd::Ttl`]); a handle without a TTL is bounded only by
 //!   the other causes;
+//! - **the wrapper's own poll** of an unwatched task nobody asked about for
+//!   its poll interval, when turned on
+//!   ([`Backpressure::with_own_task_polls`]): a terminal answer
+//!   ([`HoldEnd::OwnPoll`]), or an "unknown task" one;
 //! - **the cap** ([`HoldEnd::Cap`], see [`TaskHolds`](crate::TaskHolds)).
 //!
 //! The permit reports [`Outcome::Ignore`](crate::Outcome::Ignore): a task's
@@ -72,8 +76,9 @@
 //! ## What the wrapper cannot see
 //!
 //! - An unwatched task whose client never polls again keeps its slot until
-//!   its TTL (the wrapper does not poll the handler itself; a handle without
-//!   a TTL then keeps it until the cap ends it): arm the [`TaskWatch`].
+//!   its TTL (a handle without a TTL: until the cap ends it), unless the
+//!   wrapper polls the handler itself ([`Backpressure::with_own_task_polls`],
+//!   ended as [`HoldEnd::OwnPoll`]) — or arm the [`TaskWatch`].
 //! - The TTL frees the slot on time, but rmcp's `TaskManager` aborts an
 //!   overdue operation only at its next call (it has no sweeper of its own),
 //!   so the work may briefly outlive its slot.
@@ -87,6 +92,7 @@
 //! [`HoldEnd::Cancel`]: crate::task_holds::HoldEnd::Cancel
 //! [`HoldEnd::UnknownTask`]: crate::task_holds::HoldEnd::UnknownTask
 //! [`HoldEnd::Ttl`]: crate::task_holds::HoldEnd::Ttl
+//! [`HoldEnd::OwnPoll`]: crate::task_holds::HoldEnd::OwnPoll
 //! [`HoldEnd::Cap`]: crate::task_holds::HoldEnd::Cap
 
 mod disconnect;

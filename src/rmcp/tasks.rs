@@ -7,11 +7,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ::rmcp::ErrorData;
-use ::rmcp::model::{ErrorCode, Task};
+use ::rmcp::model::{ErrorCode, GetTaskResult, Task};
 use ::rmcp::service::{RequestContext, RoleServer};
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
@@ -131,11 +133,29 @@ impl TaskWatch {
     }
 }
 
+/// Asks the wrapped handler about a task (`tasks/get`), in the context of
+/// the call that made it.
+pub(crate) type Poller = Arc<
+    dyn Fn(
+            String,
+            RequestContext<RoleServer>,
+        ) -> Pin<Box<dyn Future<Output = Result<GetTaskResult, ErrorData>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The contexts own polls are made in, by task id.
+type Contexts = Arc<Mutex<HashMap<Arc<str>, RequestContext<RoleServer>>>>;
+
 /// The wrapper's task state, shared by the clones of one `Backpressure`.
 pub(crate) struct Tasks {
     holds: TaskHolds<Scope>,
     /// The watched tasks still held, by id (for `tasks/cancel`).
     watched: Arc<Mutex<HashMap<Arc<str>, TaskWatch>>>,
+    /// Own polls of unwatched tasks (`None`: off).
+    poller: Mutex<Option<Poller>>,
+    /// The context of each unwatched task polled by the wrapper.
+    contexts: Contexts,
     /// The task ending holds at their TTLs, started with the first hold.
     expiry: Mutex<Option<JoinHandle<()>>>,
 }
@@ -161,8 +181,21 @@ impl Tasks {
         Self {
             holds: TaskHolds::new(max_holds),
             watched: Arc::default(),
+            poller: Mutex::new(None),
+            contexts: Arc::default(),
             expiry: Mutex::new(None),
         }
+    }
+
+    /// Turns own polls on: unwatched tasks are asked about through `poller`
+    /// at their poll intervals.
+    pub(crate) fn set_poller(&self, poller: Poller) {
+        *self.poller.lock() = Some(poller);
+    }
+
+    /// Whether the wrapper polls unwatched tasks itself.
+    pub(crate) fn polls(&self) -> bool {
+        self.poller.lock().is_some()
     }
 
     pub(crate) fn holds(&self) -> &TaskHolds<Scope> {
@@ -175,14 +208,30 @@ impl Tasks {
         if expiry.as_ref().is_some_and(|task| !task.is_finished()) {
             return;
         }
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => *expiry = Some(runtime.spawn(self.holds.clone().run_expiry())),
-            Err(_) => tracing::warn!("no tokio runtime: task TTLs are not enforced"),
-        }
+        let runtime = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime,
+            Err(_) => {
+                tracing::warn!("no tokio runtime: task TTLs are not enforced");
+                return;
+            }
+        };
+        let holds = self.holds.clone();
+        *expiry = Some(match self.poller.lock().clone() {
+            Some(poller) => runtime.spawn(run_polls(holds, self.contexts.clone(), poller)),
+            None => runtime.spawn(holds.run_expiry()),
+        });
     }
 
     /// The call's answer was `task`: its permit becomes the task's hold.
-    pub(crate) fn hold(&self, mut permit: Permit, task: &Task, watch: TaskWatch) {
+    ///
+    /// `context`: the context to poll it in (own polls on, and not watched).
+    pub(crate) fn hold(
+        &self,
+        mut permit: Permit,
+        task: &Task,
+        watch: TaskWatch,
+        context: Option<RequestContext<RoleServer>>,
+    ) {
         permit.set_outcome(Outcome::Ignore);
         self.ensure_expiry();
         let id: Arc<str> = Arc::from(task.task_id.as_str());
@@ -194,11 +243,15 @@ impl Tasks {
             }
             Held::Evicted(_, evicted) => {
                 self.watched.lock().remove(&evicted);
+                self.contexts.lock().remove(&evicted);
             }
             _ => {}
         }
         tracing::debug!(task = %id, ttl_ms = ?task.ttl_ms, watched = watch.is_armed(), "task holds its slot");
         if !watch.is_armed() {
+            if let Some(context) = context {
+                self.contexts.lock().insert(id, context);
+            }
             return;
         }
         self.watched.lock().insert(id.clone(), watch.clone());
@@ -286,7 +339,66 @@ impl Tasks {
     fn end(&self, task_id: &str, cause: HoldEnd) {
         if self.holds.end(&(), task_id, cause, Outcome::Ignore) {
             self.watched.lock().remove(task_id);
+            self.contexts.lock().remove(task_id);
             tracing::debug!(task = %task_id, %cause, "task ended: slot freed");
+        }
+    }
+}
+
+/// The context of an own poll of a task made by the call of `context`: the
+/// same peer, request id and extensions, and a cancellation token of its own.
+pub(crate) fn poll_context(context: &RequestContext<RoleServer>) -> RequestContext<RoleServer> {
+    let mut poll = RequestContext::new(context.id.clone(), context.peer.clone());
+    poll.extensions = context.extensions.clone();
+    poll
+}
+
+/// Ends holds at their TTLs and asks the handler about each unwatched task
+/// not known alive for its poll interval; until dropped.
+async fn run_polls(holds: TaskHolds<Scope>, contexts: Contexts, poller: Poller) {
+    loop {
+        let changed = holds.changed();
+        match holds.next_wake() {
+            Some(at) => tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                () = changed => continue,
+            },
+            None => {
+                changed.await;
+                continue;
+            }
+        }
+        let now = Instant::now();
+        for ((), id) in holds.expire(now) {
+            contexts.lock().remove(&id);
+        }
+        for ((), id) in holds.due(now) {
+            let Some(context) = contexts.lock().get(&id).cloned() else {
+                continue; // watched: its end is known without asking
+            };
+            let (holds, contexts, poll) = (
+                holds.clone(),
+                contexts.clone(),
+                poller(id.to_string(), context),
+            );
+            tokio::spawn(async move {
+                let cause = match poll.await {
+                    Ok(answer) if answer.task.status().is_terminal() => HoldEnd::OwnPoll,
+                    Ok(_) => {
+                        holds.seen(&(), &id, Instant::now());
+                        return;
+                    }
+                    Err(error) if error.code == ErrorCode::INVALID_PARAMS => HoldEnd::UnknownTask,
+                    Err(error) => {
+                        tracing::debug!(task = %id, %error, "own poll of a task failed");
+                        return;
+                    }
+                };
+                if holds.end(&(), &id, cause, Outcome::Ignore) {
+                    tracing::debug!(task = %id, %cause, "task ended (own poll): slot freed");
+                }
+                contexts.lock().remove(&id);
+            });
         }
     }
 }
