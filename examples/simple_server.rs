@@ -8,6 +8,7 @@
 //!               [--limit fixed|aimd|gradient2|vegas] [--min-limit N] [--max-limit N]
 //!               [--queue-discipline fifo|codel|adaptive-lifo] [--max-tracked-keys N]
 //!               [--db-capacity C] [--db-capacity-after SECS=C2]
+//!               [--task-tool NAME]... [--task-ttl SECS] [--task-poll-interval MS]
 //!               [--shared-limit redis://HOST:PORT/DB --shared-key NAME [--lease SECS]
 //!                [--shared-fail open|closed] [--shared-replicas N] [--shared-timeout SECS]]
 //! ```
@@ -18,7 +19,9 @@
 //! Tools: `sleep {"ms": integer}` sleeps, then returns text; `echo {"message": string}`
 //! returns the message; `db {"ms": integer}` models a database that saturates
 //! (a call takes `ms * max(1, n / C)` with `n` calls of it running). Over HTTP
-//! it serves Streamable HTTP at `/mcp`. Logs go to stderr (`RUST_LOG` sets the
+//! it serves Streamable HTTP at `/mcp`. A tool named by `--task-tool` runs as
+//! a background task (SEP-2663) for clients that declare the tasks extension,
+//! and keeps its slot until its work ends. Logs go to stderr (`RUST_LOG` sets the
 //! level; `info` by default).
 
 mod common;
@@ -40,6 +43,8 @@ struct Cli {
     limits: common::LimitArgs,
     #[command(flatten)]
     saturation: common::SaturationArgs,
+    #[command(flatten)]
+    tasks: common::TaskArgs,
     #[cfg(feature = "redis")]
     #[command(flatten)]
     shared: SharedArgs,
@@ -113,6 +118,7 @@ impl SharedArgs {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     cli.saturation.install();
+    cli.tasks.install::<Cli>();
     let config = cli.limits.config_or_exit::<Cli>();
     let options = cli.limits.options();
     #[allow(unused_mut)]
@@ -179,7 +185,8 @@ async fn serve_stdio(limiter: Limiter, options: BackpressureOptions) -> anyhow::
     let server = Backpressure::with_options(common::DemoServer::new(), limiter, options)
         .serve(rmcp::transport::stdio())
         .await?;
+    let guarded = server.service().clone();
     let reason = server.waiting().await?;
-    tracing::info!(?reason, "stdio session ended");
+    tracing::info!(?reason, task_holds = ?guarded.task_holds(), "stdio session ended");
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! Streamable HTTP.
 #![allow(dead_code)] // Each example uses part of it.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -12,12 +13,18 @@ use std::time::{Duration, Instant};
 use axum::serve::ListenerExt;
 use mcp_backpressure::config::seconds;
 use mcp_backpressure::limit::LimitAlgorithm;
-use mcp_backpressure::rmcp::{Backpressure, BackpressureOptions, ClientKey};
+use mcp_backpressure::rmcp::{Backpressure, BackpressureOptions, ClientKey, TaskWatch};
 use mcp_backpressure::{ConfigError, Limiter, LimiterConfig, QueueDiscipline};
 use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{Implementation, ProgressNotificationParam, ServerCapabilities, ServerConfig};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CancelTaskParams, CreateTaskResult, GetTaskParams,
+    GetTaskResult, Implementation, ProgressNotificationParam, ServerCapabilities, ServerConfig,
+    UpdateTaskParams,
+};
 use rmcp::service::RequestContext;
+use rmcp::task_manager::{TaskExit, TaskManager, TaskOptions};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{
@@ -277,6 +284,96 @@ impl SaturationArgs {
     }
 }
 
+/// Which tools run as background tasks (SEP-2663), as command-line flags.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct TaskArgs {
+    /// Run tool NAME as a background task (repeatable): a client that
+    /// declares the tasks extension (`io.modelcontextprotocol/tasks`) gets a
+    /// task handle at once and polls `tasks/get`; other clients get a plain
+    /// result. The task keeps its slot until its work ends.
+    #[arg(long, value_name = "NAME")]
+    pub task_tool: Vec<String>,
+    /// A task's time to live, in seconds (fractions allowed, > 0): past it the
+    /// task fails and its slot is freed [default: 300].
+    #[arg(long, value_name = "SECONDS")]
+    pub task_ttl: Option<f64>,
+    /// The poll interval suggested to task clients, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub task_poll_interval: u64,
+}
+
+impl TaskArgs {
+    /// Makes these the task settings of every [`DemoServer`] created
+    /// afterwards (every session shares one task store). Call it once, first
+    /// thing in `main`; exits with a usage error when --task-ttl is invalid.
+    pub fn install<C: clap::CommandFactory>(&self) {
+        let ttl_ms = self
+            .task_ttl
+            .map(|secs| match Duration::try_from_secs_f64(secs) {
+                Ok(ttl) if !ttl.is_zero() => u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+                _ => C::command()
+                    .error(
+                        clap::error::ErrorKind::ValueValidation,
+                        format!("--task-ttl must be a number of seconds > 0, got {secs}"),
+                    )
+                    .exit(),
+            });
+        let tasks = self.to_tasks(ttl_ms.unwrap_or(rmcp::task_manager::DEFAULT_TASK_TTL_MS));
+        if TASKS.set(Arc::new(tasks)).is_err() {
+            tracing::warn!("the task settings were already in use; ignoring new ones");
+        }
+    }
+}
+
+/// The process's task settings and store (see [`TaskArgs::install`]).
+static TASKS: OnceLock<Arc<DemoTasks>> = OnceLock::new();
+
+/// The tools run as tasks, and the one task store every session shares (the
+/// 2026-07-28 protocol lets a client poll a task from any connection).
+pub struct DemoTasks {
+    tools: BTreeSet<String>,
+    ttl_ms: u64,
+    poll_interval_ms: u64,
+    manager: TaskManager,
+    /// Tasks whose work runs now.
+    working: Arc<AtomicUsize>,
+}
+
+impl DemoTasks {
+    fn shared() -> Arc<Self> {
+        TASKS
+            .get_or_init(|| {
+                let args = TaskArgs {
+                    task_poll_interval: rmcp::task_manager::DEFAULT_POLL_INTERVAL_MS,
+                    ..TaskArgs::default()
+                };
+                Arc::new(args.to_tasks(rmcp::task_manager::DEFAULT_TASK_TTL_MS))
+            })
+            .clone()
+    }
+}
+
+impl TaskArgs {
+    fn to_tasks(&self, ttl_ms: u64) -> DemoTasks {
+        DemoTasks {
+            tools: self.task_tool.iter().cloned().collect(),
+            ttl_ms,
+            poll_interval_ms: self.task_poll_interval,
+            manager: TaskManager::new(),
+            working: Arc::default(),
+        }
+    }
+}
+
+/// Counts a task's work while it runs.
+struct Working(Arc<AtomicUsize>);
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// `--db-capacity-after SECS=C2`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CapacityChange {
@@ -380,6 +477,7 @@ impl Drop for DbCall {
 pub struct DemoServer {
     tool_router: ToolRouter<Self>,
     db: Arc<Db>,
+    tasks: Arc<DemoTasks>,
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -406,6 +504,7 @@ impl DemoServer {
         Self {
             tool_router: Self::tool_router(),
             db: Db::shared(),
+            tasks: DemoTasks::shared(),
         }
     }
 
@@ -463,10 +562,103 @@ impl DemoServer {
     }
 }
 
+impl DemoServer {
+    /// Runs the call as a task of the shared store: its work (the tool, as a
+    /// plain call would run it) goes on after the handle is returned. The
+    /// task's status message says how many tasks were working when it
+    /// started, itself included (tests read it to check the limit).
+    fn start_task(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> CallToolResponse {
+        // Tell the wrapper when the work really ends: the slot is freed then,
+        // whether or not anyone polls.
+        let working = TaskWatch::of(&context).map(|watch| watch.start());
+        let this = self.clone();
+        let options = TaskOptions::new()
+            .with_ttl_ms(self.tasks.ttl_ms)
+            .with_poll_interval_ms(self.tasks.poll_interval_ms);
+        let task = self.tasks.manager.spawn(options, move |task| {
+            Box::pin(async move {
+                let _working = working;
+                let counter = this.tasks.working.clone();
+                let now = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                let _count = Working(counter);
+                task.set_status_message(format!("working; {now} task(s) working at its start"));
+                let call = ToolCallContext::new(&this, request, context);
+                let response = tokio::select! {
+                    response = this.tool_router.call(call) => response,
+                    () = task.cancelled() => return Err(TaskExit::Cancelled),
+                };
+                match response {
+                    Ok(CallToolResponse::Complete(result)) => Ok(result),
+                    Ok(_) => Err(TaskExit::Error(ErrorData::internal_error(
+                        "the tool did not complete",
+                        None,
+                    ))),
+                    Err(error) => Err(TaskExit::Error(error)),
+                }
+            })
+        });
+        tracing::debug!(task = %task.task_id, "started a task");
+        CallToolResponse::Task(CreateTaskResult::new(task))
+    }
+}
+
 #[tool_handler]
 impl ServerHandler for DemoServer {
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let takes_tasks = context
+            .client_capabilities()
+            .is_some_and(|caps| caps.supports_tasks());
+        if takes_tasks && self.tasks.tools.contains(request.name.as_ref()) {
+            return Ok(self.start_task(request, context));
+        }
+        let call = ToolCallContext::new(self, request, context);
+        self.tool_router.call(call).await
+    }
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        Ok(GetTaskResult::new(
+            self.tasks.manager.get_task(&request.task_id)?,
+        ))
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.tasks
+            .manager
+            .update_task(&request.task_id, request.input_responses)
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.tasks.manager.cancel_task(&request.task_id)
+    }
+
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        let capabilities = ServerCapabilities::builder().enable_tools();
+        let capabilities = if self.tasks.tools.is_empty() {
+            capabilities.build()
+        } else {
+            capabilities.enable_tasks().build()
+        };
+        ServerConfig::new(capabilities)
             .with_server_info(Implementation::new(
                 "mcp-backpressure-demo",
                 env!("CARGO_PKG_VERSION"),
@@ -512,10 +704,10 @@ pub async fn serve_http_with_options(
     limiter: Limiter,
     options: BackpressureOptions,
 ) -> anyhow::Result<HttpServer> {
-    serve_http_with(bind, move || {
-        Backpressure::with_options(DemoServer::new(), limiter.clone(), options.clone())
-    })
-    .await
+    // One wrapper cloned into every session: they share its task table, as
+    // they share the task store.
+    let guarded = Backpressure::with_options(DemoServer::new(), limiter, options);
+    serve_http_with(bind, move || guarded.clone()).await
 }
 
 /// Binds `bind` and serves the demo server *without* backpressure as

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::sync::Arc;
 
 use ::rmcp::model::{
     CallToolRequestParams, CallToolResponse, CancelTaskParams, CancelledNotificationParam,
@@ -22,10 +23,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::disconnect::Disconnected;
 use super::options::{BackpressureOptions, CancelPolicy, OverloadResponse};
+use super::tasks::{TaskWatch, Tasks, poll_context};
 use super::wire;
 use crate::jsonrpc::signals_overload;
 use crate::limiter::{Limiter, Outcome, Permit, Request};
 use crate::overload::Overload;
+use crate::task_holds::TaskHoldsSnapshot;
 
 /// The outcome an error reports.
 fn error_outcome(error: &ErrorData, own_code: i32) -> Outcome {
@@ -44,6 +47,12 @@ fn call_tool_outcome(response: &CallToolResponse) -> Outcome {
         CallToolResponse::Complete(result) if result.is_error != Some(true) => Outcome::Success,
         _ => Outcome::Ignore,
     }
+}
+
+/// Whether a `tools/call` is the retry of a multi-round-trip call (SEP-2322):
+/// it carries the client's `inputResponses` or the server's `requestState`.
+fn is_continuation(request: &CallToolRequestParams) -> bool {
+    request.input_responses.is_some() || request.request_state.is_some()
 }
 
 /// The outcome of any other guarded method's result.
@@ -87,14 +96,26 @@ fn success<T>(_: &T) -> Outcome {
 ///
 /// # Tasks
 ///
-/// A `tools/call` answered with a task handle (SEP-2663) holds its slot only
-/// until the handle is returned; work the handler continues in the background
-/// is not limited.
+/// A `tools/call` answered with a task handle (SEP-2663,
+/// `CallToolResponse::Task`) keeps its slot while the task works: its permit
+/// becomes a hold in the wrapper's task table ([`Backpressure::task_holds`]),
+/// ended exactly once when the task's work ends (a handler that arms the
+/// call's [`TaskWatch`]), when a `tasks/get` answer says it is terminal, when
+/// `tasks/cancel` is acknowledged, when the server says it does not know the
+/// task, or when its TTL runs out. The table is shared by the clones of one
+/// `Backpressure` and holds at most
+/// [`BackpressureOptions::max_task_holds`] tasks. See [`TaskWatch`] and
+/// the module docs ("Background tasks") for the details.
+///
+/// A call that carries `inputResponses` or `requestState` (the retry of a
+/// multi-round-trip call, SEP-2322) is admitted as a continuation
+/// ([`Request::continuation`]).
 #[derive(Clone, Debug)]
 pub struct Backpressure<H> {
     inner: H,
     limiter: Limiter,
     options: BackpressureOptions,
+    tasks: Arc<Tasks>,
 }
 
 enum Refusal {
@@ -131,11 +152,40 @@ impl<H> Backpressure<H> {
 
     /// Guards `inner` with `limiter` and `options`.
     pub fn with_options(inner: H, limiter: Limiter, options: BackpressureOptions) -> Self {
+        let tasks = Arc::new(Tasks::new(options.max_task_holds));
         Self {
             inner,
             limiter,
             options,
+            tasks,
         }
+    }
+
+    /// Has the wrapper ask the handler itself (its `tasks/get`, in the
+    /// context of the call that made the task) about each task it holds
+    /// whose end the handler does not report ([`TaskWatch`]) and that nobody
+    /// asked about for the task's poll interval (`pollIntervalMs`, 5 s when
+    /// absent, at least 50 ms): a terminal answer frees the slot
+    /// ([`HoldEnd::OwnPoll`](crate::task_holds::HoldEnd::OwnPoll)), so a
+    /// task whose client stopped polling does not keep its slot until its
+    /// TTL. Needs a clone of the handler (its shared state, such as rmcp's
+    /// `TaskManager`, behind an `Arc`); call it before serving.
+    pub fn with_own_task_polls(self) -> Self
+    where
+        H: ServerHandler + Clone,
+    {
+        let handler = self.inner.clone();
+        self.tasks.set_poller(Arc::new(move |task_id, context| {
+            let handler = handler.clone();
+            Box::pin(async move { handler.get_task(GetTaskParams::new(task_id), context).await })
+        }));
+        self
+    }
+
+    /// The task holds now: background tasks keeping their calls' slots, and
+    /// the holds ended so far by cause (for metrics). Shared by every clone.
+    pub fn task_holds(&self) -> TaskHoldsSnapshot {
+        self.tasks.holds().snapshot()
     }
 
     /// The shared limiter (for metrics: [`Limiter::snapshot`]).
@@ -167,10 +217,18 @@ impl<H> Backpressure<H> {
     /// client, giving up if the client cancels or disconnects first (checked
     /// before the limiter: a request that arrives after its client left is
     /// never admitted).
-    async fn admit(&self, exits: &Exits, tool: &str) -> Result<Permit, Refusal> {
+    async fn admit(
+        &self,
+        exits: &Exits,
+        tool: &str,
+        continuation: bool,
+    ) -> Result<Permit, Refusal> {
         let mut request = Request::new().tool(tool);
         if let Some(key) = &exits.client {
             request = request.client(key);
+        }
+        if continuation {
+            request = request.continuation();
         }
         let disconnected = async {
             match &exits.disconnected {
@@ -196,11 +254,23 @@ impl<H> Backpressure<H> {
     /// and records the outcome (`outcome` classifies a result).
     async fn run<T>(
         &self,
-        mut permit: Permit,
+        permit: Permit,
         ct: CancellationToken,
         work: impl Future<Output = Result<T, ErrorData>>,
         outcome: fn(&T) -> Outcome,
     ) -> Result<T, ErrorData> {
+        self.run_keeping(permit, ct, work, outcome).await.0
+    }
+
+    /// As [`Self::run`], giving the permit back with the result (a task
+    /// answer keeps it).
+    async fn run_keeping<T>(
+        &self,
+        mut permit: Permit,
+        ct: CancellationToken,
+        work: impl Future<Output = Result<T, ErrorData>>,
+        outcome: fn(&T) -> Outcome,
+    ) -> (Result<T, ErrorData>, Permit) {
         let result = match self.options.cancel_policy {
             CancelPolicy::RunToCompletion => work.await,
             CancelPolicy::Stop => tokio::select! {
@@ -213,7 +283,7 @@ impl<H> Backpressure<H> {
             Ok(value) => outcome(value),
             Err(error) => error_outcome(error, self.options.error_code),
         });
-        result
+        (result, permit)
     }
 
     /// The JSON-RPC answer to a refused request.
@@ -241,7 +311,7 @@ impl<H> Backpressure<H> {
         if !guarded {
             return work().await;
         }
-        match self.admit(&exits, method).await {
+        match self.admit(&exits, method, false).await {
             Ok(permit) => self.run(permit, exits.ct, work(), success).await,
             Err(refusal) => Err(self.refused(refusal)),
         }
@@ -391,17 +461,27 @@ impl<H: ServerHandler> ServerHandler for Backpressure<H> {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        context: RequestContext<RoleServer>,
+        mut context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         if !self.options.guarded.tools_call {
             return self.inner.call_tool(request, context).await;
         }
         let exits = self.exits(&context);
         let tool = request.name.clone();
-        match self.admit(&exits, &tool).await {
+        let continuation = is_continuation(&request);
+        match self.admit(&exits, &tool, continuation).await {
             Ok(permit) => {
+                let watch = TaskWatch::new();
+                context.extensions.insert(watch.clone());
+                let polled_in = self.tasks.polls().then(|| poll_context(&context));
                 let work = self.inner.call_tool(request, context);
-                self.run(permit, exits.ct, work, call_tool_outcome).await
+                let (result, permit) = self
+                    .run_keeping(permit, exits.ct, work, call_tool_outcome)
+                    .await;
+                if let Ok(CallToolResponse::Task(created)) = &result {
+                    self.tasks.hold(permit, &created.task, watch, polled_in);
+                }
+                result
             }
             Err(Refusal::Overload(overload))
                 if self.options.overload_response == OverloadResponse::ToolResult =>
@@ -474,12 +554,18 @@ impl<H: ServerHandler> ServerHandler for Backpressure<H> {
         self.inner.get_info()
     }
 
-    fn get_task(
+    async fn get_task(
         &self,
         request: GetTaskParams,
         context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<GetTaskResult, ErrorData>> + MaybeSendFuture + '_ {
-        self.inner.get_task(request, context)
+    ) -> Result<GetTaskResult, ErrorData> {
+        let task_id = request.task_id.clone();
+        let result = self.inner.get_task(request, context).await;
+        self.tasks.observe_get(
+            &task_id,
+            result.as_ref().map(|r| r.task.status().is_terminal()),
+        );
+        result
     }
 
     fn update_task(
@@ -490,12 +576,17 @@ impl<H: ServerHandler> ServerHandler for Backpressure<H> {
         self.inner.update_task(request, context)
     }
 
-    fn cancel_task(
+    async fn cancel_task(
         &self,
         request: CancelTaskParams,
         context: RequestContext<RoleServer>,
-    ) -> impl Future<Output = Result<(), ErrorData>> + MaybeSendFuture + '_ {
-        self.inner.cancel_task(request, context)
+    ) -> Result<(), ErrorData> {
+        let task_id = request.task_id.clone();
+        let watched = self.tasks.cancel_requested(&task_id);
+        let result = self.inner.cancel_task(request, context).await;
+        self.tasks
+            .observe_cancel(&task_id, watched, result.as_ref().map(|_| ()));
+        result
     }
 
     fn list_skills(
@@ -521,5 +612,26 @@ impl<H: ServerHandler> ServerHandler for Backpressure<H> {
     ) -> impl Future<Output = Result<ReadResourceDirectoryResult, ErrorData>> + MaybeSendFuture + '_
     {
         self.inner.read_resource_directory(request, context)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ::rmcp::model::CallToolRequestParams;
+
+    use super::is_continuation;
+
+    #[test]
+    fn a_call_with_input_responses_or_request_state_is_a_continuation() {
+        let first = CallToolRequestParams::new("book");
+        assert!(!is_continuation(&first));
+        let with_state = CallToolRequestParams::new("book").with_request_state("opaque");
+        assert!(is_continuation(&with_state));
+        let with_responses: CallToolRequestParams = serde_json::from_value(serde_json::json!({
+            "name": "book",
+            "inputResponses": {"confirm": {"action": "accept", "content": {}}}
+        }))
+        .unwrap();
+        assert!(is_continuation(&with_responses));
     }
 }

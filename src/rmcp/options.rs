@@ -214,6 +214,11 @@ pub struct BackpressureOptions {
     pub cancel_policy: CancelPolicy,
     /// Where a request's client key comes from.
     pub client_key: ClientKey,
+    /// The most background tasks whose calls keep their slots at once (the
+    /// cap of the wrapper's [`TaskHolds`](crate::TaskHolds) table; 0 acts
+    /// as 1). Past it, the hold least recently known alive is ended to make
+    /// room. Default [`DEFAULT_MAX_HOLDS`](crate::task_holds::DEFAULT_MAX_HOLDS).
+    pub max_task_holds: usize,
 }
 
 impl Default for BackpressureOptions {
@@ -224,6 +229,7 @@ impl Default for BackpressureOptions {
             overload_response: OverloadResponse::default(),
             cancel_policy: CancelPolicy::default(),
             client_key: ClientKey::default(),
+            max_task_holds: crate::task_holds::DEFAULT_MAX_HOLDS,
         }
     }
 }
@@ -264,6 +270,13 @@ impl BackpressureOptions {
     /// Sets where a request's client key comes from.
     pub fn with_client_key(mut self, client_key: ClientKey) -> Self {
         self.client_key = client_key;
+        self
+    }
+
+    /// Sets the cap on background tasks holding slots
+    /// ([`BackpressureOptions::max_task_holds`]).
+    pub fn with_max_task_holds(mut self, max: usize) -> Self {
+        self.max_task_holds = max;
         self
     }
 }

@@ -18,3 +18,4 @@ mod redis;
 mod shared;
 mod stdio;
 mod support;
+mod tasks;
