@@ -155,11 +155,14 @@ pub struct Due {
     pub follow: Arc<Follow>,
 }
 
+/// How to follow each held task, by scope and task id.
+type Follows = HashMap<(TaskScope, Arc<str>), Arc<Follow>>;
+
 /// The proxy's task holds. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Tasks {
     holds: TaskHolds<TaskScope>,
-    follows: Arc<Mutex<HashMap<(TaskScope, Arc<str>), Arc<Follow>>>>,
+    follows: Arc<Mutex<Follows>>,
     prefix: Arc<str>,
     polls: Arc<AtomicU64>,
 }

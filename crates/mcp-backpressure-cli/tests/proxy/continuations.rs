@@ -36,7 +36,10 @@ async fn with_no_queue_a_continuation_waits_for_the_slot_instead_of_being_refuse
     wait_metric(&metrics, "mcp_backpressure_active", 1.0).await;
     // An ordinary call is refused at once; the person's answer is not.
     s.send(plain(2, 10)).await;
-    assert_eq!(s.response(2).await["error"]["data"]["reason"], "concurrency_limit");
+    assert_eq!(
+        s.response(2).await["error"]["data"]["reason"],
+        "concurrency_limit"
+    );
     s.send(retry(3)).await;
     let answered = s.response(3).await;
     assert!(answered.get("result").is_some(), "{answered}");

@@ -4,8 +4,8 @@
 #[path = "../../../../tests/support/built_examples.rs"]
 mod built_examples;
 mod config;
-mod continuations;
 mod conformance;
+mod continuations;
 mod faults;
 mod hardening;
 mod http;

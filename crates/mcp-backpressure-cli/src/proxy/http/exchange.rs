@@ -477,8 +477,13 @@ impl Proxy {
                 // request of a session it no longer knows): so are its tasks.
                 Ok(Ok((404, _, _))) if matches!(scope, Scope::Session(_)) => {
                     if let Scope::Session(session) = &scope {
-                        tracing::debug!("the upstream no longer knows the session; its tasks' slots are free");
-                        proxy.router.tasks().close(&TaskScope::Session(session.clone()));
+                        tracing::debug!(
+                            "the upstream no longer knows the session; its tasks' slots are free"
+                        );
+                        proxy
+                            .router
+                            .tasks()
+                            .close(&TaskScope::Session(session.clone()));
                     }
                 }
                 Ok(Ok((status, true, bytes))) if bytes.len() <= max => {

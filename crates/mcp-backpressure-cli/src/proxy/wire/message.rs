@@ -572,7 +572,7 @@ fn millis(raw: Option<&RawValue>) -> Option<u64> {
         // A whole number written as a float (`1000.0`) is still a number.
         let f: f64 = raw.parse().ok()?;
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        (f.is_finite() && f >= 0.0 && f < 1.8e19).then_some(f as u64)
+        (f.is_finite() && (0.0..1.8e19).contains(&f)).then_some(f as u64)
     })
 }
 
