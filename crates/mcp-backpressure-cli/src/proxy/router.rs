@@ -205,8 +205,17 @@ impl Router {
                 Shape::One(Kind::Request { id, .. }) => Some(id.clone()),
                 _ => None,
             };
+            // Answered under the request's own id, so that its client can
+            // match the answer to it.
+            let error = match &id {
+                Some(id) => Malformed::Request {
+                    id: id.clone(),
+                    why,
+                },
+                None => Malformed::Invalid(why),
+            };
             return FromClient::Answer {
-                error: Malformed::Invalid(why).into(),
+                error: error.into(),
                 ids: vec![id],
                 batch: false,
             };

@@ -304,3 +304,56 @@ async fn fastmcp_tasks_through_the_http_proxy_run_at_most_the_limit() {
         "the upstream worked on more tasks than the limit"
     );
 }
+
+/// 2026-07-28 routing headers through the HTTP proxy: `Mcp-Name` stands for
+/// `params.taskId` on a task poll and for a non-ASCII tool name as a base64
+/// sentinel; both pass. A sentinel that names another tool is refused under
+/// the request's own id, and takes no slot.
+#[tokio::test]
+async fn routing_headers_name_tasks_and_non_ascii_tools() {
+    use crate::http_client::{Events, HttpSession};
+    use crate::support::http_server;
+
+    let (_server, _log, upstream) = http_server("127.0.0.1:0", &["--max-concurrent", "100"]).await;
+    let (_proxy, _stderr, url) = http_proxy(&["--max-concurrent", "1"], &upstream).await;
+    let session = HttpSession::initialize(&url).await;
+    let post = |message: Value, name: &str, method: &str| {
+        session
+            .post(&message)
+            .header("mcp-method", method)
+            .header("mcp-name", name)
+    };
+    // A poll of a task the upstream does not know: the upstream answers it
+    // (the proxy passed it), not the proxy.
+    let poll = task_request(1, "tasks/get", "t-1");
+    let mut answer = Events::new(post(poll, "t-1", "tasks/get").send().await.unwrap());
+    let answer = answer.message_with_id(&json!(1)).await;
+    assert_ne!(answer["error"]["code"], -32600, "{answer}");
+    // "héllo" as the sentinel SDKs send: passes (the upstream knows no such tool).
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "héllo", "arguments": {}}});
+    let mut answer = Events::new(
+        post(call.clone(), "=?base64?aMOpbGxv?=", "tools/call")
+            .send()
+            .await
+            .unwrap(),
+    );
+    let answer = answer.message_with_id(&json!(2)).await;
+    assert_ne!(answer["error"]["code"], -32600, "{answer}");
+    // The sentinel of another name ("hello"): refused, under id 2.
+    let mut refused = Events::new(
+        post(call, "=?base64?aGVsbG8=?=", "tools/call")
+            .send()
+            .await
+            .unwrap(),
+    );
+    let refused = refused.message_with_id(&json!(2)).await;
+    assert_eq!(refused["error"]["code"], -32600, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Mcp-Name"),
+        "{refused}"
+    );
+}
