@@ -231,3 +231,34 @@ async fn control_a_working_task_keeps_its_slot() {
     assert_eq!(s.response(3).await["result"]["status"], "working");
     second_call_while_the_first_works(&mut s, &file).await;
 }
+
+/// A client cancels its `tools/call` (`notifications/cancelled`) right
+/// after sending it. The upstream had already made it a task (2025-11-25:
+/// `notifications/cancelled` does not cancel tasks; `tasks/cancel` does) and
+/// answers with the handle. The proxy, the call being "cancelling", frees
+/// the slot on that answer instead of holding it for the task: the task
+/// works on, and the next call is admitted beside it.
+#[tokio::test]
+async fn a_call_cancelled_before_its_task_handle_still_holds_the_task_slot() {
+    let mut s = raw_2025(&["--max-concurrent", "1", "--queue-size", "0"]).await;
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "work", "arguments": {"ms": 1500}, "task": {"ttl": 60000}}});
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 1}});
+    // One write: the cancel reaches the proxy before the handle comes back.
+    s.send_raw(format!("{call}\n{cancel}\n").as_bytes()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    s.send(
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "work", "arguments": {"ms": 1500}, "task": {"ttl": 60000}}}),
+    )
+    .await;
+    let second = s.response(2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let stats = fixture_stats(&mut s).await;
+    assert_eq!(
+        second["error"]["data"]["reason"], "concurrency_limit",
+        "admitted while task 1 still works: {second}; fixture stats {stats}"
+    );
+    assert_eq!(stats["peak"], 1, "{stats}");
+}
