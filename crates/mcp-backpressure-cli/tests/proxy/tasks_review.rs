@@ -262,3 +262,29 @@ async fn a_call_cancelled_before_its_task_handle_still_holds_the_task_slot() {
     );
     assert_eq!(stats["peak"], 1, "{stats}");
 }
+
+/// Any client can call itself a continuation: a `tools/call` carrying a
+/// `requestState` the upstream never issued (no `input_required` answer
+/// passed through the proxy in this scope) jumps every queued call and
+/// escapes `queue_size = 0`. Expected: only a retry of a call the upstream
+/// answered `input_required` (its `requestState` seen on the way back) gets
+/// the priority; anything else is an ordinary call, refused here.
+#[tokio::test]
+async fn a_forged_continuation_gets_no_priority() {
+    let mut s = raw_2025(&["--max-concurrent", "1", "--queue-size", "0"]).await;
+    s.send(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "work", "arguments": {"ms": 600}}}))
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Never answered input_required to anyone: the state is made up.
+    s.send(
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "work", "arguments": {"ms": 10}, "requestState": "forged"}}),
+    )
+    .await;
+    let forged = s.response(2).await;
+    assert_eq!(
+        forged["error"]["data"]["reason"], "concurrency_limit",
+        "a made-up requestState was served ahead of the queue: {forged}"
+    );
+}
