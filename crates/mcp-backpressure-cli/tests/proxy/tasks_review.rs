@@ -288,3 +288,127 @@ async fn a_forged_continuation_gets_no_priority() {
         "a made-up requestState was served ahead of the queue: {forged}"
     );
 }
+
+/// Over Streamable HTTP, a client `DELETE`s its session: the proxy ends its
+/// task holds (`closed`). But a task is not the session's work: a 2025-11-25
+/// server with a shared task store (this fixture; the spec only says a
+/// receiver *may* delete a task after its TTL) keeps working on it. The
+/// client opens a new session and is admitted beside its own task.
+/// Expected: a session's end does not free a task's slot on its own say-so
+/// (poll the task, or keep the hold to its poll/TTL).
+#[tokio::test]
+async fn deleting_the_session_does_not_free_the_slot_of_a_task_still_working() {
+    use crate::http_client::HttpSession;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let script = fixture("tasks_2025_http_server.py");
+    let _server = tokio::process::Command::new(crate::support::python3())
+        .arg(&script)
+        .arg(port.to_string())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "fixture listens");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let upstream = format!("http://127.0.0.1:{port}/mcp");
+    let (_proxy, _stderr, url) =
+        crate::support::http_proxy(&["--max-concurrent", "1", "--queue-size", "0"], &upstream)
+            .await;
+    let task_call = |id: u64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+            "name": "work", "arguments": {"ms": 2000}, "task": {"ttl": 60000}}})
+    };
+    let first = HttpSession::initialize(&url).await;
+    let handle = first
+        .send(task_call(1))
+        .await
+        .message_with_id(&json!(1))
+        .await;
+    assert_eq!(handle["result"]["task"]["status"], "working", "{handle}");
+    let deleted = first
+        .client
+        .delete(&url)
+        .header("mcp-session-id", first.session.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success());
+    let second = HttpSession::initialize(&url).await;
+    let answer = second
+        .send(task_call(2))
+        .await
+        .message_with_id(&json!(2))
+        .await;
+    let stats = second
+        .send(json!({"jsonrpc": "2.0", "id": 3, "method": "fixture/stats"}))
+        .await
+        .message_with_id(&json!(3))
+        .await;
+    assert_eq!(
+        answer["error"]["data"]["reason"], "concurrency_limit",
+        "admitted while the first session's task still works: {answer}; {stats}"
+    );
+}
+
+/// The control of the test above, without the DELETE (passes).
+#[tokio::test]
+async fn control_without_delete_the_http_task_keeps_its_slot() {
+    use crate::http_client::HttpSession;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let script = fixture("tasks_2025_http_server.py");
+    let _server = tokio::process::Command::new(crate::support::python3())
+        .arg(&script)
+        .arg(port.to_string())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "fixture listens");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let upstream = format!("http://127.0.0.1:{port}/mcp");
+    let (_proxy, _stderr, url) =
+        crate::support::http_proxy(&["--max-concurrent", "1", "--queue-size", "0"], &upstream)
+            .await;
+    let task_call = |id: u64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+            "name": "work", "arguments": {"ms": 2000}, "task": {"ttl": 60000}}})
+    };
+    let first = HttpSession::initialize(&url).await;
+    let handle = first
+        .send(task_call(1))
+        .await
+        .message_with_id(&json!(1))
+        .await;
+    assert_eq!(handle["result"]["task"]["status"], "working", "{handle}");
+    let second = HttpSession::initialize(&url).await;
+    let answer = second
+        .send(task_call(2))
+        .await
+        .message_with_id(&json!(2))
+        .await;
+    let stats = second
+        .send(json!({"jsonrpc": "2.0", "id": 3, "method": "fixture/stats"}))
+        .await
+        .message_with_id(&json!(3))
+        .await;
+    assert_eq!(
+        answer["error"]["data"]["reason"], "concurrency_limit",
+        "admitted while the first session's task still works: {answer}; {stats}"
+    );
+}
