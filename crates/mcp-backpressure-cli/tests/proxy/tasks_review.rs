@@ -412,3 +412,83 @@ async fn control_without_delete_the_http_task_keeps_its_slot() {
         "admitted while the first session's task still works: {answer}; {stats}"
     );
 }
+
+/// Over HTTP without a session, a hold's scope is the caller's
+/// `Authorization` header *value*. A client whose bearer token was renewed
+/// mid-task (short-lived OAuth tokens) polls with the new value: its
+/// `tasks/get` that says `completed` lands in another scope and ends
+/// nothing, and its next call is refused although the upstream is idle. The
+/// README says the opposite ("the hold ends by the client's next poll").
+#[tokio::test]
+async fn a_renewed_bearer_token_still_ends_the_hold_by_the_clients_poll() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let script = fixture("tasks_2025_http_server.py");
+    let _server = tokio::process::Command::new(crate::support::python3())
+        .arg(&script)
+        .arg(port.to_string())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "fixture listens");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let upstream = format!("http://127.0.0.1:{port}/mcp");
+    let (_proxy, _stderr, url) =
+        crate::support::http_proxy(&["--max-concurrent", "1", "--queue-size", "0"], &upstream)
+            .await;
+    let client = crate::http_client::client();
+    let post = |token: &str, message: Value| {
+        let client = client.clone();
+        let url = url.clone();
+        let token = format!("Bearer {token}");
+        async move {
+            let response = client
+                .post(&url)
+                .header("accept", "application/json, text/event-stream")
+                .header("content-type", "application/json")
+                .header("mcp-protocol-version", "2025-11-25")
+                .header("authorization", token)
+                .body(message.to_string())
+                .send()
+                .await
+                .unwrap();
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let handle = post(
+        "old",
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "work", "arguments": {"ms": 200}, "task": {"ttl": 60000}}}),
+    )
+    .await;
+    let task = handle["result"]["task"]["taskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // The token was renewed; the client polls with the new one.
+    let state = post(
+        "new",
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tasks/get", "params": {"taskId": task}}),
+    )
+    .await;
+    assert_eq!(state["result"]["status"], "completed", "{state}");
+    let next = post(
+        "new",
+        json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+            "name": "work", "arguments": {"ms": 10}, "task": {"ttl": 60000}}}),
+    )
+    .await;
+    assert!(
+        next.get("result").is_some(),
+        "the task is over and the client said so, yet: {next}"
+    );
+}
