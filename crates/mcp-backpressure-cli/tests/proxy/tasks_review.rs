@@ -492,3 +492,36 @@ async fn a_renewed_bearer_token_still_ends_the_hold_by_the_clients_poll() {
         "the task is over and the client said so, yet: {next}"
     );
 }
+
+/// A client that polls exactly at the handle's `pollInterval` (as FastMCP's
+/// client does: sleep the interval, then ask) is always a little later
+/// than the interval, so the proxy's own poll fires before nearly every
+/// client poll: the upstream gets about twice the polls it asked for. The
+/// Python package waits two intervals for the same reason ("is never
+/// doubled by it"); the proxy waits one.
+#[tokio::test]
+async fn a_client_polling_at_the_interval_gets_no_own_polls_beside_it() {
+    let mut s = raw_2025(&["--max-concurrent", "1", "--queue-size", "0"]).await;
+    s.send(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "work", "arguments": {"ms": 2000, "poll_ms": 300}, "task": {"ttl": 60000}}}),
+    )
+    .await;
+    let handle = s.response(1).await;
+    let task = handle["result"]["task"]["taskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for id in 10..16u64 {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        s.send(json!({"jsonrpc": "2.0", "id": id, "method": "tasks/get",
+            "params": {"taskId": task}}))
+            .await;
+        let _ = s.response(id).await;
+    }
+    let stats = fixture_stats(&mut s).await;
+    assert_eq!(
+        stats["own_polls"], 0,
+        "the proxy polled beside a client polling at the interval: {stats}"
+    );
+}
