@@ -30,3 +30,4 @@ mod shared_review;
 mod stdio;
 mod support;
 mod tasks;
+mod tasks_review;

@@ -412,3 +412,35 @@ async fn a_continuation_is_admitted_as_one() {
     };
     assert!(queued.is_continuation());
 }
+
+/// Review (h-review): an upstream handle with no TTL (`ttl: null`, which
+/// 2025-11-25 defines as unlimited) and a huge `pollInterval` leaves a hold
+/// that nothing but the client can end: the own poll waits the handle's
+/// whole `pollInterval` (no ceiling; past `Instant`'s range `checked_add`
+/// gives `None` and it is never due at all). A client that vanished
+/// (stateless HTTP: no session to close) keeps the slot for ever. Expected:
+/// the own poll's interval has a ceiling, so the hold is asked about within
+/// a bounded time.
+#[tokio::test(start_paused = true)]
+async fn a_hold_without_ttl_is_asked_about_even_with_a_huge_poll_interval() {
+    let router = router(1);
+    let s = Scope::Stdio;
+    send(&router, &s, &Caller::default(), &call_2025(1)).await;
+    upstream(
+        &router,
+        &s,
+        &json!({"jsonrpc": "2.0", "id": 1, "result": {"task": {
+            "taskId": "forever", "status": "working", "ttl": null,
+            "pollInterval": 1.0e15,
+            "createdAt": "x", "lastUpdatedAt": "x"}}}),
+    );
+    assert_eq!(active(&router), 1);
+    let t0 = tokio::time::Instant::now();
+    let due = router
+        .tasks()
+        .tick(t0 + Duration::from_secs(7 * 24 * 3600));
+    assert!(
+        !due.is_empty() || router.tasks().snapshot().held == 0,
+        "a week on, the hold was never asked about and still holds its slot"
+    );
+}
