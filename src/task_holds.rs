@@ -86,6 +86,11 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// asked at this pace, so a table of holds cannot become a busy loop.
 pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
+/// The longest poll interval honoured: a server asking for slower polls (or
+/// none for a task with no TTL) is asked at this pace, so a hold whose
+/// client vanished never goes unasked for long.
+pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Why a hold ended. Each cause is counted ([`TaskHoldsSnapshot::ended`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -195,7 +200,7 @@ impl Lifetime {
     pub fn poll_interval(&self) -> Duration {
         self.poll_interval
             .unwrap_or(DEFAULT_POLL_INTERVAL)
-            .max(MIN_POLL_INTERVAL)
+            .clamp(MIN_POLL_INTERVAL, MAX_POLL_INTERVAL)
     }
 }
 
@@ -523,6 +528,39 @@ impl<S: Clone + Eq + Hash> TaskHolds<S> {
         drop(table);
         drop(permits);
         due
+    }
+
+    /// The holds whose TTL ran out by `now`, without ending them: for an edge
+    /// that checks with the server first ([`TaskHolds::extend`] gives one
+    /// more time; [`TaskHolds::end`] with [`HoldEnd::Ttl`] ends it).
+    pub fn overdue(&self, now: Instant) -> Vec<(S, Arc<str>)> {
+        let table = self.inner.table.lock();
+        table
+            .iter()
+            .filter(|(_, _, h)| h.deadline.is_some_and(|d| d <= now))
+            .map(|(s, id, _)| (s.clone(), id.clone()))
+            .collect()
+    }
+
+    /// Moves the TTL deadline of `task_id` in `scope` to `until`. Returns
+    /// whether it is held.
+    pub fn extend<Q>(&self, scope: &Q, task_id: &str, until: Instant) -> bool
+    where
+        S: Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        let mut table = self.inner.table.lock();
+        match table
+            .holds
+            .get_mut(scope)
+            .and_then(|tasks| tasks.get_mut(task_id))
+        {
+            Some(hold) => {
+                hold.deadline = Some(until);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The holds not known alive for their poll interval by `now`: the edge

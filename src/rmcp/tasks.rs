@@ -331,7 +331,7 @@ impl Tasks {
     }
 
     fn observe_error(&self, task_id: &str, error: &ErrorData) {
-        if error.code == ErrorCode::INVALID_PARAMS {
+        if unknown_task(error) {
             self.end(task_id, HoldEnd::UnknownTask);
         }
     }
@@ -388,7 +388,7 @@ async fn run_polls(holds: TaskHolds<Scope>, contexts: Contexts, poller: Poller) 
                         holds.seen(&(), &id, Instant::now());
                         return;
                     }
-                    Err(error) if error.code == ErrorCode::INVALID_PARAMS => HoldEnd::UnknownTask,
+                    Err(error) if unknown_task(&error) => HoldEnd::UnknownTask,
                     Err(error) => {
                         tracing::debug!(task = %id, %error, "own poll of a task failed");
                         return;
@@ -400,5 +400,45 @@ async fn run_polls(holds: TaskHolds<Scope>, contexts: Contexts, poller: Poller) 
                 contexts.lock().remove(&id);
             });
         }
+    }
+}
+
+/// An error that says the task is not known: invalid params (-32602) with a
+/// message saying so ("unknown task", rmcp's `TaskManager`; "not found",
+/// FastMCP's). Other invalid params (a malformed request) say nothing about
+/// the task.
+fn unknown_task(error: &ErrorData) -> bool {
+    if error.code != ErrorCode::INVALID_PARAMS {
+        return false;
+    }
+    let message = error.message.to_ascii_lowercase();
+    message.contains("unknown task") || message.contains("not found")
+}
+
+#[cfg(test)]
+mod tests {
+    use rmcp::model::{ErrorCode, ErrorData};
+
+    use super::unknown_task;
+
+    #[test]
+    fn only_a_not_found_invalid_params_is_an_unknown_task() {
+        let error = |code, message: &str| ErrorData::new(code, message.to_owned(), None);
+        assert!(unknown_task(&error(
+            ErrorCode::INVALID_PARAMS,
+            "unknown task: 7"
+        )));
+        assert!(unknown_task(&error(
+            ErrorCode::INVALID_PARAMS,
+            "Task 7 not found"
+        )));
+        assert!(!unknown_task(&error(
+            ErrorCode::INVALID_PARAMS,
+            "missing taskId"
+        )));
+        assert!(!unknown_task(&error(
+            ErrorCode::METHOD_NOT_FOUND,
+            "not found"
+        )));
     }
 }

@@ -380,7 +380,11 @@ impl InFlight {
         });
         match (&mut entry.state, handle, &entry.purpose) {
             (
-                State::Forwarded(slot @ Some(_)) | State::Detached(slot @ Some(_)),
+                State::Forwarded(slot @ Some(_))
+                | State::Detached(slot @ Some(_))
+                // Cancelled, but answered with a handle anyway (a 2025-11-25
+                // cancellation does not cancel a task): the task works.
+                | State::Cancelling(slot @ Some(_)),
                 Some(task),
                 Purpose::Call {
                     tasks,

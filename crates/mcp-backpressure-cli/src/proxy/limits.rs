@@ -36,7 +36,7 @@
 //! client_key = "session"      # HTTP only: session or header:NAME
 //! max_tracked_keys = 10000
 //! max_continuations = 64      # multi-round-trip retries served ahead of the queue
-//! max_task_holds = 10000      # background tasks holding their calls' slots
+//! max_task_holds = 10000      # background tasks holding their calls' slots (>= the limit)
 //! shared_limit = "redis://127.0.0.1:6379/0"  # one limit across replicas (see `shared`)
 //! shared_key = "search-api"   # required with shared_limit
 //! lease = 10                  # seconds a dead replica's slots stay taken
@@ -255,8 +255,8 @@ pub struct LimitArgs {
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub max_continuations: Option<String>,
     /// Background tasks whose calls keep their slots at once; past it, the
-    /// hold least recently known alive ends to make room (>= 1)
-    /// [default: 10000].
+    /// hold least recently known alive ends to make room (>= the limit)
+    /// [default: 10000, or the limit if higher].
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub max_task_holds: Option<String>,
     /// Share the limit with every proxy naming the same Redis and --shared-key:
@@ -528,9 +528,8 @@ impl Settings {
         {
             config = config.with_max_continuations(n);
         }
-        let max_task_holds = MAX_TASK_HOLDS
-            .get(pick(&args.max_task_holds, &file.max_task_holds))?
-            .unwrap_or(mcp_backpressure::task_holds::DEFAULT_MAX_HOLDS);
+        let task_holds_input = pick(&args.max_task_holds, &file.max_task_holds);
+        let max_task_holds = MAX_TASK_HOLDS.get(task_holds_input)?;
         if let Some(input) = pick(&args.queue_discipline, &file.queue_discipline) {
             config = config.with_discipline(choice(
                 "queue_discipline",
@@ -562,6 +561,18 @@ impl Settings {
                 );
             }
         }
+        // Every hold keeps a slot: a cap below the limit would end holds of
+        // tasks still working to make room for new ones.
+        let limit = config.effective_max_limit();
+        let max_task_holds = match max_task_holds {
+            Some(n) if n < limit => bail!(
+                "invalid max_task_holds: must be at least the limit ({limit}: max_concurrent, \
+                 or max_limit if higher), got {}",
+                given(task_holds_input, n),
+            ),
+            Some(n) => n,
+            None => mcp_backpressure::task_holds::DEFAULT_MAX_HOLDS.max(limit),
+        };
         // Already implied by the checks above; the library's own word is final.
         config.validate()?;
         Ok(Self {

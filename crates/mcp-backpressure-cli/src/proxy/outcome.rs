@@ -35,7 +35,9 @@ pub fn of_answer(answer: Answer, status: Option<u16>, own_code: i32) -> Outcome 
     match answer {
         Answer::Result { is_error: false } => Outcome::Success,
         Answer::Result { is_error: true } => Outcome::Ignore,
-        Answer::Error { code: Some(code) } if signals_overload(code, own_code) => Outcome::Dropped,
+        Answer::Error {
+            code: Some(code), ..
+        } if signals_overload(code, own_code) => Outcome::Dropped,
         Answer::Error { .. } => Outcome::Ignore,
     }
 }
@@ -73,7 +75,10 @@ mod tests {
     const TOOL_ERROR: Answer = Answer::Result { is_error: true };
 
     fn error(code: i64) -> Answer {
-        Answer::Error { code: Some(code) }
+        Answer::Error {
+            code: Some(code),
+            not_found: false,
+        }
     }
 
     #[test]
@@ -121,7 +126,14 @@ mod tests {
             );
         }
         assert_eq!(
-            of_answer(Answer::Error { code: None }, None, DEFAULT_OVERLOAD_CODE),
+            of_answer(
+                Answer::Error {
+                    code: None,
+                    not_found: false,
+                },
+                None,
+                DEFAULT_OVERLOAD_CODE
+            ),
             Outcome::Ignore
         );
     }
@@ -129,7 +141,15 @@ mod tests {
     #[test]
     fn an_overloaded_status_drops_whatever_the_body() {
         for status in [429, 503] {
-            for answer in [OK, TOOL_ERROR, error(-32603), Answer::Error { code: None }] {
+            for answer in [
+                OK,
+                TOOL_ERROR,
+                error(-32603),
+                Answer::Error {
+                    code: None,
+                    not_found: false,
+                },
+            ] {
                 assert_eq!(
                     of_answer(answer, Some(status), DEFAULT_OVERLOAD_CODE),
                     Outcome::Dropped

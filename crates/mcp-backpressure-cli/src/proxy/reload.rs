@@ -115,6 +115,14 @@ fn check(in_force: &Settings, new: &Settings) -> anyhow::Result<()> {
             in_force.max_in_flight
         );
     }
+    let limit = new.config.effective_max_limit();
+    if limit > in_force.max_task_holds {
+        bail!(
+            "the limit ({limit}) would exceed the max_task_holds in force ({}), which needs \
+             a restart",
+            in_force.max_task_holds
+        );
+    }
     Ok(())
 }
 

@@ -30,7 +30,7 @@
 //! caller cannot end another's hold: its polls and cancels name its own
 //! scope. Callers with neither a session nor an identity share one scope.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -43,10 +43,6 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::wire::message::{Answer, RequestId, TaskState, TaskStatus};
-
-/// The error code of "unknown task" (JSON-RPC invalid params), in rmcp,
-/// the Python SDK and FastMCP alike.
-pub const UNKNOWN_TASK: i64 = -32602;
 
 /// Where a task id is unique.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -155,14 +151,19 @@ pub struct Due {
     pub follow: Arc<Follow>,
 }
 
-/// How to follow each held task, by scope and task id.
-type Follows = HashMap<(TaskScope, Arc<str>), Arc<Follow>>;
+/// A hold: its scope and task id.
+type HoldKey = (TaskScope, Arc<str>);
+
+/// How to follow each held task.
+type Follows = HashMap<HoldKey, Arc<Follow>>;
 
 /// The proxy's task holds. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Tasks {
     holds: TaskHolds<TaskScope>,
     follows: Arc<Mutex<Follows>>,
+    /// Holds past their TTL being checked with the upstream.
+    checking: Arc<Mutex<HashSet<HoldKey>>>,
     prefix: Arc<str>,
     polls: Arc<AtomicU64>,
 }
@@ -184,6 +185,7 @@ impl Tasks {
         Self {
             holds: TaskHolds::new(max_holds),
             follows: Arc::default(),
+            checking: Arc::default(),
             prefix: format!("mcp-backpressure-poll-{nonce:016x}-").into(),
             polls: Arc::default(),
         }
@@ -202,7 +204,12 @@ impl Tasks {
             drop(permit);
             return;
         }
-        let lifetime = Lifetime::from_millis(task.ttl_ms, task.poll_interval_ms);
+        // The proxy asks when nobody asked for two poll intervals: a client
+        // polling at the pace the server asked for is never doubled.
+        let lifetime = Lifetime::from_millis(
+            task.ttl_ms,
+            task.poll_interval_ms.map(|ms| ms.saturating_mul(2)),
+        );
         let id: &str = &task.task_id;
         self.follows
             .lock()
@@ -232,7 +239,7 @@ impl Tasks {
             (
                 _,
                 Answer::Error {
-                    code: Some(UNKNOWN_TASK),
+                    not_found: true, ..
                 },
             ) => Some((HoldEnd::UnknownTask, Outcome::Ignore)),
             // It ran to its end: the answer is the call's own.
@@ -244,7 +251,12 @@ impl Tasks {
                     Outcome::Success
                 },
             )),
-            (TaskMethod::Result, Answer::Error { .. }) => {
+            // The call's own error, as the task ended with it — not an
+            // error about the request for it (no such method, bad params,
+            // a refusal on the way).
+            (TaskMethod::Result, Answer::Error { code, .. })
+                if code.is_some_and(|code| !about_the_request(code)) =>
+            {
                 Some((cause(HoldEnd::Terminal), Outcome::Ignore))
             }
             (TaskMethod::Cancel, Answer::Result { .. }) => Some((HoldEnd::Cancel, Outcome::Ignore)),
@@ -261,7 +273,10 @@ impl Tasks {
         match end {
             Some((cause, outcome)) => self.end(&ask.scope, &ask.task_id, cause, outcome),
             None => {
-                self.holds.seen(&ask.scope, &ask.task_id, Instant::now());
+                // Said alive only by an answer that describes the task.
+                if task.is_some_and(|t| *t.task_id == *ask.task_id) {
+                    self.alive(&ask.scope, &ask.task_id);
+                }
             }
         }
     }
@@ -276,16 +291,28 @@ impl Tasks {
                 outcome_of(&task.status),
             );
         } else {
-            self.holds.seen(scope, &task.task_id, Instant::now());
+            self.alive(scope, &task.task_id);
+        }
+    }
+
+    /// The upstream said the task still works: its own poll waits, and a
+    /// TTL check in progress is answered (the hold lives on, checked again
+    /// [`OWN_POLL_TIMEOUT`] later).
+    fn alive(&self, scope: &TaskScope, task_id: &str) {
+        let now = Instant::now();
+        self.holds.seen(scope, task_id, now);
+        let key = (scope.clone(), Arc::from(task_id));
+        if self.checking.lock().remove(&key) {
+            self.holds.extend(scope, task_id, now + OWN_POLL_TIMEOUT);
         }
     }
 
     fn end(&self, scope: &TaskScope, task_id: &str, cause: HoldEnd, outcome: Outcome) {
         if self.holds.end(scope, task_id, cause, outcome) {
             tracing::debug!(task = task_id, %cause, "task over; its slot is free");
-            self.follows
-                .lock()
-                .remove(&(scope.clone(), Arc::from(task_id)));
+            let key = (scope.clone(), Arc::from(task_id));
+            self.checking.lock().remove(&key);
+            self.follows.lock().remove(&key);
         }
     }
 
@@ -298,8 +325,11 @@ impl Tasks {
                 "session over; its tasks' slots are free"
             );
             let mut follows = self.follows.lock();
+            let mut checking = self.checking.lock();
             for id in ended {
-                follows.remove(&(scope.clone(), id));
+                let key = (scope.clone(), id);
+                checking.remove(&key);
+                follows.remove(&key);
             }
         }
     }
@@ -308,6 +338,7 @@ impl Tasks {
     pub fn close_all(&self) {
         self.holds.end_all();
         self.follows.lock().clear();
+        self.checking.lock().clear();
     }
 
     /// A fresh id for an own poll.
@@ -333,19 +364,41 @@ impl Tasks {
         )
     }
 
-    /// Ends the holds whose TTL ran out, and returns those whose own poll
+    /// Checks the holds whose TTL ran out, and returns those whose own poll
     /// is due.
+    ///
+    /// A TTL says when the server may forget the task, not that its work
+    /// stopped (a 2025-11-25 client even chooses it). So a hold past its TTL
+    /// is asked about at once: an answer that it still works keeps it (and
+    /// it is checked again [`OWN_POLL_TIMEOUT`] later); "unknown task" or a
+    /// terminal status ends it as usual; no answer within
+    /// [`OWN_POLL_TIMEOUT`] ends it ([`HoldEnd::Ttl`]).
     pub fn tick(&self, now: Instant) -> Vec<Due> {
-        let expired = self.holds.expire(now);
-        let mut follows = self.follows.lock();
-        for key in expired {
-            tracing::debug!(task = %key.1, "task TTL over; its slot is free");
-            follows.remove(&key);
+        let mut checks = Vec::new();
+        for key in self.holds.overdue(now) {
+            let checked = self.checking.lock().remove(&key);
+            if checked {
+                tracing::debug!(task = %key.1, "task TTL over, unconfirmed; its slot is free");
+                self.end(&key.0, &key.1, HoldEnd::Ttl, Outcome::Ignore);
+            } else {
+                self.checking.lock().insert(key.clone());
+                self.holds.extend(&key.0, &key.1, now + OWN_POLL_TIMEOUT);
+                checks.push(key);
+            }
         }
-        let due = self.holds.due(now);
+        let mut follows = self.follows.lock();
+        let mut due = self.holds.due(now);
+        for key in checks {
+            if !due.contains(&key) {
+                due.push(key);
+            }
+        }
         // What was kept for holds ended on any other path goes too.
         if follows.len() > self.holds.len() {
             follows.retain(|(scope, id), _| self.holds.contains(scope, id));
+            self.checking
+                .lock()
+                .retain(|(scope, id)| self.holds.contains(scope, id));
         }
         due.into_iter()
             .map(|(scope, task_id)| {
@@ -386,6 +439,17 @@ impl Tasks {
             }
         }
     }
+}
+
+/// An error about the request itself (unparsable, invalid, no such method,
+/// invalid params) or a refusal on its way (an overload): it says nothing
+/// of the task.
+fn about_the_request(code: i64) -> bool {
+    matches!(code, -32700 | -32600 | -32601 | -32602)
+        || mcp_backpressure::jsonrpc::signals_overload(
+            code,
+            mcp_backpressure::jsonrpc::DEFAULT_OVERLOAD_CODE,
+        )
 }
 
 /// What a terminal status says about load: a completed task's time is a

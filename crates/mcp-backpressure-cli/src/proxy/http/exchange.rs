@@ -132,12 +132,10 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
             .await;
         if delete && response.status().is_success() {
             let ended = proxy.router.inflight().drain(Some(&scope)).await;
-            if let Scope::Session(session) = &scope {
-                proxy
-                    .router
-                    .tasks()
-                    .close(&TaskScope::Session(session.clone()));
-            }
+            // Its tasks' holds stay: a task may outlive its session. The
+            // proxy's own polls, in the deleted session, end them when the
+            // upstream says it no longer knows the session (404), or they
+            // end as any hold does.
             tracing::debug!(requests = ended.len(), "session deleted");
         }
         return response;

@@ -12,6 +12,7 @@ use crate::proxy::gate::Gate;
 use crate::proxy::inflight::{Admission, Scope};
 use crate::proxy::limits::Settings;
 use crate::proxy::router::{Caller, FromClient, FromUpstream, Router};
+use crate::proxy::tasks::OWN_POLL_TIMEOUT;
 
 fn router(max_concurrent: usize) -> Router {
     let settings = Settings::with_defaults(LimiterConfig::new(max_concurrent));
@@ -231,9 +232,11 @@ async fn a_task_already_over_in_its_handle_holds_nothing() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_ttl_ends_a_hold_on_tokios_clock() {
-    let router = router(1);
-    start(&router, 1, "t", 2_000, 60_000).await;
+async fn past_its_ttl_a_hold_is_checked_and_ends_unless_confirmed() {
+    let router = router(2);
+    let s = Scope::Stdio;
+    start(&router, 1, "quiet", 2_000, 60_000).await;
+    start(&router, 2, "alive", 2_000, 60_000).await;
     let t0 = tokio::time::Instant::now();
     assert!(
         router
@@ -241,10 +244,127 @@ async fn the_ttl_ends_a_hold_on_tokios_clock() {
             .tick(t0 + Duration::from_millis(1_999))
             .is_empty()
     );
-    assert_eq!(active(&router), 1);
-    router.tasks().tick(t0 + Duration::from_millis(2_000));
-    assert_eq!(active(&router), 0);
+    // The TTL ran out: both are asked about at once, neither ends yet.
+    let due = router.tasks().tick(t0 + Duration::from_millis(2_000));
+    assert_eq!(due.len(), 2);
+    assert_eq!(active(&router), 2);
+    // The upstream says "alive" still works; nobody answers for "quiet".
+    tokio::time::advance(Duration::from_millis(2_000)).await;
+    let alive = due.iter().find(|d| &*d.task_id == "alive").unwrap();
+    let (key, _, _) = router.own_poll(&s, alive).unwrap();
+    let mut working = state(0, "alive", "working");
+    working["id"] = key.id.to_value();
+    assert!(matches!(
+        upstream(&router, &s, &working),
+        FromUpstream::Swallow
+    ));
+    // Unconfirmed within the own poll's timeout: the quiet one ends (ttl).
+    tokio::time::advance(OWN_POLL_TIMEOUT).await;
+    router.tasks().tick(tokio::time::Instant::now());
     assert_eq!(ended(&router, HoldEnd::Ttl), 1);
+    assert_eq!(active(&router), 1, "the confirmed task keeps its slot");
+    assert_eq!(router.tasks().snapshot().held, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_polling_at_the_interval_gets_no_own_poll_beside_it() {
+    let router = router(1);
+    let s = Scope::Stdio;
+    start(&router, 1, "t", 600_000, 300).await;
+    let t0 = tokio::time::Instant::now();
+    for n in 1..=20_i64 {
+        // A little late each time, as a real client is.
+        tokio::time::advance(Duration::from_millis(320)).await;
+        assert!(
+            router.tasks().tick(tokio::time::Instant::now()).is_empty(),
+            "an own poll beside a client polling every interval (poll {n})"
+        );
+        send(
+            &router,
+            &s,
+            &Caller::default(),
+            &get(100 + n, "tasks/get", "t"),
+        )
+        .await;
+        upstream(&router, &s, &state(100 + n, "t", "working"));
+    }
+    // Once the client stops, the proxy asks within two intervals.
+    let last = tokio::time::Instant::now();
+    assert!(
+        router
+            .tasks()
+            .tick(last + Duration::from_millis(599))
+            .is_empty()
+    );
+    assert_eq!(
+        router.tasks().tick(last + Duration::from_millis(600)).len(),
+        1
+    );
+    assert!(t0 < last);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_that_is_not_about_the_task_ends_nothing() {
+    let router = router(1);
+    let s = Scope::Stdio;
+    start(&router, 1, "t", 60_000, 1000).await;
+    for (id, method, error) in [
+        (
+            2,
+            "tasks/result",
+            json!({"code": -32601, "message": "Method not found"}),
+        ),
+        (
+            3,
+            "tasks/get",
+            json!({"code": -32602, "message": "missing envelope"}),
+        ),
+        (
+            4,
+            "tasks/update",
+            json!({"code": -32602, "message": "inputResponses required"}),
+        ),
+        (
+            5,
+            "tasks/result",
+            json!({"code": -31429, "message": "SERVER_OVERLOADED"}),
+        ),
+    ] {
+        send(&router, &s, &Caller::default(), &get(id, method, "t")).await;
+        upstream(
+            &router,
+            &s,
+            &json!({"jsonrpc": "2.0", "id": id, "error": error}),
+        );
+        assert_eq!(active(&router), 1, "{method} {error}");
+    }
+    // The task's own failure, as tasks/result returns it, ends it.
+    send(
+        &router,
+        &s,
+        &Caller::default(),
+        &get(6, "tasks/result", "t"),
+    )
+    .await;
+    upstream(
+        &router,
+        &s,
+        &json!({"jsonrpc": "2.0", "id": 6, "error": {"code": -32603, "message": "boom"}}),
+    );
+    assert_eq!(active(&router), 0);
+}
+
+#[tokio::test]
+async fn a_call_cancelled_before_its_handle_still_holds_its_task() {
+    let router = router(1);
+    let s = Scope::Stdio;
+    send(&router, &s, &Caller::default(), &call_2025(1)).await;
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 1}});
+    router.client(&s, None, &line(&cancel));
+    upstream(&router, &s, &handle_2025(1, "t"));
+    assert_eq!(router.tasks().snapshot().held, 1);
+    assert_eq!(active(&router), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -253,17 +373,18 @@ async fn nobody_polling_makes_the_proxy_ask_with_the_calls_protocol_meta() {
     let s = Scope::Stdio;
     start(&router, 1, "t", 60_000, 500).await;
     let t0 = tokio::time::Instant::now();
-    // The client asks at 400 ms: the next own poll is due 500 ms after that.
+    // The client asks at 400 ms: the next own poll is due two intervals
+    // (1 s) after that.
     tokio::time::advance(Duration::from_millis(400)).await;
     send(&router, &s, &Caller::default(), &get(2, "tasks/get", "t")).await;
     upstream(&router, &s, &state(2, "t", "working"));
     assert!(
         router
             .tasks()
-            .tick(t0 + Duration::from_millis(899))
+            .tick(t0 + Duration::from_millis(1_399))
             .is_empty()
     );
-    let due = router.tasks().tick(t0 + Duration::from_millis(900));
+    let due = router.tasks().tick(t0 + Duration::from_millis(1_400));
     assert_eq!(due.len(), 1);
     let (key, _ticket, message) = router.own_poll(&s, &due[0]).unwrap();
     let message: Value = serde_json::from_slice(&message).unwrap();
@@ -436,9 +557,7 @@ async fn a_hold_without_ttl_is_asked_about_even_with_a_huge_poll_interval() {
     );
     assert_eq!(active(&router), 1);
     let t0 = tokio::time::Instant::now();
-    let due = router
-        .tasks()
-        .tick(t0 + Duration::from_secs(7 * 24 * 3600));
+    let due = router.tasks().tick(t0 + Duration::from_secs(7 * 24 * 3600));
     assert!(
         !due.is_empty() || router.tasks().snapshot().held == 0,
         "a week on, the hold was never asked about and still holds its slot"

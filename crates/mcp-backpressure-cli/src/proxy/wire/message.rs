@@ -265,6 +265,11 @@ pub enum Answer {
     Error {
         /// `error.code`.
         code: Option<i64>,
+        /// The error says a task is not known: code -32602 (invalid params)
+        /// and a message naming it so — "not found" (FastMCP), "unknown
+        /// task" (rmcp). Other invalid params (a malformed request) say
+        /// nothing about a task.
+        not_found: bool,
     },
 }
 
@@ -632,18 +637,29 @@ struct ResultProbe<'a> {
 struct ErrorProbe<'a> {
     #[serde(borrow, default, deserialize_with = "present")]
     code: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    message: Option<&'a RawValue>,
 }
+
+/// JSON-RPC's invalid params, which the SDKs answer an unknown task with.
+const INVALID_PARAMS: i64 = -32602;
 
 /// What a response's `result` or `error` says (see [`Answer`]). Lenient, as
 /// everything read from the upstream: a shape it does not recognise is a
 /// plain result, or an error without a code.
 fn answer(result: Option<&RawValue>, error: Option<&RawValue>) -> Answer {
     if let Some(error) = error {
-        let code = serde_json::from_str::<ErrorProbe<'_>>(error.get())
-            .ok()
+        let probe = serde_json::from_str::<ErrorProbe<'_>>(error.get()).ok();
+        let code = probe
+            .as_ref()
             .and_then(|e| e.code)
             .and_then(|code| code.get().parse::<i64>().ok());
-        return Answer::Error { code };
+        let not_found = code == Some(INVALID_PARAMS)
+            && string(probe.and_then(|e| e.message)).is_some_and(|message| {
+                let message = message.to_ascii_lowercase();
+                message.contains("not found") || message.contains("unknown task")
+            });
+        return Answer::Error { code, not_found };
     }
     let is_error = result
         .filter(|r| r.get().starts_with('{'))

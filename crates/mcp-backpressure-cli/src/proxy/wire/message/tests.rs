@@ -248,7 +248,10 @@ fn upstream_messages_are_forwarded_whatever_their_shape() {
             r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#,
             Kind::Response {
                 id: Some(RequestId::Int(1)),
-                answer: Answer::Error { code: None },
+                answer: Answer::Error {
+                    code: None,
+                    not_found: false,
+                },
                 task: None,
             },
         ),
@@ -319,15 +322,24 @@ fn responses_say_what_they_answer() {
         ),
         (
             r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32001,"message":"timed out"}}"#,
-            Answer::Error { code: Some(-32001) },
+            Answer::Error {
+                code: Some(-32001),
+                not_found: false,
+            },
         ),
         (
             r#"{"jsonrpc":"2.0","id":1,"error":{"code":1.5}}"#,
-            Answer::Error { code: None },
+            Answer::Error {
+                code: None,
+                not_found: false,
+            },
         ),
         (
             r#"{"jsonrpc":"2.0","id":1,"error":"x"}"#,
-            Answer::Error { code: None },
+            Answer::Error {
+                code: None,
+                not_found: false,
+            },
         ),
     ] {
         let Shape::One(Kind::Response { answer: got, .. }) =
