@@ -278,6 +278,20 @@ fn header_mismatch(headers: &HeaderMap, shape: &Shape) -> Option<String> {
     mcp_headers::mismatch(headers, &routing)
 }
 
+/// The headers of a message the proxy sends the upstream itself (a
+/// cancellation, a task poll): JSON in, JSON or SSE out, and its method.
+fn own_message_headers(headers: &mut HeaderMap, method: &'static str) {
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::ACCEPT,
+        HeaderValue::from_static("application/json, text/event-stream"),
+    );
+    headers.insert("mcp-method", HeaderValue::from_static(method));
+}
+
 /// An `Mcp-Name` value: the task id itself when it is plain printable
 /// ASCII, else the base64 sentinel `=?base64?…?=`.
 fn mcp_name(value: &str) -> Option<HeaderValue> {
@@ -386,18 +400,7 @@ impl Proxy {
                 headers.insert(name, value.clone());
             }
         }
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(
-            header::ACCEPT,
-            HeaderValue::from_static("application/json, text/event-stream"),
-        );
-        headers.insert(
-            "mcp-method",
-            HeaderValue::from_static(crate::proxy::wire::message::CANCELLED),
-        );
+        own_message_headers(&mut headers, crate::proxy::wire::message::CANCELLED);
         let request = self
             .client
             .post(self.upstream.clone())
@@ -431,15 +434,7 @@ impl Proxy {
         };
         tracing::debug!(task = %due.task_id, "nobody asked about the task for its poll interval; asking");
         let mut headers = origin.headers.clone();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(
-            header::ACCEPT,
-            HeaderValue::from_static("application/json, text/event-stream"),
-        );
-        headers.insert("mcp-method", HeaderValue::from_static("tasks/get"));
+        own_message_headers(&mut headers, "tasks/get");
         if let Some(name) = mcp_name(&due.task_id) {
             headers.insert("mcp-name", name);
         }
