@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mcp_backpressure::config::ToolConfig;
 use mcp_backpressure::task_holds::{
-    DEFAULT_POLL_INTERVAL, Held, HoldEnd, Lifetime, MIN_POLL_INTERVAL, TaskHolds,
+    DEFAULT_POLL_INTERVAL, Held, HoldEnd, Lifetime, MAX_POLL_INTERVAL, MIN_POLL_INTERVAL, TaskHolds,
 };
 use mcp_backpressure::{Limiter, LimiterConfig, Outcome, Permit, Request, Scope};
 use proptest::prelude::*;
@@ -184,6 +184,10 @@ async fn polls_fall_due_after_their_interval_and_seen_resets_them() {
         MIN_POLL_INTERVAL
     );
     assert_eq!(lifetime(None, None).poll_interval(), DEFAULT_POLL_INTERVAL);
+    assert_eq!(
+        lifetime(None, Some(Duration::from_secs(3600))).poll_interval(),
+        MAX_POLL_INTERVAL
+    );
     holds.hold(
         "s",
         "fast",
@@ -367,12 +371,19 @@ async fn absurd_ttls_and_poll_intervals_do_not_panic() {
         Lifetime::new(Some(Duration::MAX), Some(Duration::MAX)),
         now,
     );
+    // The TTLs never run out; the polls are at most MAX_POLL_INTERVAL apart,
+    // so a hold whose client vanished is still asked about.
     assert!(holds.expire(now + 1000 * SECOND).is_empty());
-    assert!(holds.due(now + 1000 * SECOND).is_empty());
-    assert!(holds.next_wake().is_some_and(|at| at > now + 1000 * SECOND));
+    assert_eq!(holds.next_wake(), Some(now + MAX_POLL_INTERVAL));
+    assert!(
+        holds
+            .due(now + MAX_POLL_INTERVAL - Duration::from_millis(1))
+            .is_empty()
+    );
+    assert_eq!(holds.due(now + MAX_POLL_INTERVAL).len(), 2);
     assert!(holds.end("s", "a", HoldEnd::Terminal, Outcome::Ignore));
-    assert_eq!(holds.next_wake(), None);
     assert!(holds.end("s", "b", HoldEnd::Terminal, Outcome::Ignore));
+    assert_eq!(holds.next_wake(), None);
 }
 
 // ------------------------------------------------------------ the model
