@@ -276,19 +276,21 @@ pub struct TaskHoldsSnapshot {
 }
 
 /// The table of task holds. Cheap to clone (shared); `S` is the scope a task
-/// id is unique in.
-pub struct TaskHolds<S> {
-    inner: Arc<Inner<S>>,
+/// id is unique in; `T` is what an edge keeps with each hold (how to ask
+/// about it, say), gone with the hold whichever way it ends
+/// ([`TaskHolds::with_data`], [`TaskHolds::hold_with`], [`TaskHolds::data`]).
+pub struct TaskHolds<S, T = ()> {
+    inner: Arc<Inner<S, T>>,
 }
 
-struct Inner<S> {
-    table: Mutex<Table<S>>,
+struct Inner<S, T> {
+    table: Mutex<Table<S, T>>,
     changed: Notify,
 }
 
-struct Table<S> {
+struct Table<S, T> {
     max_holds: usize,
-    holds: HashMap<S, HashMap<Arc<str>, Hold>>,
+    holds: HashMap<S, HashMap<Arc<str>, Hold<T>>>,
     len: usize,
     slots: usize,
     created: u64,
@@ -297,8 +299,10 @@ struct Table<S> {
     ended: [u64; HoldEnd::ALL.len()],
 }
 
-struct Hold {
+struct Hold<T> {
     permit: Permit,
+    /// The edge's own data.
+    data: T,
     /// When its TTL runs out.
     deadline: Option<Instant>,
     poll_interval: Duration,
@@ -308,7 +312,7 @@ struct Hold {
     seq: u64,
 }
 
-impl Hold {
+impl<T> Hold<T> {
     /// When its own poll falls due (`None`: a poll interval past the
     /// clock's range, never).
     fn poll_due(&self) -> Option<Instant> {
@@ -316,7 +320,7 @@ impl Hold {
     }
 }
 
-impl<S> Clone for TaskHolds<S> {
+impl<S, T> Clone for TaskHolds<S, T> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -324,7 +328,7 @@ impl<S> Clone for TaskHolds<S> {
     }
 }
 
-impl<S> fmt::Debug for TaskHolds<S> {
+impl<S, T> fmt::Debug for TaskHolds<S, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let table = self.inner.table.lock();
         f.debug_struct("TaskHolds")
@@ -335,8 +339,30 @@ impl<S> fmt::Debug for TaskHolds<S> {
 }
 
 impl<S: Clone + Eq + Hash> TaskHolds<S> {
-    /// An empty table of at most `max_holds` holds (0 acts as 1).
+    /// An empty table of at most `max_holds` holds (0 acts as 1), with no
+    /// data of the edge's.
     pub fn new(max_holds: usize) -> Self {
+        Self::with_data(max_holds)
+    }
+
+    /// Turns `permit` into the hold of task `task_id` in `scope`, made at
+    /// `now` (its TTL counts from then).
+    pub fn hold(
+        &self,
+        scope: S,
+        task_id: &str,
+        permit: Permit,
+        lifetime: Lifetime,
+        now: Instant,
+    ) -> Held<S> {
+        self.hold_with(scope, task_id, permit, lifetime, now, ())
+    }
+}
+
+impl<S: Clone + Eq + Hash, T> TaskHolds<S, T> {
+    /// An empty table of at most `max_holds` holds (0 acts as 1), each
+    /// keeping a `T` of the edge's.
+    pub fn with_data(max_holds: usize) -> Self {
         Self {
             inner: Arc::new(Inner {
                 table: Mutex::new(Table {
@@ -359,15 +385,16 @@ impl<S: Clone + Eq + Hash> TaskHolds<S> {
         self.inner.table.lock().max_holds = max_holds.max(1);
     }
 
-    /// Turns `permit` into the hold of task `task_id` in `scope`, made at
-    /// `now` (its TTL counts from then).
-    pub fn hold(
+    /// [`TaskHolds::hold`], keeping `data` with the hold (dropped when the
+    /// hold ends; a second hold of a held task drops its own).
+    pub fn hold_with(
         &self,
         scope: S,
         task_id: &str,
         permit: Permit,
         lifetime: Lifetime,
         now: Instant,
+        data: T,
     ) -> Held<S> {
         let mut table = self.inner.table.lock();
         if table
@@ -376,7 +403,7 @@ impl<S: Clone + Eq + Hash> TaskHolds<S> {
             .is_some_and(|tasks| tasks.contains_key(task_id))
         {
             drop(table);
-            drop(permit);
+            drop((permit, data));
             return Held::Already;
         }
         let mut evicted = None;
@@ -395,6 +422,7 @@ impl<S: Clone + Eq + Hash> TaskHolds<S> {
         table.slots += permit.cost();
         let hold = Hold {
             permit,
+            data,
             // A TTL past the clock's range never runs out (no panic on a
             // server's absurd number).
             deadline: lifetime.ttl.and_then(|ttl| now.checked_add(ttl)),
@@ -468,6 +496,22 @@ impl<S: Clone + Eq + Hash> TaskHolds<S> {
         drop(table);
         drop(holds);
         n
+    }
+
+    /// The data kept with the hold of `task_id` in `scope`, if it is held.
+    pub fn data<Q>(&self, scope: &Q, task_id: &str) -> Option<T>
+    where
+        S: Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+        T: Clone,
+    {
+        self.inner
+            .table
+            .lock()
+            .holds
+            .get(scope)
+            .and_then(|tasks| tasks.get(task_id))
+            .map(|hold| hold.data.clone())
     }
 
     /// Whether `task_id` in `scope` holds a slot.
@@ -667,14 +711,14 @@ impl<S: Clone + Eq + Hash> TaskHolds<S> {
     }
 }
 
-impl<S: Clone + Eq + Hash> Table<S> {
-    fn iter(&self) -> impl Iterator<Item = (&S, &Arc<str>, &Hold)> {
+impl<S: Clone + Eq + Hash, T> Table<S, T> {
+    fn iter(&self) -> impl Iterator<Item = (&S, &Arc<str>, &Hold<T>)> {
         self.holds
             .iter()
             .flat_map(|(s, tasks)| tasks.iter().map(move |(id, h)| (s, id, h)))
     }
 
-    fn remove<Q>(&mut self, scope: &Q, task_id: &str) -> Option<Hold>
+    fn remove<Q>(&mut self, scope: &Q, task_id: &str) -> Option<Hold<T>>
     where
         S: Borrow<Q>,
         Q: Eq + Hash + ?Sized,

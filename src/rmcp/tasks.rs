@@ -5,7 +5,6 @@
 //! See the module docs of [`crate::rmcp`] ("Background tasks") for the
 //! scope of a task id and how a hold ends.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -144,18 +143,35 @@ pub(crate) type Poller = Arc<
         + Sync,
 >;
 
-/// The contexts own polls are made in, by task id.
-type Contexts = Arc<Mutex<HashMap<Arc<str>, RequestContext<RoleServer>>>>;
+/// What the wrapper keeps with each hold.
+#[derive(Clone)]
+pub(crate) enum Kept {
+    /// A watched task: its work's end frees the slot (and `tasks/cancel`
+    /// marks it).
+    Watched(TaskWatch),
+    /// An unwatched task the wrapper asks about itself, in this context.
+    Polled(RequestContext<RoleServer>),
+    /// An unwatched task nobody polls for the wrapper.
+    Unwatched,
+}
+
+impl Kept {
+    fn watch(&self) -> Option<&TaskWatch> {
+        match self {
+            Kept::Watched(watch) => Some(watch),
+            _ => None,
+        }
+    }
+}
+
+/// The wrapper's task holds (one table, whatever the connection).
+pub(crate) type Holds = TaskHolds<Scope, Kept>;
 
 /// The wrapper's task state, shared by the clones of one `Backpressure`.
 pub(crate) struct Tasks {
-    holds: TaskHolds<Scope>,
-    /// The watched tasks still held, by id (for `tasks/cancel`).
-    watched: Arc<Mutex<HashMap<Arc<str>, TaskWatch>>>,
+    holds: Holds,
     /// Own polls of unwatched tasks (`None`: off).
     poller: Mutex<Option<Poller>>,
-    /// The context of each unwatched task polled by the wrapper.
-    contexts: Contexts,
     /// The task ending holds at their TTLs, started with the first hold.
     expiry: Mutex<Option<JoinHandle<()>>>,
 }
@@ -179,10 +195,8 @@ impl Drop for Tasks {
 impl Tasks {
     pub(crate) fn new(max_holds: usize) -> Self {
         Self {
-            holds: TaskHolds::new(max_holds),
-            watched: Arc::default(),
+            holds: TaskHolds::with_data(max_holds),
             poller: Mutex::new(None),
-            contexts: Arc::default(),
             expiry: Mutex::new(None),
         }
     }
@@ -198,7 +212,7 @@ impl Tasks {
         self.poller.lock().is_some()
     }
 
-    pub(crate) fn holds(&self) -> &TaskHolds<Scope> {
+    pub(crate) fn holds(&self) -> &Holds {
         &self.holds
     }
 
@@ -217,7 +231,7 @@ impl Tasks {
         };
         let holds = self.holds.clone();
         *expiry = Some(match self.poller.lock().clone() {
-            Some(poller) => runtime.spawn(run_polls(holds, self.contexts.clone(), poller)),
+            Some(poller) => runtime.spawn(run_polls(holds, poller)),
             None => runtime.spawn(holds.run_expiry()),
         });
     }
@@ -236,29 +250,24 @@ impl Tasks {
         self.ensure_expiry();
         let id: Arc<str> = Arc::from(task.task_id.as_str());
         let lifetime = Lifetime::from_millis(task.ttl_ms, task.poll_interval_ms);
-        match self.holds.hold((), &id, permit, lifetime, Instant::now()) {
-            Held::Already => {
-                tracing::debug!(task = %id, "a second handle for a held task");
-                return;
-            }
-            Held::Evicted(_, evicted) => {
-                self.watched.lock().remove(&evicted);
-                self.contexts.lock().remove(&evicted);
-            }
-            _ => {}
-        }
-        tracing::debug!(task = %id, ttl_ms = ?task.ttl_ms, watched = watch.is_armed(), "task holds its slot");
-        if !watch.is_armed() {
-            if let Some(context) = context {
-                self.contexts.lock().insert(id, context);
-            }
+        let armed = watch.is_armed();
+        let kept = match context {
+            _ if armed => Kept::Watched(watch.clone()),
+            Some(context) => Kept::Polled(context),
+            None => Kept::Unwatched,
+        };
+        let now = Instant::now();
+        if self.holds.hold_with((), &id, permit, lifetime, now, kept) == Held::Already {
+            tracing::debug!(task = %id, "a second handle for a held task");
             return;
         }
-        self.watched.lock().insert(id.clone(), watch.clone());
-        let (holds, watched) = (self.holds.clone(), self.watched.clone());
+        tracing::debug!(task = %id, ttl_ms = ?task.ttl_ms, watched = armed, "task holds its slot");
+        if !armed {
+            return;
+        }
+        let holds = self.holds.clone();
         tokio::spawn(async move {
             watch.inner.done.cancelled().await;
-            watched.lock().remove(&id);
             let cause = if watch.inner.cancel_requested.load(Ordering::SeqCst) {
                 HoldEnd::Cancel
             } else {
@@ -276,11 +285,10 @@ impl Tasks {
             Ok(true) => {
                 // A watched task stopped after a cancel counts as cancelled,
                 // whether the poll or the work's end is seen first.
-                let cancelled = self
-                    .watched
-                    .lock()
-                    .get(task_id)
-                    .is_some_and(|watch| watch.inner.cancel_requested.load(Ordering::SeqCst));
+                let cancelled = self.holds.data(&(), task_id).is_some_and(|kept| {
+                    kept.watch()
+                        .is_some_and(|watch| watch.inner.cancel_requested.load(Ordering::SeqCst))
+                });
                 let cause = if cancelled {
                     HoldEnd::Cancel
                 } else {
@@ -299,7 +307,7 @@ impl Tasks {
     /// marked first, so that a work that stops at once is counted as
     /// cancelled. Returns whether the task is watched.
     pub(crate) fn cancel_requested(&self, task_id: &str) -> bool {
-        match self.watched.lock().get(task_id) {
+        match self.holds.data(&(), task_id).as_ref().and_then(Kept::watch) {
             Some(watch) => {
                 watch.inner.cancel_requested.store(true, Ordering::SeqCst);
                 true
@@ -322,7 +330,9 @@ impl Tasks {
             Ok(()) if watched => {}
             Ok(()) => self.end(task_id, HoldEnd::Cancel),
             Err(error) => {
-                if let Some(watch) = self.watched.lock().get(task_id) {
+                if let Some(kept) = self.holds.data(&(), task_id)
+                    && let Some(watch) = kept.watch()
+                {
                     watch.inner.cancel_requested.store(false, Ordering::SeqCst);
                 }
                 self.observe_error(task_id, error);
@@ -338,8 +348,6 @@ impl Tasks {
 
     fn end(&self, task_id: &str, cause: HoldEnd) {
         if self.holds.end(&(), task_id, cause, Outcome::Ignore) {
-            self.watched.lock().remove(task_id);
-            self.contexts.lock().remove(task_id);
             tracing::debug!(task = %task_id, %cause, "task ended: slot freed");
         }
     }
@@ -355,7 +363,7 @@ pub(crate) fn poll_context(context: &RequestContext<RoleServer>) -> RequestConte
 
 /// Ends holds at their TTLs and asks the handler about each unwatched task
 /// not known alive for its poll interval; until dropped.
-async fn run_polls(holds: TaskHolds<Scope>, contexts: Contexts, poller: Poller) {
+async fn run_polls(holds: Holds, poller: Poller) {
     loop {
         let changed = holds.changed();
         match holds.next_wake() {
@@ -369,18 +377,12 @@ async fn run_polls(holds: TaskHolds<Scope>, contexts: Contexts, poller: Poller) 
             }
         }
         let now = Instant::now();
-        for ((), id) in holds.expire(now) {
-            contexts.lock().remove(&id);
-        }
+        holds.expire(now);
         for ((), id) in holds.due(now) {
-            let Some(context) = contexts.lock().get(&id).cloned() else {
+            let Some(Kept::Polled(context)) = holds.data(&(), &id) else {
                 continue; // watched: its end is known without asking
             };
-            let (holds, contexts, poll) = (
-                holds.clone(),
-                contexts.clone(),
-                poller(id.to_string(), context),
-            );
+            let (holds, poll) = (holds.clone(), poller(id.to_string(), context));
             tokio::spawn(async move {
                 let cause = match poll.await {
                     Ok(answer) if answer.task.status().is_terminal() => HoldEnd::OwnPoll,
@@ -397,7 +399,6 @@ async fn run_polls(holds: TaskHolds<Scope>, contexts: Contexts, poller: Poller) 
                 if holds.end(&(), &id, cause, Outcome::Ignore) {
                     tracing::debug!(task = %id, %cause, "task ended (own poll): slot freed");
                 }
-                contexts.lock().remove(&id);
             });
         }
     }

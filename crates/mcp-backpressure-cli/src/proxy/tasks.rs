@@ -30,16 +30,14 @@
 //! caller cannot end another's hold: its polls and cancels name its own
 //! scope. Callers with neither a session nor an identity share one scope.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
 use mcp_backpressure::Outcome;
 use mcp_backpressure::Permit;
 use mcp_backpressure::task_holds::{Held, HoldEnd, Lifetime, TaskHolds, TaskHoldsSnapshot};
-use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::wire::message::{Answer, RequestId, TaskState, TaskStatus};
@@ -151,19 +149,19 @@ pub struct Due {
     pub follow: Arc<Follow>,
 }
 
-/// A hold: its scope and task id.
-type HoldKey = (TaskScope, Arc<str>);
-
-/// How to follow each held task.
-type Follows = HashMap<HoldKey, Arc<Follow>>;
+/// What the proxy keeps with each hold.
+#[derive(Debug)]
+struct Tracked {
+    /// How to ask about the task.
+    follow: Arc<Follow>,
+    /// Past its TTL, and being checked with the upstream.
+    checking: AtomicBool,
+}
 
 /// The proxy's task holds. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Tasks {
-    holds: TaskHolds<TaskScope>,
-    follows: Arc<Mutex<Follows>>,
-    /// Holds past their TTL being checked with the upstream.
-    checking: Arc<Mutex<HashSet<HoldKey>>>,
+    holds: TaskHolds<TaskScope, Arc<Tracked>>,
     prefix: Arc<str>,
     polls: Arc<AtomicU64>,
 }
@@ -183,9 +181,7 @@ impl Tasks {
             hasher.finish()
         };
         Self {
-            holds: TaskHolds::new(max_holds),
-            follows: Arc::default(),
-            checking: Arc::default(),
+            holds: TaskHolds::with_data(max_holds),
             prefix: format!("mcp-backpressure-poll-{nonce:016x}-").into(),
             polls: Arc::default(),
         }
@@ -211,19 +207,15 @@ impl Tasks {
             task.poll_interval_ms.map(|ms| ms.saturating_mul(2)),
         );
         let id: &str = &task.task_id;
-        self.follows
-            .lock()
-            .insert((scope.clone(), Arc::from(id)), Arc::new(follow));
-        match self
+        let tracked = Arc::new(Tracked {
+            follow: Arc::new(follow),
+            checking: AtomicBool::new(false),
+        });
+        let held = self
             .holds
-            .hold(scope.clone(), id, permit, lifetime, Instant::now())
-        {
-            Held::New => tracing::debug!(task = id, "the call runs as a task; its slot is held"),
-            Held::Already => {}
-            Held::Evicted(scope, id) => {
-                self.follows.lock().remove(&(scope, id));
-            }
-            _ => {}
+            .hold_with(scope, id, permit, lifetime, Instant::now(), tracked);
+        if held == Held::New {
+            tracing::debug!(task = id, "the call runs as a task; its slot is held");
         }
     }
 
@@ -301,8 +293,9 @@ impl Tasks {
     fn alive(&self, scope: &TaskScope, task_id: &str) {
         let now = Instant::now();
         self.holds.seen(scope, task_id, now);
-        let key = (scope.clone(), Arc::from(task_id));
-        if self.checking.lock().remove(&key) {
+        if let Some(tracked) = self.holds.data(scope, task_id)
+            && tracked.checking.swap(false, Ordering::Relaxed)
+        {
             self.holds.extend(scope, task_id, now + OWN_POLL_TIMEOUT);
         }
     }
@@ -310,9 +303,6 @@ impl Tasks {
     fn end(&self, scope: &TaskScope, task_id: &str, cause: HoldEnd, outcome: Outcome) {
         if self.holds.end(scope, task_id, cause, outcome) {
             tracing::debug!(task = task_id, %cause, "task over; its slot is free");
-            let key = (scope.clone(), Arc::from(task_id));
-            self.checking.lock().remove(&key);
-            self.follows.lock().remove(&key);
         }
     }
 
@@ -324,21 +314,12 @@ impl Tasks {
                 holds = ended.len(),
                 "session over; its tasks' slots are free"
             );
-            let mut follows = self.follows.lock();
-            let mut checking = self.checking.lock();
-            for id in ended {
-                let key = (scope.clone(), id);
-                checking.remove(&key);
-                follows.remove(&key);
-            }
         }
     }
 
     /// Ends every hold (the proxy is stopping).
     pub fn close_all(&self) {
         self.holds.end_all();
-        self.follows.lock().clear();
-        self.checking.lock().clear();
     }
 
     /// A fresh id for an own poll.
@@ -374,43 +355,32 @@ impl Tasks {
     /// terminal status ends it as usual; no answer within
     /// [`OWN_POLL_TIMEOUT`] ends it ([`HoldEnd::Ttl`]).
     pub fn tick(&self, now: Instant) -> Vec<Due> {
-        let mut checks = Vec::new();
-        for key in self.holds.overdue(now) {
-            let checked = self.checking.lock().remove(&key);
-            if checked {
-                tracing::debug!(task = %key.1, "task TTL over, unconfirmed; its slot is free");
-                self.end(&key.0, &key.1, HoldEnd::Ttl, Outcome::Ignore);
+        let mut due = Vec::new();
+        for (scope, task_id) in self.holds.overdue(now) {
+            let Some(tracked) = self.holds.data(&scope, &task_id) else {
+                continue;
+            };
+            if tracked.checking.swap(true, Ordering::Relaxed) {
+                tracing::debug!(task = %task_id, "task TTL over, unconfirmed; its slot is free");
+                self.end(&scope, &task_id, HoldEnd::Ttl, Outcome::Ignore);
             } else {
-                self.checking.lock().insert(key.clone());
-                self.holds.extend(&key.0, &key.1, now + OWN_POLL_TIMEOUT);
-                checks.push(key);
+                self.holds.extend(&scope, &task_id, now + OWN_POLL_TIMEOUT);
+                due.push((scope, task_id));
             }
         }
-        let mut follows = self.follows.lock();
-        let mut due = self.holds.due(now);
-        for key in checks {
+        for key in self.holds.due(now) {
             if !due.contains(&key) {
                 due.push(key);
             }
         }
-        // What was kept for holds ended on any other path goes too.
-        if follows.len() > self.holds.len() {
-            follows.retain(|(scope, id), _| self.holds.contains(scope, id));
-            self.checking
-                .lock()
-                .retain(|(scope, id)| self.holds.contains(scope, id));
-        }
         due.into_iter()
-            .map(|(scope, task_id)| {
-                let follow = follows
-                    .get(&(scope.clone(), task_id.clone()))
-                    .cloned()
-                    .unwrap_or_default();
-                Due {
+            .filter_map(|(scope, task_id)| {
+                let follow = self.holds.data(&scope, &task_id)?.follow.clone();
+                Some(Due {
                     scope,
                     task_id,
                     follow,
-                }
+                })
             })
             .collect()
     }
