@@ -205,6 +205,32 @@ impl WaitQueue {
         self.priority.len()
     }
 
+    /// Inserts a waiter at the vacant key, after `prev` in `flow` (`NIL`,
+    /// `NIL` for the priority line), with the next sequence number.
+    fn insert_waiting(
+        &mut self,
+        prev: Link,
+        flow: Link,
+        client: u32,
+        tool: u32,
+        cost: u32,
+        since: Instant,
+    ) {
+        self.entries.insert(Entry::Waiting(Waiting {
+            waker: None,
+            prev,
+            next: NIL,
+            flow,
+            seq: self.next_seq,
+            since: u64::try_from(since.saturating_duration_since(self.epoch).as_nanos())
+                .unwrap_or(u64::MAX),
+            cost,
+            tool,
+            client,
+        }));
+        self.next_seq = self.next_seq.wrapping_add(1);
+    }
+
     /// Puts a continuation at the back of the priority line; returns its
     /// key (`None` in the unreachable case that it would not fit a link).
     pub(crate) fn push_priority(
@@ -216,19 +242,8 @@ impl WaitQueue {
     ) -> Option<usize> {
         let key = self.entries.vacant_key();
         let link = Link::try_from(key).ok().filter(|&link| link != NIL)?;
-        self.entries.insert(Entry::Waiting(Waiting {
-            waker: None,
-            prev: NIL,
-            next: NIL,
-            flow: NIL,
-            seq: self.next_seq,
-            since: u64::try_from(since.saturating_duration_since(self.epoch).as_nanos())
-                .unwrap_or(u64::MAX),
-            cost: u32::try_from(cost).unwrap_or(u32::MAX),
-            tool,
-            client,
-        }));
-        self.next_seq = self.next_seq.wrapping_add(1);
+        let cost = u32::try_from(cost).unwrap_or(u32::MAX);
+        self.insert_waiting(NIL, NIL, client, tool, cost, since);
         self.priority.push_back(link);
         Some(key)
     }
@@ -288,19 +303,7 @@ impl WaitQueue {
             }
         };
         let tail = self.flows[flow as usize].tail;
-        self.entries.insert(Entry::Waiting(Waiting {
-            waker: None,
-            prev: tail,
-            next: NIL,
-            flow,
-            seq: self.next_seq,
-            since: u64::try_from(since.saturating_duration_since(self.epoch).as_nanos())
-                .unwrap_or(u64::MAX),
-            cost,
-            tool,
-            client,
-        }));
-        self.next_seq = self.next_seq.wrapping_add(1);
+        self.insert_waiting(tail, flow, client, tool, cost, since);
         if tail == NIL {
             self.flows[flow as usize].head = link;
         } else {
