@@ -147,7 +147,7 @@ async fn an_acknowledged_cancel_frees_the_slot() {
 }
 
 /// The venv's Python, with FastMCP and its tasks extra.
-fn tasks_python() -> PathBuf {
+pub fn tasks_python() -> PathBuf {
     let python =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/tasks-venv/bin/python");
     assert!(
@@ -184,12 +184,12 @@ async fn fastmcp_client(args: &[&str]) -> Value {
 }
 
 /// The peak of `work` calls at once the FastMCP server recorded.
-fn peak(file: &std::path::Path) -> u64 {
+pub fn peak(file: &std::path::Path) -> u64 {
     let text = std::fs::read_to_string(file).expect("the peak file");
     text.split_whitespace().next().unwrap().parse().unwrap()
 }
 
-fn peak_file(name: &str) -> PathBuf {
+pub fn peak_file(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("mcp-bp-tasks-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)

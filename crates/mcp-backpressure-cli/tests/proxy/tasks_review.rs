@@ -10,6 +10,7 @@
 use serde_json::{Value, json};
 
 use crate::support::{StdioSession, fixture, metrics_url};
+use crate::tasks::{peak, peak_file, tasks_python};
 
 /// What every 2026-07-28 request carries (FastMCP answers -32602 without it).
 fn meta() -> Value {
@@ -24,21 +25,6 @@ fn meta() -> Value {
 fn work(id: u64, seconds: f64) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
         "name": "work", "arguments": {"seconds": seconds}, "_meta": meta()}})
-}
-
-fn tasks_python() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/tasks-venv/bin/python")
-}
-
-fn peak_file(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("mcp-bp-tasks-review-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
-fn peak(file: &std::path::Path) -> u64 {
-    let text = std::fs::read_to_string(file).expect("the peak file");
-    text.split_whitespace().next().unwrap().parse().unwrap()
 }
 
 /// The proxy (limit 1, no queue) in front of the FastMCP tasks server; one
