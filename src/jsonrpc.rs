@@ -24,7 +24,8 @@
 
 use serde_json::{Value, json};
 
-use crate::overload::Overload;
+use crate::overload::{Overload, OverloadReason, Scope};
+use crate::tool_failure::ToolFailure;
 
 /// The default JSON-RPC code of the overload error (see the module docs).
 pub const DEFAULT_OVERLOAD_CODE: i32 = -31429;
@@ -75,14 +76,78 @@ pub fn error_response(id: &Value, overload: &Overload, code: i32) -> Value {
     json!({ "jsonrpc": "2.0", "id": id, "error": error_object(overload, code) })
 }
 
-/// A `tools/call` result with `isError: true`, the message as text content and
-/// the overload `data` as `structuredContent`.
-pub fn tool_result(overload: &Overload) -> Value {
+/// A `tools/call` result with `isError: true`: [`tool_result_text`] as text
+/// content, the overload `data` as `structuredContent`, and `failure` under
+/// `_meta["io.modelcontextprotocol/toolFailure"]` (see
+/// [`tool_failure`](crate::tool_failure)).
+pub fn tool_result(overload: &Overload, failure: &ToolFailure) -> Value {
     json!({
-        "content": [{ "type": "text", "text": message(overload) }],
+        "content": [{ "type": "text", "text": tool_result_text(overload, failure) }],
         "structuredContent": data(overload),
         "isError": true,
+        "_meta": failure.to_meta(),
     })
+}
+
+/// The text a model reads in an overload tool result: the error's
+/// [`message`] on the first line (clients that match on the
+/// `SERVER_OVERLOADED` prefix keep working), then, in words, that the call
+/// was not run, why, and when to come back.
+///
+/// ```text
+/// SERVER_OVERLOADED: queue_full, retry after 2200 ms
+/// The call was not run: every slot is busy (5 of 5) and the queue is full (10 of 10).
+/// It is safe to retry: after 2.2 s, not before 2026-12-07T23:30:01.200Z (correlation id bp-…).
+/// ```
+pub fn tool_result_text(overload: &Overload, failure: &ToolFailure) -> String {
+    let d = overload.data();
+    let limit = match &overload.scope {
+        Scope::Global => String::new(),
+        Scope::Tool(name) => format!(" for the tool {name:?}"),
+        Scope::Client => " for this client".to_owned(),
+        #[allow(unreachable_patterns)]
+        _ => String::new(),
+    };
+    let why = match overload.reason {
+        OverloadReason::ConcurrencyLimit => {
+            format!(
+                "every slot{limit} is busy ({} of {})",
+                d.active, d.max_concurrent
+            )
+        }
+        OverloadReason::QueueFull => format!(
+            "every slot{limit} is busy ({} of {}) and the queue is full ({} of {})",
+            d.active, d.max_concurrent, d.queued, d.queue_size
+        ),
+        OverloadReason::QueueTimeout => format!(
+            "it waited {} for a slot{limit} without getting one",
+            seconds(d.queue_timeout_ms)
+        ),
+        OverloadReason::QueueShed => {
+            format!("the queue{limit} is standing, and the call was shed from it")
+        }
+        OverloadReason::SharedUnavailable => {
+            "the limit is shared between replicas and its store cannot be reached".to_owned()
+        }
+        #[allow(unreachable_patterns)]
+        _ => format!("the server is overloaded ({})", overload.reason),
+    };
+    format!(
+        "{}\nThe call was not run: {why}.\nIt is safe to retry: after {}, not before {} (correlation id {}).",
+        message(overload),
+        seconds(d.retry_after_ms),
+        failure.retry_not_before_rfc3339(),
+        failure.correlation_id,
+    )
+}
+
+/// `ms` in seconds for people: `2.2 s`, `30 s`, `0.01 s`.
+fn seconds(ms: u64) -> String {
+    if ms % 1000 == 0 {
+        return format!("{} s", ms / 1000);
+    }
+    let text = format!("{:.3}", ms as f64 / 1000.0);
+    format!("{} s", text.trim_end_matches('0'))
 }
 
 #[cfg(test)]
@@ -113,20 +178,53 @@ mod tests {
                     "reason": "queue_full", "active": 5, "queued": 10,
                     "max_concurrent": 5, "queue_size": 10,
                     "queue_timeout_ms": 30000, "retry_after_ms": 240,
-                    "scope": "global"
+                    "retryAfterMs": 240, "scope": "global"
                 }
             }})
         );
     }
 
+    fn failure() -> ToolFailure {
+        let at = std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_686_199_000);
+        ToolFailure::at(&overload(), at, "bp-test-7".into())
+    }
+
     #[test]
-    fn the_tool_result_carries_the_same_data() {
-        let result = tool_result(&overload());
+    fn the_tool_result_carries_the_same_data_and_the_classification() {
+        let result = tool_result(&overload(), &failure());
         assert_eq!(result["isError"], true);
         assert_eq!(result["structuredContent"], data(&overload()));
+        assert_eq!(result["_meta"], failure().to_meta());
         assert_eq!(
             result["content"][0]["text"],
-            "SERVER_OVERLOADED: queue_full, retry after 240 ms"
+            "SERVER_OVERLOADED: queue_full, retry after 240 ms\n\
+             The call was not run: every slot is busy (5 of 5) and the queue is full (10 of 10).\n\
+             It is safe to retry: after 0.24 s, not before 2026-12-07T23:29:59.240Z \
+             (correlation id bp-test-7)."
         );
+    }
+
+    #[test]
+    fn the_text_names_every_reason_and_the_limit_that_refused() {
+        let base = overload();
+        for reason in OverloadReason::ALL {
+            let mut o = base.clone();
+            o.reason = reason;
+            let text = tool_result_text(&o, &failure());
+            assert!(text.starts_with(&message(&o)), "{text}");
+            assert!(text.contains("The call was not run: "), "{text}");
+        }
+        let tool = base.clone().with_scope(Scope::Tool("report".into()));
+        assert!(tool_result_text(&tool, &failure()).contains("for the tool \"report\""));
+        let client = base.with_scope(Scope::Client);
+        assert!(tool_result_text(&client, &failure()).contains("for this client"));
+    }
+
+    #[test]
+    fn seconds_read_as_people_write_them() {
+        assert_eq!(seconds(2_200), "2.2 s");
+        assert_eq!(seconds(30_000), "30 s");
+        assert_eq!(seconds(10), "0.01 s");
+        assert_eq!(seconds(1_001), "1.001 s");
     }
 }

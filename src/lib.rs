@@ -83,6 +83,7 @@ pub mod metrics;
 mod overload;
 mod sync;
 pub mod task_holds;
+pub mod tool_failure;
 
 #[cfg(feature = "rmcp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rmcp")))]
@@ -96,6 +97,7 @@ pub use limiter::{Limiter, LimiterBuilder, OnOverload, Outcome, Permit, Request}
 pub use metrics::{MetricsSnapshot, ToolSnapshot};
 pub use overload::{Overload, OverloadData, OverloadReason, Scope};
 pub use task_holds::TaskHolds;
+pub use tool_failure::ToolFailure;
 
 /// The README's code blocks, compiled as doctests so they cannot rot.
 #[cfg(all(doctest, feature = "rmcp", feature = "redis"))]

@@ -169,6 +169,7 @@ fn duration_ms(d: Duration) -> u64 {
 /// assert_eq!(data.scope, "tool:report");
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "wire::Data", try_from = "wire::Data")]
 #[non_exhaustive]
 pub struct OverloadData {
     /// `concurrency_limit`, `queue_full`, `queue_timeout` or `queue_shed`.
@@ -185,16 +186,84 @@ pub struct OverloadData {
     /// The queue timeout in milliseconds.
     pub queue_timeout_ms: u64,
     /// Suggested delay before retrying, in milliseconds, for the limit that
-    /// refused.
+    /// refused. On the wire twice, with the same value: `retry_after_ms`
+    /// (the Python package's name) and `retryAfterMs` (the name the SEP-3304
+    /// draft gives it); either one is enough to read it back.
     pub retry_after_ms: u64,
     /// The limit that refused: `global`, `tool:NAME` or `client` (absent in
     /// the Python package's errors; read as `global`).
-    #[serde(default = "global_scope")]
     pub scope: String,
 }
 
-fn global_scope() -> String {
-    "global".into()
+/// The wire form of [`OverloadData`]: the retry delay under both names.
+mod wire {
+    use serde::{Deserialize, Serialize};
+
+    use super::{OverloadData, OverloadReason};
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct Data {
+        reason: OverloadReason,
+        active: usize,
+        queued: usize,
+        max_concurrent: usize,
+        queue_size: usize,
+        queue_timeout_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+        #[serde(
+            rename = "retryAfterMs",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        retry_after_ms_sep3304: Option<u64>,
+        #[serde(default = "global_scope")]
+        scope: String,
+    }
+
+    fn global_scope() -> String {
+        "global".into()
+    }
+
+    impl From<OverloadData> for Data {
+        fn from(d: OverloadData) -> Self {
+            Self {
+                reason: d.reason,
+                active: d.active,
+                queued: d.queued,
+                max_concurrent: d.max_concurrent,
+                queue_size: d.queue_size,
+                queue_timeout_ms: d.queue_timeout_ms,
+                retry_after_ms: Some(d.retry_after_ms),
+                retry_after_ms_sep3304: Some(d.retry_after_ms),
+                scope: d.scope,
+            }
+        }
+    }
+
+    impl TryFrom<Data> for OverloadData {
+        type Error = &'static str;
+
+        fn try_from(d: Data) -> Result<Self, Self::Error> {
+            let retry_after_ms = match (d.retry_after_ms, d.retry_after_ms_sep3304) {
+                (Some(a), Some(b)) if a != b => {
+                    return Err("retry_after_ms and retryAfterMs disagree");
+                }
+                (Some(ms), _) | (None, Some(ms)) => ms,
+                (None, None) => return Err("missing field `retry_after_ms`"),
+            };
+            Ok(OverloadData {
+                reason: d.reason,
+                active: d.active,
+                queued: d.queued,
+                max_concurrent: d.max_concurrent,
+                queue_size: d.queue_size,
+                queue_timeout_ms: d.queue_timeout_ms,
+                retry_after_ms,
+                scope: d.scope,
+            })
+        }
+    }
 }
 
 /// The overload used by unit tests across the crate: `queue_full` with 5
@@ -239,6 +308,7 @@ mod tests {
                 "queue_timeout_ms",
                 "queued",
                 "reason",
+                "retryAfterMs",
                 "retry_after_ms",
                 "scope"
             ]
@@ -251,6 +321,10 @@ mod tests {
         assert_eq!(value["queue_timeout_ms"], 30_000);
         // Rounded up, never down to a shorter delay than advised.
         assert_eq!(value["retry_after_ms"], 2201);
+        assert_eq!(
+            value["retryAfterMs"], 2201,
+            "SEP-3304's name, the same value"
+        );
         assert_eq!(value["scope"], "global");
     }
 
@@ -269,6 +343,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(data.scope, "global");
+    }
+
+    #[test]
+    fn either_name_of_the_retry_delay_reads_back_and_they_must_agree() {
+        let base = r#""reason": "queue_full", "active": 5, "queued": 10, "max_concurrent": 5,
+                "queue_size": 10, "queue_timeout_ms": 30000"#;
+        let read = |tail: &str| serde_json::from_str::<OverloadData>(&format!("{{{base}{tail}}}"));
+        assert_eq!(
+            read(r#", "retryAfterMs": 240"#).unwrap().retry_after_ms,
+            240
+        );
+        assert_eq!(
+            read(r#", "retry_after_ms": 240"#).unwrap().retry_after_ms,
+            240
+        );
+        let both = read(r#", "retry_after_ms": 240, "retryAfterMs": 240"#).unwrap();
+        assert_eq!(both.retry_after_ms, 240);
+        let error = read(r#", "retry_after_ms": 240, "retryAfterMs": 1"#).unwrap_err();
+        assert!(error.to_string().contains("disagree"), "{error}");
+        assert!(read("").unwrap_err().to_string().contains("retry_after_ms"));
     }
 
     #[test]

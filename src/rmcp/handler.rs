@@ -486,7 +486,16 @@ impl<H: ServerHandler> ServerHandler for Backpressure<H> {
             Err(Refusal::Overload(overload))
                 if self.options.overload_response == OverloadResponse::ToolResult =>
             {
-                Ok(wire::to_tool_result(&overload).into())
+                let failure = crate::ToolFailure::of(&overload);
+                tracing::info!(
+                    tool = %tool,
+                    reason = %overload.reason,
+                    scope = %overload.scope,
+                    retry_after_ms = overload.data().retry_after_ms,
+                    correlation_id = %failure.correlation_id,
+                    "tools/call refused (answered as an isError tool result)"
+                );
+                Ok(wire::to_tool_result(&overload, &failure).into())
             }
             Err(refusal) => Err(self.refused(refusal)),
         }

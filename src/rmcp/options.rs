@@ -178,9 +178,14 @@ pub enum OverloadResponse {
     /// (the default; every other guarded method is always answered this way).
     #[default]
     JsonRpcError,
-    /// A tool result with `isError: true`, a one-line explanation as text
-    /// content and the overload `data` as `structuredContent`: for hosts that
-    /// show the model tool results but not protocol errors.
+    /// A tool result with `isError: true`: an explanation as text content
+    /// (the error's message, then why and when to retry, see
+    /// [`jsonrpc::tool_result_text`](crate::jsonrpc::tool_result_text)), the
+    /// overload `data` as `structuredContent`, and the SEP-3313
+    /// classification under `_meta["io.modelcontextprotocol/toolFailure"]`
+    /// (see [`tool_failure`](crate::tool_failure)). For hosts that show the
+    /// model tool results but not protocol errors. Each refusal is logged
+    /// (`tracing`, INFO) with its correlation id.
     ToolResult,
 }
 

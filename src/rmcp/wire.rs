@@ -2,10 +2,11 @@
 //! [`crate::jsonrpc`]'s; this module only wraps them.
 
 use ::rmcp::ErrorData;
-use ::rmcp::model::{CallToolResult, ContentBlock, ErrorCode};
+use ::rmcp::model::{CallToolResult, ContentBlock, ErrorCode, MetaObject};
 
 use crate::jsonrpc;
 use crate::overload::Overload;
+use crate::tool_failure::ToolFailure;
 
 /// The JSON-RPC error for `overload`, with `code`.
 pub fn to_error_data(overload: &Overload, code: i32) -> ErrorData {
@@ -16,11 +17,17 @@ pub fn to_error_data(overload: &Overload, code: i32) -> ErrorData {
     )
 }
 
-/// A `tools/call` result with `isError: true`, the message as text content and
-/// the overload `data` as `structuredContent`.
-pub fn to_tool_result(overload: &Overload) -> CallToolResult {
-    let mut result = CallToolResult::error(vec![ContentBlock::text(jsonrpc::message(overload))]);
+/// [`jsonrpc::tool_result`] in rmcp's type: `isError: true`, the text,
+/// the overload `data` as `structuredContent` and the SEP-3313
+/// classification in `_meta`.
+pub fn to_tool_result(overload: &Overload, failure: &ToolFailure) -> CallToolResult {
+    let text = jsonrpc::tool_result_text(overload, failure);
+    let mut result = CallToolResult::error(vec![ContentBlock::text(text)]);
     result.structured_content = Some(jsonrpc::data(overload));
+    let serde_json::Value::Object(meta) = failure.to_meta() else {
+        unreachable!("the classification's _meta is an object")
+    };
+    result.meta = Some(MetaObject(meta));
     result
 }
 
@@ -60,8 +67,9 @@ mod tests {
         let o = overload();
         let error = serde_json::to_value(to_error_data(&o, -31429)).unwrap();
         assert_eq!(error, jsonrpc::error_object(&o, -31429));
-        let mut result = serde_json::to_value(to_tool_result(&o)).unwrap();
+        let failure = ToolFailure::of(&o);
+        let mut result = serde_json::to_value(to_tool_result(&o, &failure)).unwrap();
         result.as_object_mut().unwrap().remove("resultType");
-        assert_eq!(result, jsonrpc::tool_result(&o));
+        assert_eq!(result, jsonrpc::tool_result(&o, &failure));
     }
 }
