@@ -9,9 +9,16 @@
 //!               [--queue-discipline fifo|codel|adaptive-lifo] [--max-tracked-keys N]
 //!               [--db-capacity C] [--db-capacity-after SECS=C2]
 //!               [--task-tool NAME]... [--task-ttl SECS] [--task-poll-interval MS]
+//!               [--overload-response error|tool-result] [--http-overload-status 200|429|503]
 //!               [--shared-limit redis://HOST:PORT/DB --shared-key NAME [--lease SECS]
 //!                [--shared-fail open|closed] [--shared-replicas N] [--shared-timeout SECS]]
 //! ```
+//!
+//! `--overload-response tool-result` answers a refused `tools/call` with an
+//! `isError` tool result (text, `structuredContent`, the SEP-3313 `_meta`)
+//! instead of the JSON-RPC error; `--http-overload-status 429|503` (HTTP
+//! only) answers a refused POST with that status and `Retry-After`, the same
+//! JSON-RPC body, via `mcp_backpressure::rmcp::OverloadStatusLayer`.
 //!
 //! With `--shared-limit` (feature `redis`), every `simple_server` naming the
 //! same Redis and key shares one limit (see `mcp_backpressure::shared`).
@@ -29,7 +36,7 @@ mod common;
 use clap::Parser;
 use common::Transport;
 use mcp_backpressure::Limiter;
-use mcp_backpressure::rmcp::{Backpressure, BackpressureOptions};
+use mcp_backpressure::rmcp::{Backpressure, BackpressureOptions, OverloadResponse, OverloadStatus};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,9 +52,33 @@ struct Cli {
     saturation: common::SaturationArgs,
     #[command(flatten)]
     tasks: common::TaskArgs,
+    #[command(flatten)]
+    answers: AnswerArgs,
     #[cfg(feature = "redis")]
     #[command(flatten)]
     shared: SharedArgs,
+}
+
+/// How a refusal is answered (the proxy's names).
+#[derive(Debug, clap::Args)]
+struct AnswerArgs {
+    /// How a refused tools/call is answered: `error` (the JSON-RPC error) or
+    /// `tool-result` (an isError result a model can read; other guarded
+    /// methods keep the error).
+    #[arg(long, value_name = "error|tool-result", default_value = "error", value_parser = parse_overload_response)]
+    overload_response: OverloadResponse,
+    /// With --transport http: the HTTP status of a refused POST, 200, 429 or
+    /// 503 (with Retry-After in whole seconds and the same JSON-RPC body).
+    #[arg(long, value_name = "200|429|503", default_value = "200")]
+    http_overload_status: OverloadStatus,
+}
+
+fn parse_overload_response(value: &str) -> Result<OverloadResponse, String> {
+    match value {
+        "error" => Ok(OverloadResponse::JsonRpcError),
+        "tool-result" => Ok(OverloadResponse::ToolResult),
+        _ => Err(format!("expected error or tool-result, got {value:?}")),
+    }
 }
 
 /// The shared limit's flags (the proxy's names).
@@ -120,7 +151,11 @@ fn main() -> std::process::ExitCode {
     cli.saturation.install();
     cli.tasks.install::<Cli>();
     let config = cli.limits.config_or_exit::<Cli>();
-    let options = cli.limits.options();
+    let options = cli
+        .limits
+        .options()
+        .with_overload_response(cli.answers.overload_response);
+    let status = cli.answers.http_overload_status;
     #[allow(unused_mut)]
     let mut builder = Limiter::builder(config).on_overload(|o| {
         let s = &o.snapshot;
@@ -143,7 +178,7 @@ fn main() -> std::process::ExitCode {
                 "the limit is shared through Redis"
             );
         }
-        run(cli.serve, builder.build()?, options).await
+        run(cli.serve, builder.build()?, options, status).await
     })
 }
 
@@ -151,6 +186,7 @@ async fn run(
     serve: common::TransportArgs,
     limiter: Limiter,
     options: BackpressureOptions,
+    status: OverloadStatus,
 ) -> anyhow::Result<()> {
     let config = limiter.config();
 
@@ -163,13 +199,16 @@ async fn run(
         client_limit = ?config.client_limit,
         discipline = config.discipline.as_str(),
         transport = ?serve.transport,
+        overload_response = ?options.overload_response,
+        http_overload_status = %status,
         "starting"
     );
     match serve.transport {
         Transport::Stdio => serve_stdio(limiter.clone(), options).await?,
         Transport::Http => {
             let server =
-                common::serve_http_with_options(serve.bind, limiter.clone(), options).await?;
+                common::serve_http_with_options(serve.bind, limiter.clone(), options, status)
+                    .await?;
             common::serve_until_interrupted(server).await?
         }
     }

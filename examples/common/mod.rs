@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use axum::serve::ListenerExt;
 use mcp_backpressure::config::seconds;
 use mcp_backpressure::limit::LimitAlgorithm;
-use mcp_backpressure::rmcp::{Backpressure, BackpressureOptions, ClientKey, TaskWatch};
+use mcp_backpressure::rmcp::{
+    Backpressure, BackpressureOptions, ClientKey, OverloadStatus, OverloadStatusLayer, TaskWatch,
+};
 use mcp_backpressure::{ConfigError, Limiter, LimiterConfig, QueueDiscipline};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
@@ -695,29 +697,42 @@ pub struct HttpServer {
 /// Binds `bind` and serves the guarded demo server as Streamable HTTP at `/mcp`.
 /// Every session shares `limiter`.
 pub async fn serve_http(bind: SocketAddr, limiter: Limiter) -> anyhow::Result<HttpServer> {
-    serve_http_with_options(bind, limiter, BackpressureOptions::default()).await
+    serve_http_with_options(
+        bind,
+        limiter,
+        BackpressureOptions::default(),
+        OverloadStatus::Ok,
+    )
+    .await
 }
 
-/// As [`serve_http`], with the wrapper's `options` (e.g. a client key).
+/// As [`serve_http`], with the wrapper's `options` (e.g. a client key) and
+/// the HTTP status of a refused POST (`OverloadStatusLayer`).
 pub async fn serve_http_with_options(
     bind: SocketAddr,
     limiter: Limiter,
     options: BackpressureOptions,
+    status: OverloadStatus,
 ) -> anyhow::Result<HttpServer> {
     // One wrapper cloned into every session: they share its task table, as
     // they share the task store.
     let guarded = Backpressure::with_options(DemoServer::new(), limiter, options);
-    serve_http_with(bind, move || guarded.clone()).await
+    serve_http_with(bind, move || guarded.clone(), status).await
 }
 
 /// Binds `bind` and serves the demo server *without* backpressure as
 /// Streamable HTTP at `/mcp` (the unwrapped baseline of the benchmarks).
 pub async fn serve_http_bare(bind: SocketAddr) -> anyhow::Result<HttpServer> {
-    serve_http_with(bind, DemoServer::new).await
+    serve_http_with(bind, DemoServer::new, OverloadStatus::Ok).await
 }
 
-/// Serves Streamable HTTP at `/mcp`, one handler from `new_session` per session.
-async fn serve_http_with<H, F>(bind: SocketAddr, new_session: F) -> anyhow::Result<HttpServer>
+/// Serves Streamable HTTP at `/mcp`, one handler from `new_session` per
+/// session, behind an `OverloadStatusLayer` answering refusals with `status`.
+async fn serve_http_with<H, F>(
+    bind: SocketAddr,
+    new_session: F,
+    status: OverloadStatus,
+) -> anyhow::Result<HttpServer>
 where
     H: ServerHandler,
     F: Fn() -> H + Send + Sync + 'static,
@@ -730,6 +745,7 @@ where
         Arc::new(LocalSessionManager::default()),
         config,
     );
+    let service = tower::Layer::layer(&OverloadStatusLayer::new(status), service);
     let router = axum::Router::new().nest_service("/mcp", service);
     let listener = tokio::net::TcpListener::bind(bind)
         .await

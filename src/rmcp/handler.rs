@@ -21,6 +21,7 @@ use ::rmcp::service::{
 use ::rmcp::{ErrorData, ServerHandler};
 use tokio_util::sync::CancellationToken;
 
+use super::admission_signal::{AdmissionSignal, Decision};
 use super::disconnect::Disconnected;
 use super::options::{BackpressureOptions, CancelPolicy, OverloadResponse};
 use super::tasks::{TaskWatch, Tasks, poll_context};
@@ -133,6 +134,9 @@ struct Exits {
     disconnected: Option<CancellationToken>,
     /// The request's client key.
     client: Option<String>,
+    /// Where an [`OverloadStatusLayer`](super::OverloadStatusLayer) in front
+    /// waits for the decision (an HTTP request through the layer only).
+    signal: Option<AdmissionSignal>,
 }
 
 impl<H> Backpressure<H> {
@@ -142,6 +146,7 @@ impl<H> Backpressure<H> {
             ct: context.ct.clone(),
             disconnected: Disconnected::of(&context.extensions),
             client: self.options.client_key.key_of(context),
+            signal: AdmissionSignal::of(context.extensions.get()),
         }
     }
 
@@ -236,7 +241,7 @@ impl<H> Backpressure<H> {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let admitted = tokio::select! {
             biased;
             () = exits.ct.cancelled() => Err(Refusal::Cancelled),
             () = disconnected => {
@@ -247,7 +252,18 @@ impl<H> Backpressure<H> {
                 tracing::debug!(reason = %overload.reason, "request rejected: overloaded");
                 Refusal::Overload(Box::new(overload))
             }),
+        };
+        // Recorded before the refusal is answered: the layer reads it when
+        // the answer reaches the response body.
+        if let Some(signal) = &exits.signal {
+            signal.decide(match &admitted {
+                Err(Refusal::Overload(overload)) => Decision::Refused {
+                    retry_after: overload.retry_after,
+                },
+                _ => Decision::Pass,
+            });
         }
+        admitted
     }
 
     /// Runs admitted work, holding `permit`, honouring the cancel policy,

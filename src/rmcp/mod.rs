@@ -19,6 +19,13 @@
 //! disconnects leave the queue at once (see [`DisconnectAware`] for the other
 //! ways of serving, Streamable HTTP among them).
 //!
+//! # An HTTP status for refusals
+//!
+//! Over Streamable HTTP a refusal travels as JSON-RPC in a `200 OK` answer.
+//! [`OverloadStatusLayer`], a tower layer in front of rmcp's
+//! `StreamableHttpService`, turns the answer to a refused POST into `429` or
+//! `503` with `Retry-After` (see [`overload_status`]).
+//!
 //! # Background tasks
 //!
 //! A `tools/call` the handler answers with a task handle (SEP-2663,
@@ -95,9 +102,11 @@
 //! [`HoldEnd::OwnPoll`]: crate::task_holds::HoldEnd::OwnPoll
 //! [`HoldEnd::Cap`]: crate::task_holds::HoldEnd::Cap
 
+mod admission_signal;
 mod disconnect;
 mod handler;
 mod options;
+pub mod overload_status;
 mod tasks;
 pub mod wire;
 
@@ -107,4 +116,5 @@ pub use options::{
     BackpressureOptions, CancelPolicy, ClientKey, GuardedMethods, KeyFn, MAX_HEADER_KEY_BYTES,
     OverloadResponse,
 };
+pub use overload_status::{OverloadStatus, OverloadStatusLayer};
 pub use tasks::{TaskWatch, TaskWorking};
