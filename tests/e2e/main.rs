@@ -10,6 +10,7 @@ mod cli;
 mod http;
 #[path = "../support/line_session.rs"]
 mod line_session;
+mod overload_status;
 #[cfg(feature = "redis")]
 #[allow(dead_code)] // The shared tests' helper; used in part here.
 #[path = "../shared/redis.rs"]
