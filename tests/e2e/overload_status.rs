@@ -90,12 +90,11 @@ async fn read_until(response: &mut reqwest::Response, wanted: impl Fn(&Value) ->
             let chunk = response.chunk().await.expect("read").expect("stream open");
             seen.push_str(std::str::from_utf8(&chunk).unwrap());
             for line in seen.lines() {
-                if let Some(data) = line.strip_prefix("data:") {
-                    if let Ok(message) = serde_json::from_str::<Value>(data.trim()) {
-                        if wanted(&message) {
-                            return message;
-                        }
-                    }
+                if let Some(data) = line.strip_prefix("data:")
+                    && let Ok(message) = serde_json::from_str::<Value>(data.trim())
+                    && wanted(&message)
+                {
+                    return message;
                 }
             }
         }
