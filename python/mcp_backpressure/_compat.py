@@ -40,19 +40,20 @@ def error_data(code: int, message: str, data: dict[str, Any]) -> Any:
     return ErrorData(code=code, message=message, data=data)
 
 
-def error_tool_result(message: str, data: dict[str, Any]) -> Any:
+def error_tool_result(text: str, data: dict[str, Any], meta: dict[str, Any]) -> Any:
     """A FastMCP ``ToolResult`` that reaches the client as ``isError: true``,
-    the message as text and ``data`` as ``structuredContent``."""
+    ``text`` as text content, ``data`` as ``structuredContent`` and ``meta``
+    as ``_meta``."""
     from mcp.types import TextContent
 
-    content = [TextContent(type="text", text=message)]
-    try:  # FastMCP 3.x / 4.x: ToolResult knows is_error
+    content = [TextContent(type="text", text=text)]
+    try:  # FastMCP 3.x / 4.x: ToolResult knows is_error (and meta)
         from fastmcp.tools.base import ToolResult
 
-        return ToolResult(content=content, structured_content=dict(data), is_error=True)
+        return ToolResult(content=content, structured_content=dict(data), meta=dict(meta), is_error=True)
     except (ImportError, TypeError):
         pass
-    # FastMCP 2.x: ToolResult has no is_error, but the SDK passes a
+    # FastMCP 2.x: ToolResult has meta but no is_error; the SDK passes a
     # CallToolResult returned by to_mcp_result() through unchanged (and does
     # not validate it against the tool's output schema).
     from fastmcp.tools.tool import ToolResult as ToolResult2
@@ -64,9 +65,10 @@ def error_tool_result(message: str, data: dict[str, Any]) -> Any:
                 content=list(self.content),
                 structuredContent=self.structured_content,
                 isError=True,
+                _meta=self.meta,
             )
 
-    return _ErrorToolResult(content=content, structured_content=dict(data))
+    return _ErrorToolResult(content=content, structured_content=dict(data), meta=dict(meta))
 
 
 def result_is_error(result: Any) -> bool:

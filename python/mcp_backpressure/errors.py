@@ -20,9 +20,14 @@ class OverloadError(McpErrorBase):  # type: ignore[misc,valid-type]
 
     Constructed like the 0.1.2 exception (same positional order, names and
     defaults, except ``code``, whose default is :data:`DEFAULT_OVERLOAD_CODE`),
-    with one more keyword, ``scope`` (``global``, ``tool:NAME`` or
-    ``client``: the limit that refused; the middleware always sets it, and
-    ``data`` leaves it out when it is ``None``, as 0.1.2's errors did).
+    with two more keywords, both set by the middleware and left out of
+    ``data`` by default, as 0.1.2's errors had neither:
+
+    - ``scope`` (``global``, ``tool:NAME`` or ``client``: the limit that
+      refused);
+    - ``retry_after_alias``: ``data`` also carries the retry delay as
+      ``retryAfterMs`` (the name the SEP-3304 draft gives it), with the same
+      value as ``retry_after_ms``.
 
     It *is* the MCP SDK's error type (``MCPError`` / ``McpError``), so an
     ``OverloadError`` raised anywhere in a FastMCP server reaches the client
@@ -42,6 +47,7 @@ class OverloadError(McpErrorBase):  # type: ignore[misc,valid-type]
         retry_after_ms: int = 1000,
         *,
         scope: str | None = None,
+        retry_after_alias: bool = False,
     ) -> None:
         self._code = code
         self._message = message
@@ -53,6 +59,7 @@ class OverloadError(McpErrorBase):  # type: ignore[misc,valid-type]
         self.queue_timeout_ms = queue_timeout_ms
         self.retry_after_ms = retry_after_ms
         self.scope = scope
+        self.retry_after_alias = retry_after_alias
         # Not the SDK base's __init__: its code/message/data are read-only
         # views of `error`, which here is computed from the fields above.
         Exception.__init__(self, f"{message}: {reason}")
@@ -79,7 +86,8 @@ class OverloadError(McpErrorBase):  # type: ignore[misc,valid-type]
 
     @property
     def data(self) -> dict[str, Any]:  # type: ignore[override]
-        """The ``data`` member: the seven fields of 0.1.2 and ``scope``."""
+        """The ``data`` member: the seven fields of 0.1.2, then ``retryAfterMs``
+        and ``scope`` when set (see the class docs)."""
         data = {
             "reason": self.reason,
             "active": self.active,
@@ -89,6 +97,8 @@ class OverloadError(McpErrorBase):  # type: ignore[misc,valid-type]
             "queue_timeout_ms": self.queue_timeout_ms,
             "retry_after_ms": self.retry_after_ms,
         }
+        if self.retry_after_alias:
+            data["retryAfterMs"] = self.retry_after_ms
         if self.scope is not None:
             data["scope"] = self.scope
         return data
@@ -116,10 +126,10 @@ class OverloadError(McpErrorBase):  # type: ignore[misc,valid-type]
         return (
             _rebuild,
             (self.reason, self.active, self.max_concurrent, self.code, self.message, self.queued,
-             self.queue_size, self.queue_timeout_ms, self.retry_after_ms, self.scope),
+             self.queue_size, self.queue_timeout_ms, self.retry_after_ms, self.scope, self.retry_after_alias),
         )
 
 
 def _rebuild(*args: Any) -> OverloadError:
-    *positional, scope = args
-    return OverloadError(*positional, scope=scope)
+    *positional, scope, retry_after_alias = args
+    return OverloadError(*positional, scope=scope, retry_after_alias=retry_after_alias)

@@ -587,6 +587,7 @@ class BackpressureMiddleware:
             queue_timeout_ms=answer["queue_timeout_ms"],
             retry_after_ms=answer["retry_after_ms"],
             scope=answer["scope"],
+            retry_after_alias=True,
         )
         callback = self.on_overload
         if callback is not None:
@@ -600,7 +601,16 @@ class BackpressureMiddleware:
             self.overload_response == "tool_result"
             or (self.overload_response == "auto" and not SDK_CARRIES_TOOL_CALL_ERRORS)
         ):
-            return error_tool_result(error.message, error.data)
+            # The core's answer (the same text, data and _meta as the rmcp
+            # wrapper's and the proxy's), under a fresh correlation id.
+            made = answer["refusal"].tool_result()
+            result = made["result"]
+            logger.info(
+                "mcp_backpressure: tools/call refused (%s, scope %s, retry after %d ms), "
+                "answered as an isError tool result; correlation id %s",
+                error.reason, error.scope, error.retry_after_ms, made["correlation_id"],
+            )
+            return error_tool_result(result["content"][0]["text"], result["structuredContent"], result["_meta"])
         raise error
 
     def __repr__(self) -> str:

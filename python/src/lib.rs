@@ -23,9 +23,11 @@
 //!   `CancelledError` reaches the caller.
 #![forbid(unsafe_code)]
 
+mod json_value;
 mod limiter;
 mod pending;
 mod permit;
+mod refusal;
 mod runtime;
 mod settings;
 mod task_holds;
@@ -36,6 +38,7 @@ use pyo3::prelude::*;
 pub use limiter::PyLimiter;
 pub use pending::PyPending;
 pub use permit::PyPermit;
+pub use refusal::PyRefusal;
 pub use task_holds::PyTaskHolds;
 
 /// The extension module.
@@ -44,6 +47,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyLimiter>()?;
     m.add_class::<PyPending>()?;
     m.add_class::<PyPermit>()?;
+    m.add_class::<PyRefusal>()?;
     m.add_class::<PyTaskHolds>()?;
     m.add(
         "DEFAULT_OVERLOAD_CODE",

@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::permit::PyPermit;
+use crate::refusal::PyRefusal;
 use crate::runtime::runtime;
 use crate::waker::PyWaker;
 
@@ -25,7 +26,8 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The core's acquire future for one call.
 ///
 /// `poll(waker)` returns a `Permit` (admitted), a `dict` (rejected: the
-/// overload `data` fields plus `message`), or `None` (waiting: `waker()` will
+/// overload `data` fields, `message`, and the [`PyRefusal`] under
+/// `refusal`), or `None` (waiting: `waker()` will
 /// be called, from any thread, when it is worth polling again). `close()`
 /// drops the future: a queued call leaves the queue, and a slot already
 /// handed to it goes to the next in line. Dropping the object does the same.
@@ -79,7 +81,7 @@ impl PyPending {
                 drop(finished);
                 match result {
                     Ok(permit) => Ok(Py::new(py, PyPermit::new(permit))?.into_any()),
-                    Err(overload) => Ok(overload_dict(py, &overload)?.into_any().unbind()),
+                    Err(overload) => Ok(overload_dict(py, overload)?.into_any().unbind()),
                 }
             }
         }
@@ -98,9 +100,9 @@ impl PyPending {
     }
 }
 
-/// The overload `data` fields (the Python package's seven and `scope`) and
-/// the wire `message`.
-fn overload_dict<'py>(py: Python<'py>, overload: &Overload) -> PyResult<Bound<'py, PyDict>> {
+/// The overload `data` fields (the Python package's seven and `scope`), the
+/// wire `message`, and the refusal itself (`refusal`: the core's answers).
+fn overload_dict(py: Python<'_>, overload: Overload) -> PyResult<Bound<'_, PyDict>> {
     let data = overload.data();
     let dict = PyDict::new(py);
     dict.set_item("reason", data.reason.as_str())?;
@@ -111,6 +113,7 @@ fn overload_dict<'py>(py: Python<'py>, overload: &Overload) -> PyResult<Bound<'p
     dict.set_item("queue_timeout_ms", data.queue_timeout_ms)?;
     dict.set_item("retry_after_ms", data.retry_after_ms)?;
     dict.set_item("scope", data.scope)?;
-    dict.set_item("message", jsonrpc::message(overload))?;
+    dict.set_item("message", jsonrpc::message(&overload))?;
+    dict.set_item("refusal", Py::new(py, PyRefusal::new(overload))?)?;
     Ok(dict)
 }

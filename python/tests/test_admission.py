@@ -145,7 +145,7 @@ async def test_rejection_error_and_async_callback_is_awaited() -> None:
     assert error.data == {
         "reason": "concurrency_limit", "active": 1, "queued": 0, "max_concurrent": 1,
         "queue_size": 0, "queue_timeout_ms": 30000, "retry_after_ms": error.retry_after_ms,
-        "scope": "global",
+        "retryAfterMs": error.retry_after_ms, "scope": "global",
     }
     assert error.to_json_rpc() == {"code": -31429, "message": error.message, "data": error.data}
     gate.opened.set()
@@ -198,15 +198,35 @@ async def test_the_tools_own_timeout_error_passes_through() -> None:
     assert (m.total_rejected, m.rejected_queue_timeout, m.active, m.completed) == (0, 0, 0, 1)
 
 
-async def test_tool_result_form() -> None:
+async def test_tool_result_form(caplog: pytest.LogCaptureFixture) -> None:
     mw = BackpressureMiddleware(1, overload_response="tool_result")
     gate = Gate()
     a = asyncio.create_task(mw(context(), gate))
     await until(lambda: gate.entered == 1)
-    result = await mw(context(), gate)
+    with caplog.at_level(logging.INFO, logger="mcp_backpressure"):
+        result = await mw(context(), gate)
     assert result_is_error(result.to_mcp_result()) if not hasattr(result, "is_error") else result.is_error
-    assert result.structured_content["reason"] == "concurrency_limit"
-    assert result.content[0].text.startswith("SERVER_OVERLOADED: concurrency_limit")
+    data = result.structured_content
+    assert data["reason"] == "concurrency_limit"
+    assert data["retryAfterMs"] == data["retry_after_ms"]
+    failure = result.meta["io.modelcontextprotocol/toolFailure"]
+    assert set(failure) == {"class", "code", "retryable", "retryNotBefore", "correlationId"}
+    assert (failure["class"], failure["code"], failure["retryable"]) == ("overload", "concurrency_limit", True)
+    assert failure["retryNotBefore"].endswith("Z")
+    text = result.content[0].text
+    # The core's text: the message, why, and when to come back.
+    assert text == (
+        f"SERVER_OVERLOADED: concurrency_limit, retry after {data['retry_after_ms']} ms\n"
+        "The call was not run: every slot is busy (1 of 1).\n"
+        f"It is safe to retry: after {data['retry_after_ms'] / 1000:g} s, not before "
+        f"{failure['retryNotBefore']} (correlation id {failure['correlationId']})."
+    )
+    # The refusal's log line names its correlation id.
+    (record,) = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert failure["correlationId"] in record.getMessage()
+    # Each refusal has its own.
+    again = await mw(context(), gate)
+    assert again.meta["io.modelcontextprotocol/toolFailure"]["correlationId"] != failure["correlationId"]
     # A direct call (not a FastMCP context) always raises.
     with pytest.raises(OverloadError):
         await mw({}, gate)

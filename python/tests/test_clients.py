@@ -44,8 +44,24 @@ def run_client(client: str, transport: str, url: str | None, mw_kwargs: dict[str
 def expected_data(code_kwargs: dict[str, Any]) -> dict[str, Any]:
     return {
         "reason": "concurrency_limit", "active": 1, "queued": 0, "max_concurrent": 1,
-        "queue_size": 0, "queue_timeout_ms": 30000, "retry_after_ms": 1000, "scope": "global",
+        "queue_size": 0, "queue_timeout_ms": 30000, "retry_after_ms": 1000, "retryAfterMs": 1000,
+        "scope": "global",
     }
+
+
+def check_tool_result(overload: dict[str, Any], message: str, data: dict[str, Any]) -> None:
+    """The isError result intact: the core's text, the data, and the SEP-3313
+    classification in ``_meta``."""
+    assert (overload["kind"], overload["isError"], overload["structuredContent"]) == ("result", True, data)
+    failure = overload["meta"]["io.modelcontextprotocol/toolFailure"]
+    assert set(failure) == {"class", "code", "retryable", "retryNotBefore", "correlationId"}
+    assert (failure["class"], failure["code"], failure["retryable"]) == ("overload", data["reason"], True)
+    assert failure["retryNotBefore"].endswith("Z") and failure["correlationId"].startswith("bp-")
+    assert overload["text"] == (
+        f"{message}\nThe call was not run: every slot is busy (1 of 1).\n"
+        f"It is safe to retry: after 1 s, not before {failure['retryNotBefore']} "
+        f"(correlation id {failure['correlationId']})."
+    )
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -63,7 +79,7 @@ def test_the_overload_reaches_the_client_intact(client: str, transport: str, htt
         assert overload == {"kind": "error", "code": -31429, "message": message, "data": data}
     else:
         # FastMCP 2.x on mcp 1.x: an isError tool result carrying the same data.
-        assert overload == {"kind": "result", "isError": True, "text": message, "structuredContent": data}
+        check_tool_result(overload, message, data)
     assert out["ping"] is True
     assert out["tools"] == ["boom_timeout", "echo", "hold"]
     assert out["released"]["text"] == "released a" and out["released"]["isError"] is False
@@ -72,6 +88,17 @@ def test_the_overload_reaches_the_client_intact(client: str, transport: str, htt
     after = out["metrics_after"]
     assert (after["active"], after["queued"], after["total_rejected"]) == (0, 0, 1)
     assert after["admitted"] + after["handed_over"] == after["completed"] + after["running"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("client", CLIENTS)
+def test_the_tool_result_reaches_the_client_intact(client: str, transport: str, http_server: Any) -> None:
+    mw_kwargs: dict[str, Any] = {"max_concurrent": 1, "overload_response": "tool_result"}
+    url = http_server(**mw_kwargs).url if transport == "http" else None
+    out = run_client(client, transport, url, mw_kwargs)
+    check_tool_result(out["overload"], "SERVER_OVERLOADED: concurrency_limit, retry after 1000 ms",
+                      expected_data(mw_kwargs))
+    assert out["released"]["text"] == "released a"
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -58,7 +58,7 @@ async def read_json(session: ClientSession, uri: str) -> Any:
 async def call(session: ClientSession, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
     """A tool call's answer as plain data: ``{"kind": "error", "code",
     "message", "data"}`` for a JSON-RPC error, or ``{"kind": "result",
-    "isError", "text", "structuredContent"}``."""
+    "isError", "text", "structuredContent", "meta"}`` (``meta``: ``_meta``)."""
     try:
         result = await session.call_tool(tool, arguments)
     except ClientError as exc:
@@ -71,4 +71,6 @@ async def call(session: ClientSession, tool: str, arguments: dict[str, Any]) -> 
     is_error = getattr(result, "is_error", None)
     if is_error is None:
         is_error = getattr(result, "isError", False)
-    return {"kind": "result", "isError": bool(is_error), "text": text, "structuredContent": structured}
+    meta = getattr(result, "meta", None)
+    return {"kind": "result", "isError": bool(is_error), "text": text, "structuredContent": structured,
+            "meta": meta}

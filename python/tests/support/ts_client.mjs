@@ -36,7 +36,13 @@ async function call(client, name, args) {
   try {
     const result = await client.callTool({ name, arguments: args });
     const text = (result.content ?? []).map((b) => b.text ?? "").join("");
-    return { kind: "result", isError: result.isError === true, text, structuredContent: result.structuredContent ?? null };
+    return {
+      kind: "result",
+      isError: result.isError === true,
+      text,
+      structuredContent: result.structuredContent ?? null,
+      meta: result._meta ?? null,
+    };
   } catch (err) {
     if (err instanceof McpError) {
       // McpError's own message is "MCP error <code>: <message>".
