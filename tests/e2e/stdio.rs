@@ -43,7 +43,7 @@ async fn the_wire_error_is_exact_and_ping_and_list_are_never_limited() {
             "message": "SERVER_OVERLOADED: queue_full, retry after 1000 ms",
             "data": {"reason": "queue_full", "active": 2, "queued": 1, "max_concurrent": 2,
                      "queue_size": 1, "queue_timeout_ms": 30000, "retry_after_ms": 1000,
-                     "scope": "global"}}})
+                     "retryAfterMs": 1000, "scope": "global"}}})
     );
 
     s.send(json!({"jsonrpc": "2.0", "id": 5, "method": "ping"}))
