@@ -30,7 +30,7 @@ PYTHON_MCP_VERSION="2.3.0"
 FASTMCP_TASKS_VERSION="4.1.8" # what `pip install 'fastmcp[tasks]'` resolves to
 NODE_VERSION="22.23.3"
 CONFORMANCE_VERSION="0.1.16"
-TS_SDK_VERSION="1.32.2" # as scripts/test-python.sh
+TS_SDK_VERSION="1.32.2"
 
 TOOLS=".tools"
 mkdir -p "$TOOLS"
