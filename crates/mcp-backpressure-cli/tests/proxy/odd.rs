@@ -522,6 +522,14 @@ async fn http_answers_carry_the_id_as_the_client_wrote_it() {
             -32600,
         ),
         (sleep_call("true", 1), &[], 400, "null", -32600),
+        // A routing header given twice.
+        (
+            sleep_call("1e0", 1),
+            &[("mcp-method", "tools/call"), ("mcp-method", "tools/call")],
+            200,
+            "1e0",
+            -32600,
+        ),
     ] {
         let (got, answer) = post(&url, body.clone(), headers).await;
         assert_eq!(got, status, "{body}: {}", String::from_utf8_lossy(&answer));

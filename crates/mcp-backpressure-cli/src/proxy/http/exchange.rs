@@ -97,8 +97,25 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
     let client_key = &settings.client_key;
     if let Some(name) = repeated_header(&parts.headers, client_key.header()) {
         let why = format!("the {name} header is given more than once");
-        let error = ProxyError::Malformed(Malformed::Invalid(why));
-        return proxy.error_response(&error, &[None], false);
+        // Answered under the request's id as written, when the body is one.
+        let id = match crate::proxy::wire::message::parse(
+            &bytes,
+            crate::proxy::wire::message::From::Client,
+        ) {
+            Ok(parsed) => match parsed.kinds {
+                Shape::One(Kind::Request { id, .. }) => Some(id),
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        let error = match &id {
+            Some(id) => Malformed::Request {
+                id: id.clone(),
+                why,
+            },
+            None => Malformed::Invalid(why),
+        };
+        return proxy.error_response(&ProxyError::Malformed(error), &[id], false);
     }
     // Only a POST carries a message. A body on GET, HEAD, DELETE or OPTIONS
     // means nothing to an MCP server and is not forwarded (a `tools/call` in
