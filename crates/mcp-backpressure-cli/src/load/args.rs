@@ -421,10 +421,19 @@ impl Defaults<'_> {
     /// The checked stream; errors name the stream and its key.
     fn stream(&self, spec: &StreamSpec, header: &HeaderName) -> anyhow::Result<Stream> {
         let name = &spec.name;
-        let flag = |key: &str| format!("--stream {name} ({key})");
+        // As written: the stream's name and the setting's `key=value`.
+        let flag = |key: &str| {
+            format!(
+                "--stream {name}:{key}={}",
+                spec.get(key).unwrap_or_default()
+            )
+        };
         let tool = match spec.get("tool").or(self.tool) {
             Some(tool) if !tool.trim().is_empty() => tool.to_owned(),
-            Some(_) => bail!("invalid {}: the tool name is empty", flag("tool")),
+            Some(_) if spec.get("tool").is_some() => {
+                bail!("invalid {}: the tool name is empty", flag("tool"))
+            }
+            Some(tool) => bail!("invalid --tool {tool:?}: the tool name is empty"),
             None => bail!("invalid --stream {name}: no tool: give tool=NAME, or --tool"),
         };
         let arguments = match spec.get("args") {
@@ -900,29 +909,29 @@ mod tests {
         for (argv, expected) in [
             (
                 vec!["--stream", "a:rate=0,tool=t"],
-                "invalid --stream a (rate): must be a number of calls per second",
+                "invalid --stream a:rate=0: must be a number of calls per second",
             ),
             (
                 vec!["--stream", "a:concurrency=0,tool=t"],
-                "invalid --stream a (concurrency): must be at least 1, got 0",
+                "invalid --stream a:concurrency=0: must be at least 1, got 0",
             ),
             (
                 vec!["--stream", "a:rate=1,concurrency=2,tool=t"],
-                "give either --stream a (rate) or --stream a (concurrency), not both",
+                "give either --stream a:rate=1 or --stream a:concurrency=2, not both",
             ),
             (vec!["--stream", "a:rate=1"], "invalid --stream a: no tool"),
             (vec!["--stream", "a:tool=t"], "invalid --stream a: no load"),
             (
                 vec!["--stream", "a:rate=1,tool=t,args=[1]"],
-                "invalid --stream a (args): must be a JSON object",
+                "invalid --stream a:args=[1]: must be a JSON object",
             ),
             (
                 vec!["--stream", "a:rate=1,tool=t,count=0"],
-                "invalid --stream a (count): must be at least 1",
+                "invalid --stream a:count=0: must be at least 1",
             ),
             (
                 vec!["--stream", "a:rate=1,tool=t,client=é"],
-                "invalid --stream a (client): must be a non-empty HTTP header value",
+                "invalid --stream a:client=é: must be a non-empty HTTP header value",
             ),
             (
                 vec!["--stream", "a:rate=1,tool=t", "--stream", "a:rate=2,tool=t"],

@@ -4,10 +4,11 @@
 //! address, an OS error or an exit status go to the log only.
 
 use mcp_backpressure::{Overload, jsonrpc};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::inflight::Refused;
-use super::wire::message::{Malformed, RequestId};
+use super::wire::message::{Malformed, RequestId, answerable_id};
 
 /// JSON-RPC: the message is not valid JSON.
 pub const PARSE_ERROR: i32 = -32700;
@@ -89,10 +90,17 @@ impl ProxyError {
         }
     }
 
-    /// Whether the answer must carry id null whatever the request said
-    /// (JSON-RPC: when the id could not be determined).
-    fn id_unknown(&self) -> bool {
-        matches!(self, Self::Malformed(m) if !matches!(m, Malformed::Request { .. }))
+    /// The id the answer carries, as JSON text: the request's id exactly as
+    /// its client wrote it (`id`, or the bad id a [`Malformed::BadId`]
+    /// holds, when it is a number or a string); `None` (null) when the id
+    /// could not be determined (JSON-RPC).
+    fn answer_id<'a>(&'a self, id: Option<&'a str>) -> Option<&'a str> {
+        match self {
+            Self::Malformed(Malformed::BadId(raw)) => answerable_id(raw).then_some(raw.as_str()),
+            Self::Malformed(Malformed::Request { .. }) => id,
+            Self::Malformed(_) => None,
+            _ => id,
+        }
     }
 
     /// The JSON-RPC error object.
@@ -103,13 +111,21 @@ impl ProxyError {
         }
     }
 
-    /// A whole error response to `id` (null when unknown).
-    pub fn to_response(&self, id: Option<&RequestId>, overload_code: i32) -> Value {
-        let id = match id {
-            Some(id) if !self.id_unknown() => id.to_value(),
-            _ => Value::Null,
-        };
-        json!({"jsonrpc": "2.0", "id": id, "error": self.to_error_object(overload_code)})
+    /// A whole error response to `id` (null when unknown), which it carries
+    /// as its client wrote it.
+    pub fn to_response(&self, id: Option<&RequestId>, overload_code: i32) -> Reply {
+        let written = id.map(RequestId::written);
+        self.to_response_written(written.as_deref(), overload_code)
+    }
+
+    /// A whole error response to the id written `id` (the JSON text of a
+    /// number or a string, exactly as the client sent it; null when `None`
+    /// or unknown).
+    pub fn to_response_written(&self, id: Option<&str>, overload_code: i32) -> Reply {
+        with_id(
+            self.answer_id(id),
+            &json!({"jsonrpc": "2.0", "error": self.to_error_object(overload_code)}),
+        )
     }
 
     /// The HTTP status of the proxy's own answer: JSON-RPC errors about a
@@ -126,6 +142,26 @@ impl ProxyError {
     }
 }
 
+/// A message of the proxy's own, serialized: its id is written exactly as
+/// the client wrote it, which a [`Value`] cannot hold (`1.0`, `1e0`, `-0`,
+/// `"\u0041"`, a number beyond 64 bits).
+pub type Reply = Box<RawValue>;
+
+/// `message` (an object without an `id`) with the member `"id": id` first,
+/// `id` written as given (null for `None`).
+fn with_id(id: Option<&str>, message: &Value) -> Reply {
+    let rest = serde_json::to_string(message).expect("a JSON value always serializes");
+    let id = id.unwrap_or("null");
+    let rest = rest.strip_prefix('{').unwrap_or(&rest);
+    let separator = if rest == "}" { "" } else { "," };
+    RawValue::from_string(format!("{{\"id\":{id}{separator}{rest}"))
+        // Unreachable for ids read from a message: the id as null.
+        .unwrap_or_else(|_| {
+            RawValue::from_string(format!("{{\"id\":null{separator}{rest}"))
+                .expect("the message is JSON")
+        })
+}
+
 /// One answer for a message: a single error response, or (for a batch) one
 /// per request in it.
 pub fn answer(
@@ -133,13 +169,13 @@ pub fn answer(
     ids: &[Option<RequestId>],
     batch: bool,
     overload_code: i32,
-) -> Value {
+) -> Reply {
     if batch {
-        Value::Array(
-            ids.iter()
-                .map(|id| error.to_response(id.as_ref(), overload_code))
-                .collect(),
-        )
+        let responses: Vec<Reply> = ids
+            .iter()
+            .map(|id| error.to_response(id.as_ref(), overload_code))
+            .collect();
+        serde_json::value::to_raw_value(&responses).expect("JSON always serializes")
     } else {
         error.to_response(ids.first().and_then(Option::as_ref), overload_code)
     }
@@ -152,7 +188,7 @@ pub fn cancellation(id: &RequestId, reason: &str) -> Value {
 }
 
 /// `value` as one line of newline-delimited JSON.
-pub fn to_line(value: &Value) -> Vec<u8> {
+pub fn to_line(value: &(impl serde::Serialize + ?Sized)) -> Vec<u8> {
     let mut line = super::wire::message::escape_separators(
         serde_json::to_vec(value).expect("a JSON value always serializes"),
     );

@@ -99,20 +99,22 @@ pub enum Purpose {
 }
 
 /// What [`InFlight::answered`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answered {
     /// No request in flight had the id.
     Nothing,
-    /// A client's request: forward the answer.
-    Client,
+    /// A client's request, whose id (as its client wrote it) this is:
+    /// forward the answer.
+    Client(RequestId),
     /// The proxy's own poll: do not forward it.
     Own,
 }
 
 impl Answered {
     /// A forwarded request was waiting for the answer.
-    pub fn was_waiting(self) -> bool {
-        self != Self::Nothing
+    #[cfg(test)]
+    pub fn was_waiting(&self) -> bool {
+        *self != Self::Nothing
     }
 }
 
@@ -339,20 +341,21 @@ impl InFlight {
         }))
     }
 
-    /// Removes `key` if `keep` says so; accounts for it.
-    fn remove_if(&self, key: &Key, keep: impl FnOnce(&Entry) -> bool) -> Option<Entry> {
+    /// Removes `key` if `keep` says so; accounts for it. Returns the entry
+    /// and its key as entered (its id as the client wrote it).
+    fn remove_if(&self, key: &Key, keep: impl FnOnce(&Entry) -> bool) -> Option<(Key, Entry)> {
         let mut table = self.lock();
         let entry = table.entries.get(key)?;
         if !keep(entry) {
             return None;
         }
-        let entry = table.entries.remove(key)?;
+        let (key, entry) = table.entries.remove_entry(key)?;
         drop(table);
         self.gate.metrics.in_flight.dec();
         if entry.state.holds_slot_after_cancel() {
             self.gate.metrics.held_after_cancel.dec();
         }
-        Some(entry)
+        Some((key, entry))
     }
 
     /// A response to `key` passed back: the request is over and its slot
@@ -368,7 +371,7 @@ impl InFlight {
         reply: Option<(Answer, Option<&TaskState>)>,
     ) -> Answered {
         let entry = self.remove_if(key, |e| !matches!(e.state, State::Queued { .. }));
-        let Some(mut entry) = entry else {
+        let Some((entered, mut entry)) = entry else {
             return Answered::Nothing;
         };
         let handle = reply.and_then(|(_, task)| task).filter(|t| {
@@ -411,10 +414,10 @@ impl InFlight {
                 if ask.own {
                     Answered::Own
                 } else {
-                    Answered::Client
+                    Answered::Client(entered.id)
                 }
             }
-            _ => Answered::Client,
+            _ => Answered::Client(entered.id),
         };
         // The slot is dropped (and the next waiter woken) outside the lock.
         drop(entry);
@@ -429,7 +432,7 @@ impl InFlight {
             e.ticket == ticket.0 && !matches!(e.state, State::Queued { .. })
         });
         match entry {
-            Some(mut entry) => {
+            Some((_, mut entry)) => {
                 if let State::Forwarded(slot) = &mut entry.state {
                     set_outcome(slot, outcome);
                 } else if let State::Cancelling(slot) | State::Detached(slot) = &mut entry.state {
@@ -515,7 +518,7 @@ impl InFlight {
 
     /// The grace of a cancelled or detached request passed: frees its slot.
     pub fn expire(&self, key: &Key, ticket: Ticket) -> Option<Expired> {
-        let mut entry = self.remove_if(key, |e| e.ticket == ticket.0 && e.state.held())?;
+        let (_, mut entry) = self.remove_if(key, |e| e.ticket == ticket.0 && e.state.held())?;
         if entry.state.holds_slot_after_cancel() {
             self.gate.metrics.cancel_grace_expired.inc();
         }

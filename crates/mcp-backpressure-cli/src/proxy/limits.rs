@@ -4,8 +4,11 @@
 //! file.
 //!
 //! Every value is checked here, from either source by the same code: an
-//! invalid one is an error `invalid <setting>: <why>, got <value>`, with the
-//! same words for the flag and the TOML key. Numeric flags take any text
+//! invalid one is an error `invalid <what the user wrote>: <why>` — the flag
+//! and its argument (`invalid --tool-weight sleep=heavy: must be a whole
+//! number`), or the key as TOML spells it, its value, the file and the line
+//! (`invalid tools.sleep.weight = "heavy" in proxy.toml, line 4: must be a
+//! whole number`) — with the same words for both. Numeric flags take any text
 //! (negative numbers included) so that our check, not clap, refuses a bad
 //! value; numbers in the file are read as TOML integers or floats whatever
 //! the setting's type, so `queue_size = -3` or `queue_size = "5"` is refused
@@ -298,6 +301,9 @@ struct FileSettings {
     /// The file's text, to quote values as written.
     #[serde(skip)]
     text: String,
+    /// The file's path, to name it in errors.
+    #[serde(skip)]
+    path: PathBuf,
     max_concurrent: Option<Spanned<toml::Value>>,
     queue_size: Option<Spanned<toml::Value>>,
     queue_timeout: Option<Spanned<toml::Value>>,
@@ -402,78 +408,115 @@ impl Settings {
     }
 
     fn merge<'a>(args: &'a LimitArgs, file: &'a FileSettings) -> anyhow::Result<Self> {
-        let pick = |flag: &'a Option<String>, value: &'a Option<Spanned<toml::Value>>| {
-            flag.as_deref()
-                .map(Input::Text)
-                .or_else(|| file.written(value))
-        };
-        let Some(max_concurrent) = pick(&args.max_concurrent, &file.max_concurrent) else {
+        let pick = |key, flag: &'a Option<String>, value| file.pick(key, flag, value);
+        let Some(max_concurrent) =
+            pick("max_concurrent", &args.max_concurrent, &file.max_concurrent)
+        else {
             bail!(
                 "invalid max_concurrent: required; pass --max-concurrent N or set \
                  max_concurrent in the --config file"
             );
         };
         let defaults = LimiterConfig::new(MAX_CONCURRENT.check(max_concurrent)?);
-        let queue_size = pick(&args.queue_size, &file.queue_size);
+        let queue_size = pick("queue_size", &args.queue_size, &file.queue_size);
         let queue_size = QUEUE_SIZE.get(queue_size)?.unwrap_or(defaults.queue_size);
-        let queue_timeout = pick(&args.queue_timeout, &file.queue_timeout);
+        let queue_timeout = pick("queue_timeout", &args.queue_timeout, &file.queue_timeout);
         let queue_timeout = QUEUE_TIMEOUT
             .get(queue_timeout)?
             .unwrap_or(defaults.queue_timeout);
-        let min_input = pick(&args.retry_after_min, &file.retry_after_min);
+        let min_input = pick(
+            "retry_after_min",
+            &args.retry_after_min,
+            &file.retry_after_min,
+        );
         let retry_after_min = RETRY_AFTER_MIN
             .get(min_input)?
             .unwrap_or(defaults.retry_after_min);
-        let max_input = pick(&args.retry_after_max, &file.retry_after_max);
+        let max_input = pick(
+            "retry_after_max",
+            &args.retry_after_max,
+            &file.retry_after_max,
+        );
         let retry_after_max = RETRY_AFTER_MAX
             .get(max_input)?
             .unwrap_or(defaults.retry_after_max);
-        let initial = pick(&args.initial_service_time, &file.initial_service_time);
+        let initial = pick(
+            "initial_service_time",
+            &args.initial_service_time,
+            &file.initial_service_time,
+        );
         let initial_service_time = INITIAL_SERVICE_TIME
             .get(initial)?
             .unwrap_or(defaults.initial_service_time);
-        let error_code = pick(&args.error_code, &file.error_code)
+        let error_code = pick("error_code", &args.error_code, &file.error_code)
             .map(error_code)
             .transpose()?
             .unwrap_or(jsonrpc::DEFAULT_OVERLOAD_CODE);
         let guarded = if args.guarded.is_empty() {
-            file.written(&file.guarded)
-                .map(guarded_from_file)
-                .transpose()?
+            match file.written("guarded", &file.guarded) {
+                Some(input) => {
+                    let methods = guarded_from_file(input)?;
+                    check_methods(&methods, input)?;
+                    methods
+                }
+                None => vec!["tools/call".to_owned()],
+            }
         } else {
-            Some(args.guarded.clone())
+            for method in &args.guarded {
+                let input = Input::Flag {
+                    flag: FlagName::Is("--guard"),
+                    arg: method,
+                    text: method,
+                };
+                check_methods(std::slice::from_ref(method), input)?;
+            }
+            args.guarded.clone()
         };
-        let guarded = guarded.unwrap_or_else(|| vec!["tools/call".to_owned()]);
-        check_methods(&guarded)?;
-        let max_message_bytes = pick(&args.max_message_bytes, &file.max_message_bytes);
+        let max_message_input = pick(
+            "max_message_bytes",
+            &args.max_message_bytes,
+            &file.max_message_bytes,
+        );
         let max_message_bytes = MAX_MESSAGE_BYTES
-            .get(max_message_bytes)?
+            .get(max_message_input)?
             .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
-        let cancel_grace = pick(&args.cancel_grace, &file.cancel_grace);
+        let cancel_grace = pick("cancel_grace", &args.cancel_grace, &file.cancel_grace);
         let cancel_grace = CANCEL_GRACE
             .get(cancel_grace)?
             .unwrap_or(DEFAULT_CANCEL_GRACE);
-        let in_flight_input = pick(&args.max_in_flight, &file.max_in_flight);
+        let in_flight_input = pick("max_in_flight", &args.max_in_flight, &file.max_in_flight);
         let max_in_flight = MAX_IN_FLIGHT
             .get(in_flight_input)?
             // Unset, it grows with the queue: every queued call is tracked.
             .unwrap_or_else(|| {
                 DEFAULT_MAX_IN_FLIGHT.max(defaults.max_concurrent.saturating_add(queue_size))
             });
-        let buffer_input = pick(&args.buffer_bytes, &file.buffer_bytes);
+        let buffer_input = pick("buffer_bytes", &args.buffer_bytes, &file.buffer_bytes);
         let buffer_bytes = BUFFER_BYTES
             .get(buffer_input)?
             // Unset, it grows with the largest message: one always fits.
             .unwrap_or_else(|| DEFAULT_BUFFER_BYTES.max(max_message_bytes));
-        let max_connections = pick(&args.max_connections, &file.max_connections);
+        let max_connections = pick(
+            "max_connections",
+            &args.max_connections,
+            &file.max_connections,
+        );
         let max_connections = MAX_CONNECTIONS
             .get(max_connections)?
             .unwrap_or(DEFAULT_MAX_CONNECTIONS);
-        let header = pick(&args.header_read_timeout, &file.header_read_timeout);
+        let header = pick(
+            "header_read_timeout",
+            &args.header_read_timeout,
+            &file.header_read_timeout,
+        );
         let header_read_timeout = HEADER_READ_TIMEOUT
             .get(header)?
             .unwrap_or(DEFAULT_HEADER_READ_TIMEOUT);
-        let body = pick(&args.body_read_timeout, &file.body_read_timeout);
+        let body = pick(
+            "body_read_timeout",
+            &args.body_read_timeout,
+            &file.body_read_timeout,
+        );
         let body_read_timeout = BODY_READ_TIMEOUT
             .get(body)?
             .unwrap_or(DEFAULT_BODY_READ_TIMEOUT);
@@ -481,25 +524,25 @@ impl Settings {
         // Settings that bound each other.
         if retry_after_max < retry_after_min {
             bail!(
-                "invalid retry_after_max: must not be below retry_after_min ({}), got {}",
-                secs(retry_after_min),
-                given(max_input, secs(retry_after_max)),
+                "invalid {}: must not be below {}",
+                given(max_input, "retry_after_max", secs(retry_after_max)),
+                against(min_input, "retry_after_min", secs(retry_after_min)),
             );
         }
         let needed = defaults.max_concurrent as u128 + queue_size as u128;
         if (max_in_flight as u128) < needed {
             bail!(
-                "invalid max_in_flight: must be at least max_concurrent + queue_size \
-                 ({} + {queue_size} = {needed}), got {}",
+                "invalid {}: must be at least max_concurrent + queue_size \
+                 ({} + {queue_size} = {needed})",
+                given(in_flight_input, "max_in_flight", max_in_flight),
                 defaults.max_concurrent,
-                given(in_flight_input, max_in_flight),
             );
         }
         if buffer_bytes < max_message_bytes {
             bail!(
-                "invalid buffer_bytes: must be at least max_message_bytes ({max_message_bytes}), \
-                 got {}",
-                given(buffer_input, buffer_bytes),
+                "invalid {}: must be at least {}",
+                given(buffer_input, "buffer_bytes", buffer_bytes),
+                against(max_message_input, "max_message_bytes", max_message_bytes),
             );
         }
 
@@ -510,38 +553,48 @@ impl Settings {
             .with_initial_service_time(initial_service_time);
         set_limit(&mut config, args, file)?;
         config.tools = tools::merge(args, file)?;
-        if let Some(n) =
-            DEFAULT_TOOL_LIMIT.get(pick(&args.default_tool_limit, &file.default_tool_limit))?
-        {
+        if let Some(n) = DEFAULT_TOOL_LIMIT.get(pick(
+            "default_tool_limit",
+            &args.default_tool_limit,
+            &file.default_tool_limit,
+        ))? {
             config = config.with_default_tool_limit(n);
         }
-        if let Some(n) = CLIENT_LIMIT.get(pick(&args.client_limit, &file.client_limit))? {
+        if let Some(n) =
+            CLIENT_LIMIT.get(pick("client_limit", &args.client_limit, &file.client_limit))?
+        {
             config = config.with_client_limit(n);
         }
-        if let Some(n) =
-            MAX_TRACKED_KEYS.get(pick(&args.max_tracked_keys, &file.max_tracked_keys))?
-        {
+        if let Some(n) = MAX_TRACKED_KEYS.get(pick(
+            "max_tracked_keys",
+            &args.max_tracked_keys,
+            &file.max_tracked_keys,
+        ))? {
             config = config.with_max_tracked_keys(n);
         }
-        if let Some(n) =
-            MAX_CONTINUATIONS.get(pick(&args.max_continuations, &file.max_continuations))?
-        {
+        if let Some(n) = MAX_CONTINUATIONS.get(pick(
+            "max_continuations",
+            &args.max_continuations,
+            &file.max_continuations,
+        ))? {
             config = config.with_max_continuations(n);
         }
-        let task_holds_input = pick(&args.max_task_holds, &file.max_task_holds);
+        let task_holds_input = pick("max_task_holds", &args.max_task_holds, &file.max_task_holds);
         let max_task_holds = MAX_TASK_HOLDS.get(task_holds_input)?;
-        if let Some(input) = pick(&args.queue_discipline, &file.queue_discipline) {
+        if let Some(input) = pick(
+            "queue_discipline",
+            &args.queue_discipline,
+            &file.queue_discipline,
+        ) {
             config = config.with_discipline(choice(
-                "queue_discipline",
                 "one of fifo, codel, adaptive-lifo",
                 input,
                 |text| text.parse::<QueueDiscipline>().ok(),
             )?);
         }
-        let client_key = pick(&args.client_key, &file.client_key)
+        let client_key = pick("client_key", &args.client_key, &file.client_key)
             .map(|input| {
                 choice(
-                    "client_key",
                     "session or header:NAME (e.g. header:x-client-id)",
                     input,
                     |text| text.parse::<ClientKey>().ok(),
@@ -551,13 +604,23 @@ impl Settings {
             .unwrap_or_default();
         let shared = shared::merge(args, file)?;
         if shared.is_some() {
-            let adaptive = std::iter::once(config.limit)
-                .chain(config.tools.values().map(|t| t.limit))
-                .find(|limit| limit.is_adaptive());
-            if let Some(limit) = adaptive {
+            let global =
+                pick("limit", &args.limit, &file.limit).filter(|_| config.limit.is_adaptive());
+            let adaptive = global.or_else(|| {
+                let (name, _) = config.tools.iter().find(|(_, t)| t.limit.is_adaptive())?;
+                let table = file.tools.get(name)?;
+                file.located(
+                    FileKey {
+                        tool: Some(name),
+                        key: "limit",
+                    },
+                    &table.limit,
+                )
+            });
+            if let Some(input) = adaptive {
                 bail!(
-                    "invalid limit: a shared limit is fixed (an adaptive limit learns from \
-                     one process); drop shared_limit or use limit = \"fixed\", got {limit}"
+                    "invalid {input}: a shared limit is fixed (an adaptive limit learns from \
+                     one process); drop shared_limit or use a fixed limit"
                 );
             }
         }
@@ -566,9 +629,9 @@ impl Settings {
         let limit = config.effective_max_limit();
         let max_task_holds = match max_task_holds {
             Some(n) if n < limit => bail!(
-                "invalid max_task_holds: must be at least the limit ({limit}: max_concurrent, \
-                 or max_limit if higher), got {}",
-                given(task_holds_input, n),
+                "invalid {}: must be at least the limit ({limit}: max_concurrent, \
+                 or max_limit if higher)",
+                given(task_holds_input, "max_task_holds", n),
             ),
             Some(n) => n,
             None => mcp_backpressure::task_holds::DEFAULT_MAX_HOLDS.max(limit),
@@ -619,20 +682,150 @@ impl Settings {
     }
 }
 
-/// One setting's value as written: a flag's text or a TOML value. Both are
-/// checked by the same code, so that an error has the same words for both.
+/// One setting's value as written, and where: a flag's argument or a value
+/// in the file. Both are checked by the same code, and an error names the
+/// value as the user wrote it — the flag and its argument
+/// (`invalid --tool-weight sleep=heavy: …`), or the key, its value, the file
+/// and the line (`invalid tools.sleep.weight = "heavy" in proxy.toml, line
+/// 4: …`).
 #[derive(Clone, Copy, Debug)]
 enum Input<'a> {
-    Text(&'a str),
-    /// A value from the file, and its text there.
-    Toml(&'a toml::Value, &'a str),
+    /// A flag's argument.
+    Flag {
+        /// The flag, e.g. `--tool-weight`.
+        flag: FlagName<'a>,
+        /// Its whole argument, e.g. `sleep=heavy`.
+        arg: &'a str,
+        /// The value in it, e.g. `heavy`.
+        text: &'a str,
+    },
+    /// A value in the file.
+    Toml {
+        /// The value, `None` when the TOML parser itself refused it (then
+        /// `text` is read as a flag's would be).
+        value: Option<&'a toml::Value>,
+        /// Its text in the file.
+        text: &'a str,
+        /// Its key.
+        key: FileKey<'a>,
+        /// The file.
+        path: &'a Path,
+        /// The line the value is on (from 1).
+        line: usize,
+    },
+}
+
+/// A flag's name.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum FlagName<'a> {
+    /// The flag of the setting `key`: `--max-concurrent` for `max_concurrent`.
+    Of(&'a str),
+    /// A flag named otherwise (`--tool-weight`).
+    Is(&'a str),
+}
+
+impl fmt::Display for FlagName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FlagName::Of(key) => write!(f, "--{}", key.replace('_', "-")),
+            FlagName::Is(flag) => f.write_str(flag),
+        }
+    }
+}
+
+/// A key of the file: a top-level one, or one of a `[tools."NAME"]` table.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct FileKey<'a> {
+    tool: Option<&'a str>,
+    key: &'a str,
+}
+
+impl fmt::Display for FileKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.tool {
+            Some(tool) => write!(f, "tools.{}.{}", toml_key(tool), self.key),
+            None => f.write_str(self.key),
+        }
+    }
+}
+
+/// A TOML key as the user would write it: bare when it can be.
+pub(super) fn toml_key(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare {
+        key.to_owned()
+    } else {
+        format!("{key:?}")
+    }
+}
+
+/// A command-line argument as the user would type it: quoted when it is
+/// empty or holds white space or quotes.
+pub(super) fn shell_word(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| !c.is_whitespace() && !c.is_control() && !matches!(c, '"' | '\'' | '\\'));
+    if plain {
+        arg.to_owned()
+    } else {
+        format!("{arg:?}")
+    }
+}
+
+/// The line (from 1) of the byte `at` of `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    text.get(..at).unwrap_or(text).matches('\n').count() + 1
 }
 
 impl FileSettings {
-    fn written<'a>(&'a self, value: &'a Option<Spanned<toml::Value>>) -> Option<Input<'a>> {
+    /// The top-level `key`'s value, if the file sets it.
+    fn written<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a Option<Spanned<toml::Value>>,
+    ) -> Option<Input<'a>> {
+        self.located(FileKey { tool: None, key }, value)
+    }
+
+    /// `value` under `key`, located in the file.
+    fn located<'a>(
+        &'a self,
+        key: FileKey<'a>,
+        value: &'a Option<Spanned<toml::Value>>,
+    ) -> Option<Input<'a>> {
         let value = value.as_ref()?;
         let text = self.text.get(value.span()).unwrap_or_default().trim();
-        Some(Input::Toml(value.get_ref(), text))
+        Some(Input::Toml {
+            value: Some(value.get_ref()),
+            text,
+            key,
+            path: &self.path,
+            line: line_of(&self.text, value.span().start),
+        })
+    }
+}
+
+impl FileSettings {
+    /// The setting `key`: its flag's value if given (a flag overrides the
+    /// file), else the file's.
+    fn pick<'a>(
+        &'a self,
+        key: &'a str,
+        flag: &'a Option<String>,
+        value: &'a Option<Spanned<toml::Value>>,
+    ) -> Option<Input<'a>> {
+        match flag {
+            Some(text) => Some(Input::Flag {
+                flag: FlagName::Of(key),
+                arg: text,
+                text,
+            }),
+            None => self.written(key, value),
+        }
     }
 }
 
@@ -645,50 +838,92 @@ enum Number {
     Not,
 }
 
+fn number_of_text(text: &str) -> Number {
+    match text.parse::<i128>() {
+        Ok(i) => Number::Int(i),
+        Err(e) if *e.kind() == IntErrorKind::PosOverflow => Number::Int(i128::MAX),
+        Err(e) if *e.kind() == IntErrorKind::NegOverflow => Number::Int(i128::MIN),
+        Err(_) => text.parse::<f64>().map_or(Number::Not, Number::Float),
+    }
+}
+
 impl Input<'_> {
     fn number(self) -> Number {
         match self {
-            Input::Text(text) => match text.parse::<i128>() {
-                Ok(i) => Number::Int(i),
-                Err(e) if *e.kind() == IntErrorKind::PosOverflow => Number::Int(i128::MAX),
-                Err(e) if *e.kind() == IntErrorKind::NegOverflow => Number::Int(i128::MIN),
-                Err(_) => text.parse::<f64>().map_or(Number::Not, Number::Float),
-            },
-            Input::Toml(toml::Value::Integer(i), _) => Number::Int(i128::from(*i)),
-            Input::Toml(toml::Value::Float(f), _) => Number::Float(*f),
-            Input::Toml(..) => Number::Not,
+            Input::Flag { text, .. }
+            | Input::Toml {
+                value: None, text, ..
+            } => number_of_text(text),
+            Input::Toml {
+                value: Some(toml::Value::Integer(i)),
+                ..
+            } => Number::Int(i128::from(*i)),
+            Input::Toml {
+                value: Some(toml::Value::Float(f)),
+                ..
+            } => Number::Float(*f),
+            Input::Toml { .. } => Number::Not,
+        }
+    }
+
+    /// How the user named the setting: the flag, or the file's key.
+    fn name(&self) -> String {
+        match self {
+            Input::Flag { flag, .. } => flag.to_string(),
+            Input::Toml { key, .. } => key.to_string(),
         }
     }
 }
 
-/// The value as the user wrote it, for the error's `got ...`: a number as
-/// is, anything else quoted (so that an empty one shows as `""`).
+impl<'a> Input<'a> {
+    /// The value as text, when it is (a flag's, or a TOML string).
+    fn text(self) -> Option<&'a str> {
+        match self {
+            Input::Flag { text, .. } => Some(text),
+            Input::Toml {
+                value: Some(toml::Value::String(text)),
+                ..
+            } => Some(text.as_str()),
+            Input::Toml { .. } => None,
+        }
+    }
+}
+
+/// What the user wrote, for an error's `invalid …:` — the flag with its
+/// argument, or the key with its value, the file and the line.
 impl fmt::Display for Input<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Input::Text(text) if matches!(self.number(), Number::Not) => write!(f, "{text:?}"),
-            Input::Text(text) => f.write_str(text),
-            Input::Toml(_, text) => f.write_str(text),
+            Input::Flag { flag, arg, .. } => write!(f, "{flag} {}", shell_word(arg)),
+            Input::Toml {
+                text,
+                key,
+                path,
+                line,
+                ..
+            } => {
+                let text = if text.is_empty() { "\"\"" } else { text };
+                write!(f, "{key} = {text} in {}, line {line}", path.display())
+            }
         }
     }
 }
 
-impl Input<'_> {
-    /// The value as written, quoted if it is text (for settings whose values
-    /// are names: `got "fast"`, as `got 5` for a number in their place).
-    fn quoted(&self) -> String {
-        match self {
-            Input::Text(text) => format!("{text:?}"),
-            Input::Toml(_, text) => (*text).to_owned(),
-        }
-    }
-}
-
-/// The value that was given, or the default, for an error's `got ...`.
-fn given(input: Option<Input<'_>>, value: impl fmt::Display) -> String {
+/// The setting that was given, or its default, for an error's `invalid …:`.
+fn given(input: Option<Input<'_>>, key: &str, value: impl fmt::Display) -> String {
     match input {
         Some(input) => input.to_string(),
-        None => format!("{value} (the default)"),
+        None => format!("{key} = {value} (the default)"),
+    }
+}
+
+/// Another setting a value is checked against, named as the user gave it,
+/// with its value: `--retry-after-min (5)`, `retry_after_min (5)`,
+/// `retry_after_min (0.01, the default)`.
+fn against(input: Option<Input<'_>>, key: &str, value: impl fmt::Display) -> String {
+    match input {
+        Some(input) => format!("{} ({value})", input.name()),
+        None => format!("{key} ({value}, the default)"),
     }
 }
 
@@ -714,12 +949,12 @@ impl Count {
     }
 
     fn check(self, input: Input<'_>) -> anyhow::Result<usize> {
-        count(self.name, self.min, input)
+        count(self.min, input)
     }
 }
 
-/// A whole number in `min..=usize::MAX`, for the setting `name`.
-fn count(name: &str, min: usize, input: Input<'_>) -> anyhow::Result<usize> {
+/// A whole number in `min..=usize::MAX`.
+fn count(min: usize, input: Input<'_>) -> anyhow::Result<usize> {
     let why = match input.number() {
         Number::Int(i) => match usize::try_from(i) {
             Ok(n) if n >= min => return Ok(n),
@@ -729,7 +964,7 @@ fn count(name: &str, min: usize, input: Input<'_>) -> anyhow::Result<usize> {
         },
         Number::Float(_) | Number::Not => "must be a whole number".to_owned(),
     };
-    bail!("invalid {name}: {why}, got {input}")
+    bail!("invalid {input}: {why}")
 }
 
 /// A duration setting, in seconds (fractions allowed), at most
@@ -784,26 +1019,20 @@ impl Seconds {
                 Err(e) => e.to_string(),
             }
         };
-        bail!("invalid {}: {why}, got {input}", self.name)
+        bail!("invalid {input}: {why}")
     }
 }
 
 /// A setting with a few named values: `parse` reads the text (a TOML
 /// string); anything else is refused with `expected` listed.
 fn choice<T>(
-    name: &str,
     expected: &str,
     input: Input<'_>,
     parse: impl FnOnce(&str) -> Option<T>,
 ) -> anyhow::Result<T> {
-    let text = match input {
-        Input::Text(text) => Some(text),
-        Input::Toml(toml::Value::String(text), _) => Some(text.as_str()),
-        Input::Toml(..) => None,
-    };
-    match text.and_then(parse) {
+    match input.text().and_then(parse) {
         Some(value) => Ok(value),
-        None => bail!("invalid {name}: must be {expected}, got {}", input.quoted()),
+        None => bail!("invalid {input}: must be {expected}"),
     }
 }
 
@@ -813,19 +1042,25 @@ fn set_limit<'a>(
     args: &'a LimitArgs,
     file: &'a FileSettings,
 ) -> anyhow::Result<()> {
-    let pick = |flag: &'a Option<String>, value: &'a Option<Spanned<toml::Value>>| {
-        flag.as_deref()
-            .map(Input::Text)
-            .or_else(|| file.written(value))
-    };
-    let algorithm = pick(&args.limit, &file.limit)
-        .map(|input| algorithm("limit", input))
+    let pick = |key, flag: &'a Option<String>, value| file.pick(key, flag, value);
+    let algorithm_input = pick("limit", &args.limit, &file.limit);
+    let algorithm = algorithm_input
+        .map(algorithm)
         .transpose()?
         .unwrap_or_default();
-    let min_input = pick(&args.min_limit, &file.min_limit);
-    let max_input = pick(&args.max_limit, &file.max_limit);
-    let (min_limit, max_limit) =
-        bounds("", algorithm, config.max_concurrent, min_input, max_input)?;
+    let min_input = pick("min_limit", &args.min_limit, &file.min_limit);
+    let max_input = pick("max_limit", &args.max_limit, &file.max_limit);
+    let start = Start {
+        max_concurrent: config.max_concurrent,
+        named: against(
+            pick("max_concurrent", &args.max_concurrent, &file.max_concurrent),
+            "max_concurrent",
+            config.max_concurrent,
+        ),
+        limit: algorithm_input
+            .map_or_else(|| "--limit (limit in the file)".to_owned(), |i| i.name()),
+    };
+    let (min_limit, max_limit) = bounds(&start, algorithm, min_input, max_input)?;
     *config = config
         .clone()
         .with_limit(algorithm, min_limit.unwrap_or(1), max_limit);
@@ -833,52 +1068,52 @@ fn set_limit<'a>(
 }
 
 /// A limit algorithm's name (`limit`, `tools."NAME".limit`).
-fn algorithm(name: &str, input: Input<'_>) -> anyhow::Result<LimitAlgorithm> {
-    choice(
-        name,
-        "one of fixed, aimd, gradient2, vegas",
-        input,
-        |text| text.parse().ok(),
-    )
+fn algorithm(input: Input<'_>) -> anyhow::Result<LimitAlgorithm> {
+    choice("one of fixed, aimd, gradient2, vegas", input, |text| {
+        text.parse().ok()
+    })
 }
 
-/// `min_limit` and `max_limit` of a limit starting at `max_concurrent`
-/// (`prefix` names a tool's: `tools."NAME".`): only with an adaptive
-/// algorithm, and `min_limit <= max_concurrent <= max_limit`.
+/// Where a limit starts, for the messages about its bounds: its
+/// `max_concurrent` (and how the user gave it), and how the user names its
+/// algorithm's setting.
+pub(super) struct Start {
+    pub(super) max_concurrent: usize,
+    /// `--max-concurrent (5)`, `tools.sleep.max_concurrent (2)`, …
+    pub(super) named: String,
+    /// `--limit`, `limit`, `tools.sleep.limit`.
+    pub(super) limit: String,
+}
+
+/// `min_limit` and `max_limit` of a limit starting at `start`: only with an
+/// adaptive algorithm, and `min_limit <= max_concurrent <= max_limit`.
 fn bounds(
-    prefix: &str,
+    start: &Start,
     algorithm: LimitAlgorithm,
-    max_concurrent: usize,
     min_input: Option<Input<'_>>,
     max_input: Option<Input<'_>>,
 ) -> anyhow::Result<(Option<usize>, Option<usize>)> {
-    let min_name = format!("{prefix}min_limit");
-    let max_name = format!("{prefix}max_limit");
-    let min_limit = min_input.map(|i| count(&min_name, 1, i)).transpose()?;
-    let max_limit = max_input.map(|i| count(&max_name, 1, i)).transpose()?;
-    for (name, input) in [(&min_name, min_input), (&max_name, max_input)] {
-        if let Some(input) = input
-            && !algorithm.is_adaptive()
-        {
+    let min_limit = min_input.map(|i| count(1, i)).transpose()?;
+    let max_limit = max_input.map(|i| count(1, i)).transpose()?;
+    for input in [min_input, max_input].into_iter().flatten() {
+        if !algorithm.is_adaptive() {
             bail!(
-                "invalid {name}: only an adaptive limit has bounds \
-                 ({prefix}limit = aimd, gradient2 or vegas; it is {algorithm}), got {input}"
+                "invalid {input}: only an adaptive limit has bounds \
+                 (set {} to aimd, gradient2 or vegas; it is {algorithm})",
+                start.limit
             );
         }
     }
+    let max_concurrent = start.max_concurrent;
     if let (Some(min), Some(input)) = (min_limit, min_input)
         && min > max_concurrent
     {
-        bail!(
-            "invalid {min_name}: must not be above {prefix}max_concurrent ({max_concurrent}), got {input}"
-        );
+        bail!("invalid {input}: must not be above {}", start.named);
     }
     if let (Some(max), Some(input)) = (max_limit, max_input)
         && max < max_concurrent
     {
-        bail!(
-            "invalid {max_name}: must not be below {prefix}max_concurrent ({max_concurrent}), got {input}"
-        );
+        bail!("invalid {input}: must not be below {}", start.named);
     }
     Ok((min_limit, max_limit))
 }
@@ -891,7 +1126,7 @@ fn error_code(input: Input<'_>) -> anyhow::Result<i32> {
         return Ok(code);
     }
     bail!(
-        "invalid error_code: must be a whole number from {} to {}, got {input}",
+        "invalid {input}: must be a whole number from {} to {}",
         i32::MIN,
         i32::MAX
     )
@@ -900,8 +1135,10 @@ fn error_code(input: Input<'_>) -> anyhow::Result<i32> {
 /// `guarded` from the file: a list of strings.
 fn guarded_from_file(input: Input<'_>) -> anyhow::Result<Vec<String>> {
     let list = match input {
-        Input::Toml(value, _) => value.as_array(),
-        Input::Text(_) => None,
+        Input::Toml {
+            value: Some(value), ..
+        } => value.as_array(),
+        _ => None,
     };
     let methods = list.and_then(|methods| {
         methods
@@ -911,23 +1148,22 @@ fn guarded_from_file(input: Input<'_>) -> anyhow::Result<Vec<String>> {
     });
     match methods {
         Some(methods) => Ok(methods),
-        None => bail!(
-            "invalid guarded: must be a list of method names, e.g. [\"tools/call\"], got {input}"
-        ),
+        None => bail!("invalid {input}: must be a list of method names, e.g. [\"tools/call\"]"),
     }
 }
 
-fn check_methods(methods: &[String]) -> anyhow::Result<()> {
+/// The guarded methods, from `input` (the file's list, or one `--guard`).
+fn check_methods(methods: &[String], input: Input<'_>) -> anyhow::Result<()> {
     if methods.is_empty() {
-        bail!("invalid guarded: must name at least one method, got []");
+        bail!("invalid {input}: must name at least one method");
     }
     for method in methods {
         if method.trim().is_empty() {
-            bail!("invalid guarded: a method name must not be empty, got {method:?}");
+            bail!("invalid {input}: a method name must not be empty, got {method:?}");
         }
         if method.trim() != method {
             bail!(
-                "invalid guarded: a method name must not begin or end with white space, \
+                "invalid {input}: a method name must not begin or end with white space, \
                  got {method:?}"
             );
         }
@@ -943,13 +1179,14 @@ fn read_file(path: &Path) -> anyhow::Result<FileSettings> {
 
 fn parse_file(text: &str, path: &Path) -> anyhow::Result<FileSettings> {
     let mut file: FileSettings =
-        toml::from_str(text).map_err(|error| match refused_value(text, &error) {
+        toml::from_str(text).map_err(|error| match refused_value(text, &error, path) {
             Some(named) => named,
             None => {
                 anyhow::Error::new(error).context(format!("invalid config file {}", path.display()))
             }
         })?;
     file.text = text.to_owned();
+    file.path = path.to_owned();
     Ok(file)
 }
 
@@ -957,7 +1194,7 @@ fn parse_file(text: &str, path: &Path) -> anyhow::Result<FileSettings> {
 /// beyond `f64`, a missing value) on a `key = value` line of one of our
 /// numeric settings: checked as if given as a flag, so that the error names
 /// the setting in the same words. `None` for any other parse error.
-fn refused_value(text: &str, error: &toml::de::Error) -> Option<anyhow::Error> {
+fn refused_value(text: &str, error: &toml::de::Error, path: &Path) -> Option<anyhow::Error> {
     let span = error.span()?;
     let before = text.get(..span.start)?;
     // Only top-level keys: in a `[tools."NAME"]` table the same key names
@@ -968,13 +1205,19 @@ fn refused_value(text: &str, error: &toml::de::Error) -> Option<anyhow::Error> {
     let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
     let (key, _) = line.split_once('=')?;
     let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
-    let value = Input::Text(text.get(span)?.trim());
+    let input = |key| Input::Toml {
+        value: None,
+        text: text.get(span.clone()).unwrap_or_default().trim(),
+        key: FileKey { tool: None, key },
+        path,
+        line: line_of(text, span.start),
+    };
     if let Some(count) = COUNTS.iter().find(|c| c.name == key) {
-        count.check(value).err()
+        count.check(input(count.name)).err()
     } else if let Some(seconds) = SECONDS.iter().find(|s| s.name == key) {
-        seconds.check(value).err()
+        seconds.check(input(seconds.name)).err()
     } else if key == "error_code" {
-        error_code(value).err()
+        error_code(input("error_code")).err()
     } else {
         None
     }
@@ -1186,7 +1429,8 @@ mod tests {
     }
 
     /// Every numeric setting refuses every kind of bad value, from the flag and
-    /// from the file, with the same words: `invalid <setting>: <why>, got <value>`.
+    /// from the file, with the same words, naming what the user wrote:
+    /// `invalid --flag VALUE: <why>`, `invalid key = VALUE in FILE, line N: <why>`.
     #[test]
     fn every_bad_number_is_refused_with_the_setting_named() {
         // (value as a flag, the same in TOML, why)
@@ -1313,20 +1557,21 @@ mod tests {
             let flag = format!("--{}", name.replace('_', "-"));
             for (text, toml, why) in cases {
                 let from_flag = flag_error(&[flag.as_str(), text.as_str()]);
-                let shown = if text.parse::<f64>().is_ok() || text.parse::<i128>().is_ok() {
-                    text.clone()
+                let shown = if text.is_empty() {
+                    "\"\"".to_owned()
                 } else {
-                    format!("{text:?}")
+                    text.clone()
                 };
                 assert_eq!(
                     from_flag,
-                    format!("invalid {name}: {why}, got {shown}"),
+                    format!("invalid {flag} {shown}: {why}"),
                     "{flag} {text:?}"
                 );
+                let line = if name == "max_concurrent" { 1 } else { 2 };
                 let from_file = file_error(&format!("{name} = {toml}\n"));
                 assert_eq!(
                     from_file,
-                    format!("invalid {name}: {why}, got {toml}"),
+                    format!("invalid {name} = {toml} in test.toml, line {line}: {why}"),
                     "{name} = {toml}"
                 );
             }
@@ -1339,25 +1584,28 @@ mod tests {
         for (argv, expected) in [
             (
                 &["--queue-size", "-3"][..],
-                "invalid queue_size: must not be negative, got -3",
+                "invalid --queue-size -3: must not be negative",
             ),
             (
                 &["--max-concurrent", "-1"],
-                "invalid max_concurrent: must be at least 1, got -1",
+                "invalid --max-concurrent -1: must be at least 1",
             ),
             (
                 &["--cancel-grace", "-1"],
-                "invalid cancel_grace: must not be negative, got -1",
+                "invalid --cancel-grace -1: must not be negative",
             ),
             (
                 &["--cancel-grace", "-1e400"],
-                "invalid cancel_grace: must not be negative, got -1e400",
+                "invalid --cancel-grace -1e400: must not be negative",
             ),
             (
                 &["--queue-timeout=-inf"],
-                "invalid queue_timeout: must be greater than 0, got -inf",
+                "invalid --queue-timeout -inf: must be greater than 0",
             ),
-            (&["--error-code", "-2147483649"], "invalid error_code"),
+            (
+                &["--error-code", "-2147483649"],
+                "invalid --error-code -2147483649",
+            ),
         ] {
             let message = flag_error(argv);
             assert!(message.starts_with(expected), "{argv:?}: {message}");
@@ -1369,11 +1617,11 @@ mod tests {
         for (argv, expected) in [
             (
                 &["--retry-after-min", "5", "--retry-after-max", "1"][..],
-                "invalid retry_after_max: must not be below retry_after_min (5), got 1",
+                "invalid --retry-after-max 1: must not be below --retry-after-min (5)",
             ),
             (
                 &["--retry-after-min", "100"],
-                "invalid retry_after_max: must not be below retry_after_min (100), got 60 (the default)",
+                "invalid retry_after_max = 60 (the default): must not be below --retry-after-min (100)",
             ),
             (
                 &[
@@ -1384,11 +1632,11 @@ mod tests {
                     "--max-in-flight",
                     "14",
                 ],
-                "invalid max_in_flight: must be at least max_concurrent + queue_size (5 + 10 = 15), got 14",
+                "invalid --max-in-flight 14: must be at least max_concurrent + queue_size (5 + 10 = 15)",
             ),
             (
                 &["--max-message-bytes", "100000", "--buffer-bytes", "65536"],
-                "invalid buffer_bytes: must be at least max_message_bytes (100000), got 65536",
+                "invalid --buffer-bytes 65536: must be at least --max-message-bytes (100000)",
             ),
         ] {
             assert_eq!(flag_error(argv), expected, "{argv:?}");
@@ -1410,7 +1658,10 @@ mod tests {
         // Huge values do not overflow the sum.
         let max = usize::MAX.to_string();
         let message = flag_error(&["--max-concurrent", &max, "--queue-size", &max]);
-        assert!(message.starts_with("invalid max_in_flight"), "{message}");
+        assert!(
+            message.starts_with(&format!("invalid max_in_flight = {max} (the default)")),
+            "{message}"
+        );
     }
 
     #[test]
@@ -1419,7 +1670,7 @@ mod tests {
         assert!(error(&none, "").starts_with("invalid max_concurrent: required"));
         assert_eq!(
             error(&none, "max_concurrent = 0"),
-            "invalid max_concurrent: must be at least 1, got 0"
+            "invalid max_concurrent = 0 in test.toml, line 1: must be at least 1"
         );
     }
 
@@ -1431,32 +1682,38 @@ mod tests {
         ] {
             let message = flag_error(argv);
             assert!(
-                message.starts_with("invalid guarded: a method name must not be empty, got "),
+                message.starts_with("invalid --guard "),
+                "{argv:?}: {message}"
+            );
+            assert!(
+                message.contains(": a method name must not be empty, got "),
                 "{argv:?}: {message}"
             );
         }
         assert_eq!(
             flag_error(&["--guard", " tools/call"]),
-            "invalid guarded: a method name must not begin or end with white space, \
+            "invalid --guard \" tools/call\": a method name must not begin or end with white space, \
              got \" tools/call\""
         );
         for (toml, expected) in [
             (
                 "guarded = \"tools/call\"",
-                "invalid guarded: must be a list of method names, e.g. [\"tools/call\"], \
-                 got \"tools/call\"",
+                "invalid guarded = \"tools/call\" in test.toml, line 2: must be a list of method \
+                 names, e.g. [\"tools/call\"]",
             ),
             (
                 "guarded = [1]",
-                "invalid guarded: must be a list of method names, e.g. [\"tools/call\"], got [1]",
+                "invalid guarded = [1] in test.toml, line 2: must be a list of method names, \
+                 e.g. [\"tools/call\"]",
             ),
             (
                 "guarded = []",
-                "invalid guarded: must name at least one method, got []",
+                "invalid guarded = [] in test.toml, line 2: must name at least one method",
             ),
             (
                 "guarded = [\"\"]",
-                "invalid guarded: a method name must not be empty, got \"\"",
+                "invalid guarded = [\"\"] in test.toml, line 2: a method name must not be empty, \
+                 got \"\"",
             ),
         ] {
             assert_eq!(file_error(toml), expected, "{toml}");
@@ -1469,24 +1726,27 @@ mod tests {
         for (toml, expected) in [
             (
                 "queue_size = 99999999999999999999",
-                "invalid queue_size: must be at most 18446744073709551615, got 99999999999999999999",
+                "invalid queue_size = 99999999999999999999 in test.toml, line 2: must be at most \
+                 18446744073709551615",
             ),
             (
                 "max_connections = -99999999999999999999",
-                "invalid max_connections: must be at least 1, got -99999999999999999999",
+                "invalid max_connections = -99999999999999999999 in test.toml, line 2: must be at \
+                 least 1",
             ),
             (
                 "queue_timeout = 1e400",
-                "invalid queue_timeout: must be at most 31536000 seconds (365 days), got 1e400",
+                "invalid queue_timeout = 1e400 in test.toml, line 2: must be at most 31536000 \
+                 seconds (365 days)",
             ),
             (
                 "error_code = 99999999999999999999",
-                "invalid error_code: must be a whole number from -2147483648 to 2147483647, \
-                 got 99999999999999999999",
+                "invalid error_code = 99999999999999999999 in test.toml, line 2: must be a whole \
+                 number from -2147483648 to 2147483647",
             ),
             (
                 "cancel_grace = ",
-                "invalid cancel_grace: must be a number of seconds, got \"\"",
+                "invalid cancel_grace = \"\" in test.toml, line 2: must be a number of seconds",
             ),
         ] {
             assert_eq!(file_error(toml), expected, "{toml}");
@@ -1617,53 +1877,53 @@ mod tests {
         for (argv, expected) in [
             (
                 &["--tool-limit", "report"][..],
-                "invalid --tool-limit: expected NAME=N (e.g. report=2), got \"report\"",
+                "invalid --tool-limit report: expected NAME=N (e.g. report=2)",
             ),
             (
                 &["--tool-weight", "report:2"],
-                "invalid --tool-weight: expected NAME=W (e.g. report=2), got \"report:2\"",
+                "invalid --tool-weight report:2: expected NAME=W (e.g. report=2)",
             ),
             (
                 &["--tool-limit", "=2"],
-                "invalid --tool-limit: a tool name must not be empty",
+                "invalid --tool-limit =2: a tool name must not be empty",
             ),
             (
                 &["--tool-limit", "*=2"],
-                "invalid --tool-limit: \"*\" stands for every tool without a limit of its own; \
+                "invalid --tool-limit *=2: \"*\" stands for every tool without a limit of its own; \
                  use default_tool_limit",
             ),
             (
                 &["--tool-limit", "a=1", "--tool-limit", "a=2"],
-                "invalid --tool-limit: the tool \"a\" is given twice, got \"a=2\"",
+                "invalid --tool-limit a=2: the tool \"a\" is given twice",
             ),
             (
                 &["--tool-limit", "report=0"],
-                "invalid tools.\"report\".max_concurrent: must be at least 1, got 0",
+                "invalid --tool-limit report=0: must be at least 1",
             ),
             (
                 &["--tool-limit", "report=x"],
-                "invalid tools.\"report\".max_concurrent: must be a whole number, got \"x\"",
+                "invalid --tool-limit report=x: must be a whole number",
             ),
             (
                 &["--tool-weight", "report=0"],
-                "invalid tools.\"report\".weight: must be at least 1, got 0",
+                "invalid --tool-weight report=0: must be at least 1",
             ),
             (
                 &["--tool-weight", "report=-1"],
-                "invalid tools.\"report\".weight: must be at least 1, got -1",
+                "invalid --tool-weight report=-1: must be at least 1",
             ),
             (
                 &["--limit", "fast"],
-                "invalid limit: must be one of fixed, aimd, gradient2, vegas, got \"fast\"",
+                "invalid --limit fast: must be one of fixed, aimd, gradient2, vegas",
             ),
             (
                 &["--min-limit", "2"],
-                "invalid min_limit: only an adaptive limit has bounds \
-                 (limit = aimd, gradient2 or vegas; it is fixed), got 2",
+                "invalid --min-limit 2: only an adaptive limit has bounds \
+                 (set --limit (limit in the file) to aimd, gradient2 or vegas; it is fixed)",
             ),
             (
                 &["--limit", "aimd", "--min-limit", "2"],
-                "invalid min_limit: must not be above max_concurrent (1), got 2",
+                "invalid --min-limit 2: must not be above --max-concurrent (1)",
             ),
             (
                 &[
@@ -1674,37 +1934,37 @@ mod tests {
                     "--max-limit",
                     "3",
                 ],
-                "invalid max_limit: must not be below max_concurrent (4), got 3",
+                "invalid --max-limit 3: must not be below --max-concurrent (4)",
             ),
             (
                 &["--limit", "vegas", "--max-limit", "0"],
-                "invalid max_limit: must be at least 1, got 0",
+                "invalid --max-limit 0: must be at least 1",
             ),
             (
                 &["--queue-discipline", "lifo"],
-                "invalid queue_discipline: must be one of fifo, codel, adaptive-lifo, got \"lifo\"",
+                "invalid --queue-discipline lifo: must be one of fifo, codel, adaptive-lifo",
             ),
             (
                 &["--client-key", "cookie"],
-                "invalid client_key: must be session or header:NAME (e.g. header:x-client-id), \
-                 got \"cookie\"",
+                "invalid --client-key cookie: must be session or header:NAME \
+                 (e.g. header:x-client-id)",
             ),
             (
                 &["--client-key", "header:"],
-                "invalid client_key: must be session or header:NAME (e.g. header:x-client-id), \
-                 got \"header:\"",
+                "invalid --client-key header:: must be session or header:NAME \
+                 (e.g. header:x-client-id)",
             ),
             (
                 &["--client-limit", "0"],
-                "invalid client_limit: must be at least 1, got 0",
+                "invalid --client-limit 0: must be at least 1",
             ),
             (
                 &["--default-tool-limit", "-1"],
-                "invalid default_tool_limit: must be at least 1, got -1",
+                "invalid --default-tool-limit -1: must be at least 1",
             ),
             (
                 &["--max-tracked-keys", "0"],
-                "invalid max_tracked_keys: must be at least 1, got 0",
+                "invalid --max-tracked-keys 0: must be at least 1",
             ),
         ] {
             assert_eq!(flag_error(argv), expected, "{argv:?}");
@@ -1712,64 +1972,66 @@ mod tests {
         let long = format!("{}=1", "t".repeat(257));
         assert_eq!(
             flag_error(&["--tool-limit", &long]),
-            "invalid --tool-limit: a tool name is at most 256 bytes, got 257 bytes"
+            format!("invalid --tool-limit {long}: a tool name is at most 256 bytes, got 257 bytes")
         );
         for (toml, expected) in [
             (
                 "[tools.report]\nweight = 0",
-                "invalid tools.\"report\".weight: must be at least 1, got 0",
+                "invalid tools.report.weight = 0 in test.toml, line 3: must be at least 1",
             ),
             (
                 "[tools.report]\nmax_concurrent = \"2\"",
-                "invalid tools.\"report\".max_concurrent: must be a whole number, got \"2\"",
+                "invalid tools.report.max_concurrent = \"2\" in test.toml, line 3: \
+                 must be a whole number",
             ),
             (
                 "[tools.report]\nmax_concurrent = 2\nlimit = \"turbo\"",
-                "invalid tools.\"report\".limit: must be one of fixed, aimd, gradient2, vegas, \
-                 got \"turbo\"",
+                "invalid tools.report.limit = \"turbo\" in test.toml, line 4: must be one of \
+                 fixed, aimd, gradient2, vegas",
             ),
             (
                 "[tools.report]\nlimit = \"aimd\"",
-                "invalid tools.\"report\".max_concurrent: required by tools.\"report\".limit, \
-                 min_limit or max_limit (the limit starts there); set it, or \
+                "invalid tools.report.limit = \"aimd\" in test.toml, line 3: needs \
+                 tools.report.max_concurrent (the limit starts there); set it, or \
                  --tool-limit report=N",
             ),
             (
                 "[tools.report]\nmax_concurrent = 2\nmin_limit = 1",
-                "invalid tools.\"report\".min_limit: only an adaptive limit has bounds \
-                 (tools.\"report\".limit = aimd, gradient2 or vegas; it is fixed), got 1",
+                "invalid tools.report.min_limit = 1 in test.toml, line 4: only an adaptive limit \
+                 has bounds (set tools.report.limit to aimd, gradient2 or vegas; it is fixed)",
             ),
             (
                 "[tools.report]\nmax_concurrent = 2\nlimit = \"aimd\"\nmax_limit = 1",
-                "invalid tools.\"report\".max_limit: must not be below \
-                 tools.\"report\".max_concurrent (2), got 1",
+                "invalid tools.report.max_limit = 1 in test.toml, line 5: must not be below \
+                 tools.report.max_concurrent (2)",
             ),
             (
                 "[tools.\"*\"]\nweight = 2",
-                "invalid tools.\"*\": \"*\" stands for every tool without a limit of its own; \
-                 use default_tool_limit",
+                "invalid [tools.\"*\"] in test.toml: \"*\" stands for every tool without a limit \
+                 of its own; use default_tool_limit",
             ),
             (
                 "[tools.\"\"]\nweight = 2",
-                "invalid tools.\"\": a tool name must not be empty",
+                "invalid [tools.\"\"] in test.toml: a tool name must not be empty",
             ),
             (
                 "limit = 3",
-                "invalid limit: must be one of fixed, aimd, gradient2, vegas, got 3",
+                "invalid limit = 3 in test.toml, line 2: must be one of fixed, aimd, gradient2, vegas",
             ),
             (
                 "queue_discipline = \"LIFO\"",
-                "invalid queue_discipline: must be one of fifo, codel, adaptive-lifo, got \"LIFO\"",
+                "invalid queue_discipline = \"LIFO\" in test.toml, line 2: must be one of fifo, \
+                 codel, adaptive-lifo",
             ),
             (
                 "client_key = [\"session\"]",
-                "invalid client_key: must be session or header:NAME (e.g. header:x-client-id), \
-                 got [\"session\"]",
+                "invalid client_key = [\"session\"] in test.toml, line 2: must be session or \
+                 header:NAME (e.g. header:x-client-id)",
             ),
             (
                 "client_limit = 99999999999999999999",
-                "invalid client_limit: must be at most 18446744073709551615, \
-                 got 99999999999999999999",
+                "invalid client_limit = 99999999999999999999 in test.toml, line 2: must be at \
+                 most 18446744073709551615",
             ),
         ] {
             let text = format!("max_concurrent = 1\n{toml}");
@@ -1789,5 +2051,123 @@ mod tests {
         );
         let message = file_error("tools = 5");
         assert!(message.contains("test.toml"), "{message}");
+    }
+
+    /// Every error names what the user wrote, whichever way: the flag with
+    /// its argument, or the key (as TOML spells it) with its value, the file
+    /// and the line — also when a flag and the file meet.
+    #[test]
+    fn every_setting_names_what_the_user_wrote() {
+        let both = |argv: &[&str], text: &str| {
+            let mut all = argv.to_vec();
+            if !argv.contains(&"--max-concurrent") && !text.starts_with("max_concurrent") {
+                all.extend(["--max-concurrent", "1"]);
+            }
+            format!(
+                "{:#}",
+                Settings::merge(&flags(&all), &file(text)).expect_err("refused")
+            )
+        };
+        for (argv, text, expected) in [
+            (
+                &["--tool-weight", "sleep=heavy"][..],
+                "",
+                "invalid --tool-weight sleep=heavy: must be a whole number",
+            ),
+            (
+                &[],
+                "[tools.sleep]\nweight = \"heavy\"",
+                "invalid tools.sleep.weight = \"heavy\" in test.toml, line 2: must be a whole number",
+            ),
+            (
+                &[],
+                "\ntools.sleep.weight = \"heavy\"",
+                "invalid tools.sleep.weight = \"heavy\" in test.toml, line 2: must be a whole number",
+            ),
+            (
+                &[],
+                "tools = { sleep = { weight = 0 } }",
+                "invalid tools.sleep.weight = 0 in test.toml, line 1: must be at least 1",
+            ),
+            (
+                &[],
+                "[tools.\"my.tool\"]\n\nmax_concurrent = -2",
+                "invalid tools.\"my.tool\".max_concurrent = -2 in test.toml, line 3: must be at least 1",
+            ),
+            (
+                &["--tool-limit", "my tool=x"],
+                "",
+                "invalid --tool-limit \"my tool=x\": must be a whole number",
+            ),
+            // A flag overrides the file's value of the same setting, and is
+            // named as the flag.
+            (
+                &["--tool-weight", "sleep=0"],
+                "[tools.sleep]\nweight = 2",
+                "invalid --tool-weight sleep=0: must be at least 1",
+            ),
+            (
+                &["--queue-size", "x"],
+                "queue_size = 2",
+                "invalid --queue-size x: must be a whole number",
+            ),
+            // One from each side.
+            (
+                &["--max-concurrent", "5", "--limit", "aimd"],
+                "max_limit = 3",
+                "invalid max_limit = 3 in test.toml, line 1: must not be below --max-concurrent (5)",
+            ),
+            (
+                &["--retry-after-min", "9"],
+                "retry_after_max = 2",
+                "invalid retry_after_max = 2 in test.toml, line 1: must not be below \
+                 --retry-after-min (9)",
+            ),
+            (
+                &["--max-message-bytes", "100000"],
+                "buffer_bytes = 65536",
+                "invalid buffer_bytes = 65536 in test.toml, line 1: must be at least \
+                 --max-message-bytes (100000)",
+            ),
+            (
+                &[],
+                "limit = \"aimd\"\n[tools.report]\nlimit = \"vegas\"",
+                "invalid tools.report.limit = \"vegas\" in test.toml, line 3: needs \
+                 tools.report.max_concurrent (the limit starts there); set it, or \
+                 --tool-limit report=N",
+            ),
+            (
+                &["--guard", "tools/call", "--guard", "ping "],
+                "guarded = [\"x\"]",
+                "invalid --guard \"ping \": a method name must not begin or end with white space",
+            ),
+            (
+                &["--client-key", "header"],
+                "client_key = \"session\"",
+                "invalid --client-key header: must be session or header:NAME",
+            ),
+            (
+                &[],
+                "\n\nqueue_discipline = 5",
+                "invalid queue_discipline = 5 in test.toml, line 3: must be one of fifo, codel, \
+                 adaptive-lifo",
+            ),
+            (
+                &["--max-concurrent", "3", "--max-task-holds", "2"],
+                "",
+                "invalid --max-task-holds 2: must be at least the limit (3",
+            ),
+            (
+                &["--shared-limit", "redis://127.0.0.1:1/0"],
+                "shared_key = \"k\"\nlimit = \"gradient2\"",
+                "invalid limit = \"gradient2\" in test.toml, line 2: a shared limit is fixed",
+            ),
+        ] {
+            let message = both(argv, text);
+            assert!(
+                message.starts_with(expected),
+                "{argv:?} {text:?}:\n{message}\nexpected\n{expected}"
+            );
+        }
     }
 }

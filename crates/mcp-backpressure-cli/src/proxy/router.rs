@@ -104,10 +104,15 @@ pub struct Caller<'a> {
 pub enum FromUpstream {
     /// Forward the re-framed bytes to the client.
     Forward {
-        /// The re-framed message.
+        /// The re-framed message, the ids of the responses in it written as
+        /// the client wrote them.
         bytes: Vec<u8>,
         /// The in-flight requests it answered (now over, their slots free).
         answered: Vec<RequestId>,
+        /// `bytes` differ from the upstream's message in more than white
+        /// space (an id written back as the client wrote it, a byte order
+        /// mark dropped): pass them rather than the upstream's own bytes.
+        rewritten: bool,
     },
     /// The answer to the proxy's own poll: forward nothing.
     Swallow,
@@ -445,8 +450,8 @@ impl Router {
     /// Routes one upstream message of `scope` (held whole in memory): frees
     /// the slots of the requests it answers. `status`: the HTTP status of the
     /// response that carried it (none over stdio).
-    pub fn upstream(&self, scope: &Scope, bytes: &[u8], status: Option<u16>) -> FromUpstream {
-        match message::parse(bytes, From::Upstream) {
+    pub fn upstream(&self, scope: &Scope, input: &[u8], status: Option<u16>) -> FromUpstream {
+        match message::parse(input, From::Upstream) {
             Ok(Parsed { kinds, bytes }) => {
                 let single = matches!(kinds, Shape::One(_));
                 let kinds = match kinds {
@@ -454,6 +459,10 @@ impl Router {
                     Shape::Batch(kinds) => kinds,
                 };
                 let mut answered = Vec::new();
+                // The ids of requests the client wrote otherwise than the
+                // upstream's answer does (`1.0` went upstream as `1`): the
+                // answer carries them back as the client wrote them.
+                let mut respelled: Vec<RequestId> = Vec::new();
                 let mut own = false;
                 for kind in kinds {
                     match kind {
@@ -473,7 +482,12 @@ impl Router {
                                 outcome,
                                 Some((answer, task.as_ref())),
                             ) {
-                                Answered::Client => answered.push(id),
+                                Answered::Client(entered) => {
+                                    if entered.written() != id.written() {
+                                        respelled.push(entered);
+                                    }
+                                    answered.push(id);
+                                }
                                 Answered::Own => own = true,
                                 Answered::Nothing => {}
                             }
@@ -500,12 +514,31 @@ impl Router {
                 if own && single {
                     return FromUpstream::Swallow;
                 }
-                FromUpstream::Forward { bytes, answered }
+                let respelled = if respelled.is_empty() {
+                    None
+                } else {
+                    message::respell_ids(&bytes, |id| {
+                        respelled
+                            .iter()
+                            .find(|entered| *entered == id)
+                            .map(|entered| entered.written().into_owned())
+                    })
+                };
+                // Different from what the upstream wrote in more than white
+                // space: a transport that passes the upstream's bytes on
+                // (an HTTP JSON body) passes these instead.
+                let rewritten = respelled.is_some() || input.starts_with(message::BOM);
+                let bytes = respelled.unwrap_or(bytes);
+                FromUpstream::Forward {
+                    bytes,
+                    answered,
+                    rewritten,
+                }
             }
             Err(malformed) => {
                 tracing::warn!(%malformed, "the upstream sent a message that cannot be passed on");
                 let mut scanner = super::wire::scan::TopLevelScanner::new();
-                scanner.push(bytes);
+                scanner.push(input.strip_prefix(message::BOM).unwrap_or(input));
                 let id = self.salvage(scope, &scanner.finish());
                 FromUpstream::Replace {
                     id,
@@ -513,16 +546,6 @@ impl Router {
                 }
             }
         }
-    }
-
-    /// A response to `id` passed (or was replaced by an error): its request
-    /// is over, with `outcome`.
-    pub fn answered(&self, scope: &Scope, id: RequestId, outcome: Outcome) -> bool {
-        let key = Key {
-            scope: scope.clone(),
-            id,
-        };
-        self.inflight.answered(&key, outcome, None).was_waiting()
     }
 
     /// Enters the proxy's own poll of a task in `scope` (its answer is
@@ -567,8 +590,15 @@ impl Router {
             return None;
         };
         let id = std::str::from_utf8(raw).ok().and_then(RequestId::parse)?;
-        self.answered(scope, id.clone(), Outcome::Ignore)
-            .then_some(id)
+        let key = Key {
+            scope: scope.clone(),
+            id,
+        };
+        match self.inflight.answered(&key, Outcome::Ignore, None) {
+            // The id as the client wrote it: the proxy's error answers it.
+            Answered::Client(entered) => Some(entered),
+            _ => None,
+        }
     }
 
     /// The request of `watched` was abandoned by its client (HTTP: the
@@ -659,7 +689,7 @@ mod tests {
         else {
             panic!("a batch with a guarded call is answered by the proxy");
         };
-        assert_eq!(ids, [Some(RequestId::Int(1)), Some(RequestId::Int(2))]);
+        assert_eq!(ids, [Some(RequestId::int(1)), Some(RequestId::int(2))]);
         let batch = format!("[{CANCEL}]");
         assert!(matches!(
             router.client(&s, None, batch.as_bytes()),
@@ -785,7 +815,7 @@ mod tests {
                     ids,
                     batch: false,
                 } => {
-                    assert_eq!(ids, [Some(RequestId::Int(7))]);
+                    assert_eq!(ids, [Some(RequestId::int(7))]);
                     assert_eq!(error.code(-31429), -32600);
                     assert_eq!(error.to_string(), format!("invalid request: {why}"));
                 }
@@ -837,7 +867,7 @@ mod tests {
             else {
                 panic!("forwarded");
             };
-            assert_eq!(answered, [RequestId::Int(id)]);
+            assert_eq!(answered, [RequestId::int(id)]);
         }
         assert!(
             router.gate().limiter.snapshot().max_concurrent < 10,

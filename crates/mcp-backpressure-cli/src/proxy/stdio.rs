@@ -38,8 +38,8 @@ use super::inflight::{Admission, Queued, Scope};
 use super::router::{FromClient, FromUpstream, Router};
 use super::tasks::{Due, OWN_POLL_TIMEOUT};
 use super::wire::line::{self, Line};
-use super::wire::message::RequestId;
-use super::wire::scan::TopLevelScanner;
+use super::wire::message::{RequestId, answerable_id};
+use super::wire::scan::{ScanResult, TopLevelScanner};
 
 /// Messages queued towards each peer (their bytes are bounded by the budget).
 const CHANNEL: usize = 1024;
@@ -67,7 +67,7 @@ struct Pipes {
 
 /// Sends a message of the proxy's own, once `budget` has room for it.
 /// Returns whether the peer's writer is still there.
-async fn send_value(to: &Lines, budget: &Budget, value: &serde_json::Value) -> bool {
+async fn send_value(to: &Lines, budget: &Budget, value: &(impl serde::Serialize + ?Sized)) -> bool {
     let line = error::to_line(value);
     let lease = budget.reserve(line.len()).await;
     to.send(Out {
@@ -80,7 +80,7 @@ async fn send_value(to: &Lines, budget: &Budget, value: &serde_json::Value) -> b
 
 impl Pipes {
     /// Sends a line of the proxy's own to the client (waits for budget).
-    async fn answer(&self, value: &serde_json::Value) {
+    async fn answer(&self, value: &(impl serde::Serialize + ?Sized)) {
         send_value(&self.to_client, &self.client_budget, value).await;
     }
 }
@@ -393,16 +393,16 @@ async fn write_lines<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receive
     let _ = writer.flush().await;
 }
 
-/// The id of an oversized message, as far as a streaming scan found one.
-fn scanned_id(scanner: TopLevelScanner) -> (Option<RequestId>, bool) {
-    let scan = scanner.finish();
-    let id = match &scan.id {
-        super::wire::scan::IdScan::Raw(raw) => {
-            std::str::from_utf8(raw).ok().and_then(RequestId::parse)
-        }
-        _ => None,
+/// The id of an oversized message as its sender wrote it (a number or a
+/// string), as far as a streaming scan found one, and whether it is a
+/// request.
+fn scanned_id(scan: &ScanResult) -> Option<&str> {
+    let super::wire::scan::IdScan::Raw(raw) = &scan.id else {
+        return None;
     };
-    (id, scan.has_method)
+    let raw = std::str::from_utf8(raw).ok()?;
+    let request = scan.is_object && scan.has_method && !scan.has_result && !scan.has_error;
+    (request && answerable_id(raw)).then_some(raw)
 }
 
 /// Reads the client's messages until EOF and acts on the router's decision
@@ -433,15 +433,16 @@ async fn read_client<R: AsyncRead + Unpin>(
             Line::Eof => return Ok(()),
             Line::TooLong { len } => {
                 tracing::warn!(len, max, "message from the client too large; refused");
-                let (id, is_request) = scanned_id(scanner);
-                // Answer a request by its id; anything else cannot be answered
-                // but with id null.
-                let id = id.filter(|_| is_request);
+                // Answer a request by its id, as written; anything else
+                // cannot be answered but with id null.
+                let scan = scanner.finish();
                 let error = ProxyError::TooLarge {
                     len: Some(len),
                     max,
                 };
-                pipes.answer(&error.to_response(id.as_ref(), code)).await;
+                pipes
+                    .answer(&error.to_response_written(scanned_id(&scan), code))
+                    .await;
                 continue;
             }
             Line::Message(line) if line::is_blank(&line) => continue,
@@ -573,17 +574,14 @@ async fn read_upstream<R: AsyncRead + Unpin>(
                         &error.to_response(Some(&id), code),
                     )
                     .await;
-                } else if scan.has_method
-                    && let super::wire::scan::IdScan::Raw(raw) = &scan.id
-                    && let Some(id) = std::str::from_utf8(raw).ok().and_then(RequestId::parse)
-                {
+                } else if let Some(id) = scanned_id(&scan) {
                     // A request from the upstream: answer it so it does not wait.
                     let error = ProxyError::TooLarge {
                         len: Some(len),
                         max,
                     };
                     if let Some(to_upstream) = to_upstream.upgrade() {
-                        let answer = error.to_response(Some(&id), code);
+                        let answer = error.to_response_written(Some(id), code);
                         send_value(&to_upstream, &upstream_budget, &answer).await;
                     }
                 }

@@ -325,7 +325,7 @@ impl Tasks {
     /// A fresh id for an own poll.
     pub fn poll_id(&self) -> RequestId {
         let n = self.polls.fetch_add(1, Ordering::Relaxed);
-        RequestId::Str(format!("{}{n}", self.prefix).into())
+        RequestId::string(format!("{}{n}", self.prefix))
     }
 
     /// The `tasks/get` of an own poll, as one line of JSON (no newline).

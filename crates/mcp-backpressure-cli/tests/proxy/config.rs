@@ -42,7 +42,7 @@ async fn bad_settings_name_the_setting() {
         (&["--", "true"], "invalid max_concurrent"),
         (
             &["--max-concurrent", "0", "--", "true"],
-            "invalid max_concurrent",
+            "invalid --max-concurrent 0: must be at least 1",
         ),
         (
             &[
@@ -53,7 +53,7 @@ async fn bad_settings_name_the_setting() {
                 "--",
                 "true",
             ],
-            "invalid queue_timeout",
+            "invalid --queue-timeout",
         ),
         (
             &[
@@ -64,7 +64,7 @@ async fn bad_settings_name_the_setting() {
                 "--",
                 "true",
             ],
-            "invalid queue_timeout",
+            "invalid --queue-timeout",
         ),
         (
             &[
@@ -77,7 +77,7 @@ async fn bad_settings_name_the_setting() {
                 "--",
                 "true",
             ],
-            "invalid retry_after_max",
+            "invalid --retry-after-max 1: must not be below --retry-after-min (2)",
         ),
         (&["--max-concurrent", "1"], "nothing to proxy"),
     ];
@@ -90,7 +90,7 @@ async fn bad_settings_name_the_setting() {
     }
     let stderr = fails(&["--max-concurrent", "x", "--", "true"]).await;
     assert!(
-        stderr.contains("invalid max_concurrent: must be a whole number, got \"x\""),
+        stderr.contains("invalid --max-concurrent x: must be a whole number"),
         "{stderr}"
     );
 }
@@ -103,34 +103,33 @@ async fn a_bad_config_file_names_the_setting_and_the_file() {
         (
             "zero.toml",
             "max_concurrent = 0\n",
-            "invalid max_concurrent",
+            "invalid max_concurrent = 0 in {path}, line 1: must be at least 1",
         ),
         (
             "timeout.toml",
             "max_concurrent = 1\nqueue_timeout = -1\n",
-            "invalid queue_timeout",
+            "invalid queue_timeout = -1 in {path}, line 2: must be greater than 0",
         ),
         ("typo.toml", "max_concurent = 1\n", "max_concurent"),
         (
             "type.toml",
             "max_concurrent = \"five\"\n",
-            "invalid max_concurrent: must be a whole number, got \"five\"",
+            "invalid max_concurrent = \"five\" in {path}, line 1: must be a whole number",
         ),
     ];
     for (name, text, expected) in cases {
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
         let stderr = fails(&["--config", path.to_str().unwrap(), "--", "true"]).await;
+        let expected = expected.replace("{path}", &path.display().to_string());
         assert!(
-            stderr.contains(expected),
+            stderr.contains(&expected),
             "{name}: expected {expected:?} in {stderr}"
         );
-        if !expected.starts_with("invalid ") {
-            assert!(
-                stderr.contains(name),
-                "{name}: the file is not named in {stderr}"
-            );
-        }
+        assert!(
+            stderr.contains(name),
+            "{name}: the file is not named in {stderr}"
+        );
     }
     let missing = dir.join("missing.toml");
     let stderr = fails(&["--config", missing.to_str().unwrap(), "--", "true"]).await;
@@ -203,60 +202,60 @@ async fn bad_numbers_name_the_setting_and_start_nothing() {
     let cases: &[(&[&str], &str)] = &[
         (
             &["--max-concurrent", "1", "--queue-size", "-3"],
-            "invalid queue_size: must not be negative, got -3",
+            "invalid --queue-size -3: must not be negative",
         ),
         (
             &["--max-concurrent", "-1"],
-            "invalid max_concurrent: must be at least 1, got -1",
+            "invalid --max-concurrent -1: must be at least 1",
         ),
         (
             &["--max-concurrent", "0"],
-            "invalid max_concurrent: must be at least 1, got 0",
+            "invalid --max-concurrent 0: must be at least 1",
         ),
         (
             &["--max-concurrent", "1", "--cancel-grace", "-1"],
-            "invalid cancel_grace: must not be negative, got -1",
+            "invalid --cancel-grace -1: must not be negative",
         ),
         (
             &["--max-concurrent", "1", "--queue-timeout", "NaN"],
-            "invalid queue_timeout: must be a number of seconds, got NaN",
+            "invalid --queue-timeout NaN: must be a number of seconds",
         ),
         (
             &["--max-concurrent", "1", "--queue-timeout", "1e30"],
-            "invalid queue_timeout: must be at most 31536000 seconds (365 days), got 1e30",
+            "invalid --queue-timeout 1e30: must be at most 31536000 seconds (365 days)",
         ),
         (
             &["--max-concurrent", "1", "--queue-timeout=-inf"],
-            "invalid queue_timeout: must be greater than 0, got -inf",
+            "invalid --queue-timeout -inf: must be greater than 0",
         ),
         (
             &["--max-concurrent", "1", "--initial-service-time", "inf"],
-            "invalid initial_service_time: must be at most 31536000 seconds (365 days), got inf",
+            "invalid --initial-service-time inf: must be at most 31536000 seconds (365 days)",
         ),
         (
             &["--max-concurrent", "1", "--retry-after-min", "1e400"],
-            "invalid retry_after_min: must be at most 31536000 seconds (365 days), got 1e400",
+            "invalid --retry-after-min 1e400: must be at most 31536000 seconds (365 days)",
         ),
         (
             &["--max-concurrent", "1", "--queue-size", ""],
-            "invalid queue_size: must be a whole number, got \"\"",
+            "invalid --queue-size \"\": must be a whole number",
         ),
         (
             &["--max-concurrent", "99999999999999999999"],
-            "invalid max_concurrent: must be at most 18446744073709551615, got 99999999999999999999",
+            "invalid --max-concurrent 99999999999999999999: must be at most 18446744073709551615",
         ),
         (
             &["--max-concurrent", "1", "--error-code", "2147483648"],
-            "invalid error_code: must be a whole number from -2147483648 to 2147483647, \
-             got 2147483648",
+            "invalid --error-code 2147483648: must be a whole number from -2147483648 to \
+             2147483647",
         ),
         (
             &["--max-concurrent", "1", "--max-message-bytes", "-1"],
-            "invalid max_message_bytes: must be at least 1024, got -1",
+            "invalid --max-message-bytes -1: must be at least 1024",
         ),
         (
             &["--max-concurrent", "1", "--max-in-flight", "-1"],
-            "invalid max_in_flight: must be at least 1, got -1",
+            "invalid --max-in-flight -1: must be at least 1",
         ),
         (
             &[
@@ -267,28 +266,28 @@ async fn bad_numbers_name_the_setting_and_start_nothing() {
                 "--max-in-flight",
                 "14",
             ],
-            "invalid max_in_flight: must be at least max_concurrent + queue_size \
-             (5 + 10 = 15), got 14",
+            "invalid --max-in-flight 14: must be at least max_concurrent + queue_size \
+             (5 + 10 = 15)",
         ),
         (
             &["--max-concurrent", "1", "--buffer-bytes", "1000"],
-            "invalid buffer_bytes: must be at least 65536, got 1000",
+            "invalid --buffer-bytes 1000: must be at least 65536",
         ),
         (
             &["--max-concurrent", "1", "--max-connections", "0"],
-            "invalid max_connections: must be at least 1, got 0",
+            "invalid --max-connections 0: must be at least 1",
         ),
         (
             &["--max-concurrent", "1", "--header-read-timeout", "0"],
-            "invalid header_read_timeout: must be greater than 0, got 0",
+            "invalid --header-read-timeout 0: must be greater than 0",
         ),
         (
             &["--max-concurrent", "1", "--body-read-timeout", "-2.5"],
-            "invalid body_read_timeout: must be greater than 0, got -2.5",
+            "invalid --body-read-timeout -2.5: must be greater than 0",
         ),
         (
             &["--max-concurrent", "1", "--guard", ""],
-            "invalid guarded: a method name must not be empty, got \"\"",
+            "invalid --guard \"\": a method name must not be empty, got \"\"",
         ),
     ];
     for (args, expected) in cases {
@@ -314,7 +313,7 @@ async fn bad_numbers_name_the_setting_and_start_nothing() {
     ])
     .await;
     assert!(
-        stderr.contains("invalid max_connections: must be at least 1, got -1"),
+        stderr.contains("invalid --max-connections -1: must be at least 1"),
         "{stderr}"
     );
     // The control: valid settings do start this upstream (the client's
@@ -345,53 +344,72 @@ async fn bad_numbers_name_the_setting_and_start_nothing() {
 async fn bad_numbers_in_the_file_name_the_setting_and_start_nothing() {
     let dir = Scratch::new("bad-file-numbers");
     let marker = dir.path("upstream-started");
+    // (the file, what it names: the key as written and its value, the line, why)
     let cases = [
         (
             "max_concurrent = 1\nqueue_size = -3\n",
-            "invalid queue_size: must not be negative, got -3",
+            "queue_size = -3",
+            2,
+            "must not be negative",
         ),
         (
             "max_concurrent = -1\n",
-            "invalid max_concurrent: must be at least 1, got -1",
+            "max_concurrent = -1",
+            1,
+            "must be at least 1",
         ),
         (
             "max_concurrent = 1\ncancel_grace = -1\n",
-            "invalid cancel_grace: must not be negative, got -1",
+            "cancel_grace = -1",
+            2,
+            "must not be negative",
         ),
         (
             "max_concurrent = 1\nqueue_timeout = nan\n",
-            "invalid queue_timeout: must be a number of seconds, got nan",
+            "queue_timeout = nan",
+            2,
+            "must be a number of seconds",
         ),
         (
             "max_concurrent = 1\nqueue_size = 99999999999999999999\n",
-            "invalid queue_size: must be at most 18446744073709551615, got 99999999999999999999",
+            "queue_size = 99999999999999999999",
+            2,
+            "must be at most 18446744073709551615",
         ),
         (
-            "max_concurrent = 1\nbody_read_timeout = 1e400\n",
-            "invalid body_read_timeout: must be at most 31536000 seconds (365 days), got 1e400",
+            "max_concurrent = 1\n\nbody_read_timeout = 1e400\n",
+            "body_read_timeout = 1e400",
+            3,
+            "must be at most 31536000 seconds (365 days)",
         ),
         (
             "max_concurrent = 1\nmax_in_flight = \"many\"\n",
-            "invalid max_in_flight: must be a whole number, got \"many\"",
+            "max_in_flight = \"many\"",
+            2,
+            "must be a whole number",
         ),
         (
             "max_concurrent = 1\nerror_code = -2147483649\n",
-            "invalid error_code: must be a whole number from -2147483648 to 2147483647, \
-             got -2147483649",
+            "error_code = -2147483649",
+            2,
+            "must be a whole number from -2147483648 to 2147483647",
         ),
         (
             "max_concurrent = 1\nguarded = \"tools/call\"\n",
-            "invalid guarded: must be a list of method names",
+            "guarded = \"tools/call\"",
+            2,
+            "must be a list of method names",
         ),
     ];
-    for (i, (text, expected)) in cases.into_iter().enumerate() {
+    for (i, (text, named, line, why)) in cases.into_iter().enumerate() {
         let path = dir.path(&format!("{i}.toml"));
         std::fs::write(&path, text).unwrap();
         let mut argv = vec!["--config", path.to_str().unwrap()];
         argv.extend(touching(&marker));
         let stderr = fails(&argv).await;
+        let expected = format!("invalid {named} in {}, line {line}: {why}", path.display());
         assert!(
-            stderr.contains(expected),
+            stderr.contains(&expected),
             "{text:?}: expected {expected:?} in {stderr}"
         );
         assert!(!marker.exists(), "{text:?}: the upstream was started");
@@ -407,31 +425,31 @@ async fn bad_tool_client_and_limit_settings_name_the_flag_or_key_and_start_nothi
     let flags: &[(&[&str], &str)] = &[
         (
             &["--tool-limit", "report"],
-            "invalid --tool-limit: expected NAME=N (e.g. report=2), got \"report\"",
+            "invalid --tool-limit report: expected NAME=N (e.g. report=2)",
         ),
         (
             &["--tool-weight", "report=0"],
-            "invalid tools.\"report\".weight: must be at least 1, got 0",
+            "invalid --tool-weight report=0: must be at least 1",
         ),
         (
             &["--limit", "fast"],
-            "invalid limit: must be one of fixed, aimd, gradient2, vegas, got \"fast\"",
+            "invalid --limit fast: must be one of fixed, aimd, gradient2, vegas",
         ),
         (
             &["--queue-discipline", "random"],
-            "invalid queue_discipline: must be one of fifo, codel, adaptive-lifo, got \"random\"",
+            "invalid --queue-discipline random: must be one of fifo, codel, adaptive-lifo",
         ),
         (
             &["--client-key", "ip"],
-            "invalid client_key: must be session or header:NAME (e.g. header:x-client-id), got \"ip\"",
+            "invalid --client-key ip: must be session or header:NAME (e.g. header:x-client-id)",
         ),
         (
             &["--client-limit", "-2"],
-            "invalid client_limit: must be at least 1, got -2",
+            "invalid --client-limit -2: must be at least 1",
         ),
         (
             &["--limit", "aimd", "--min-limit", "5"],
-            "invalid min_limit: must not be above max_concurrent (1), got 5",
+            "invalid --min-limit 5: must not be above --max-concurrent (1)",
         ),
     ];
     for (args, expected) in flags {
@@ -445,30 +463,57 @@ async fn bad_tool_client_and_limit_settings_name_the_flag_or_key_and_start_nothi
         );
         assert!(!marker.exists(), "{args:?}: the upstream was started");
     }
+    // A key as written, its value, the file and the line; a flag given with
+    // the file is named as the flag.
     let files = [
         (
             "[tools.report]\nweight = 0\n",
-            "invalid tools.\"report\".weight: must be at least 1, got 0",
+            &[][..],
+            "tools.report.weight = 0 in {path}, line 3: must be at least 1",
         ),
-        ("[tools.report]\nmax_concurent = 2\n", "max_concurent"),
+        (
+            "[tools.\"my tool\"]\nweight = \"heavy\"\n",
+            &[],
+            "tools.\"my tool\".weight = \"heavy\" in {path}, line 3: must be a whole number",
+        ),
+        (
+            "tools.sleep.max_concurrent = 0\n",
+            &[],
+            "tools.sleep.max_concurrent = 0 in {path}, line 2: must be at least 1",
+        ),
+        ("[tools.report]\nmax_concurent = 2\n", &[], "max_concurent"),
         (
             "limit = \"vegas\"\nmax_limit = 0\n",
-            "invalid max_limit: must be at least 1, got 0",
+            &[],
+            "max_limit = 0 in {path}, line 3: must be at least 1",
         ),
         (
-            "client_key = \"header:\"\n",
-            "invalid client_key: must be session or header:NAME (e.g. header:x-client-id), \
-             got \"header:\"",
+            "limit = \"aimd\"\nmax_limit = 3\n",
+            &["--max-concurrent", "5"],
+            "max_limit = 3 in {path}, line 3: must not be below --max-concurrent (5)",
+        ),
+        (
+            "\nclient_key = \"header:\"\n",
+            &[],
+            "client_key = \"header:\" in {path}, line 3: must be session or header:NAME \
+             (e.g. header:x-client-id)",
+        ),
+        (
+            "[tools.sleep]\nweight = 2\n",
+            &["--tool-weight", "sleep=heavy"],
+            "--tool-weight sleep=heavy: must be a whole number",
         ),
     ];
-    for (i, (text, expected)) in files.into_iter().enumerate() {
+    for (i, (text, flags, expected)) in files.into_iter().enumerate() {
         let path = dir.path(&format!("keyed-{i}.toml"));
         std::fs::write(&path, format!("max_concurrent = 1\n{text}")).unwrap();
         let mut argv = vec!["--config", path.to_str().unwrap()];
+        argv.extend_from_slice(flags);
         argv.extend(touching(&marker));
         let stderr = fails(&argv).await;
+        let expected = expected.replace("{path}", &path.display().to_string());
         assert!(
-            stderr.contains(expected),
+            stderr.contains(&expected),
             "{text:?}: expected {expected:?} in {stderr}"
         );
         assert!(!marker.exists(), "{text:?}: the upstream was started");

@@ -174,7 +174,8 @@ const ONE_SLOT: [&str; 6] = [
 ];
 
 /// `"id": 1.0` is the id 1 to rmcp, which answers `"id": 1`: the answer
-/// frees the call's slot.
+/// frees the call's slot, and reaches the client as `"id": 1.0`, the id as it
+/// wrote it.
 #[tokio::test]
 async fn stdio_call_with_id_1_0_gets_its_slot_back_when_answered_as_1() {
     let (mut s, metrics) = bare(&ONE_SLOT).await;
@@ -182,7 +183,7 @@ async fn stdio_call_with_id_1_0_gets_its_slot_back_when_answered_as_1() {
         b"{\"jsonrpc\":\"2.0\",\"id\":1.0,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"message\":\"one\"}}}\n",
     )
     .await;
-    assert_eq!(text(&s.response(1).await), "one");
+    assert_eq!(text(&s.response(1.0).await), "one");
     wait_metric(&metrics, ACTIVE, 0.0).await;
     wait_metric(&metrics, IN_FLIGHT, 0.0).await;
     s.call(2, "echo", json!({"message": "two"})).await;
@@ -193,16 +194,21 @@ async fn stdio_call_with_id_1_0_gets_its_slot_back_when_answered_as_1() {
 }
 
 /// Ids that are not strings or exactly representable integers are refused
-/// with -32600 and id null, and take no slot.
+/// with -32600 — under the id as written when it is a number, else with id
+/// null — and take no slot.
 #[tokio::test]
 async fn stdio_null_fractional_and_unsafe_integer_ids_are_refused_without_a_slot() {
     let (mut s, metrics) = bare(&ONE_SLOT).await;
-    for id in ["null", "1.5", "9007199254740993"] {
+    for (id, answered) in [
+        ("null", Value::Null),
+        ("1.5", json!(1.5)),
+        ("9007199254740993", json!(9_007_199_254_740_993_u64)),
+    ] {
         let line = format!(
             "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"tools/call\",\"params\":{{\"name\":\"sleep\",\"arguments\":{{\"ms\":60000}}}}}}\n"
         );
         s.send_raw(line.as_bytes()).await;
-        let error = s.response(Value::Null).await;
+        let error = s.response(answered).await;
         assert_eq!(error["error"]["code"], -32600, "id {id}: {error}");
         assert!(
             error["error"]["message"].as_str().unwrap().contains("id"),

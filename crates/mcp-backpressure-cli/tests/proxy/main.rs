@@ -15,6 +15,7 @@ mod http_listener;
 mod keyed;
 #[path = "../../../../tests/support/line_session.rs"]
 mod line_session;
+mod odd;
 mod outcomes;
 mod python;
 mod recorder;

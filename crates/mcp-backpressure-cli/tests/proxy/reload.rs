@@ -118,8 +118,12 @@ async fn stdio_sighup_reloads_the_limits_and_refuses_a_bad_file() {
         .stderr
         .wait_for("the refusal", |l| l.contains("refused"))
         .await;
+    // As written: the key, its value, the file and the line.
     assert!(
-        line.contains("invalid tools.\"sleep\".weight: must be at least 1, got 0"),
+        line.contains(&format!(
+            "invalid tools.sleep.weight = 0 in {}, line 4: must be at least 1",
+            config.display()
+        )),
         "{line}"
     );
     assert!(line.contains("the settings in force stay"), "{line}");

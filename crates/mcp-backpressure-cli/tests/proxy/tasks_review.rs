@@ -200,7 +200,7 @@ async fn a_task_hold_cap_below_the_limit_is_refused_at_start() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("invalid max_task_holds: must be at least the limit (2"),
+        stderr.contains("invalid --max-task-holds 1: must be at least the limit (2"),
         "{stderr}"
     );
 }

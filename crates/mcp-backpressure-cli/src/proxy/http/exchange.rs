@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use mcp_backpressure::Outcome;
 use reqwest::Url;
-use serde_json::Value;
 
 use super::target::{self, SESSION, Target};
 use super::watch::{Ending, Watch};
@@ -98,8 +97,25 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
     let client_key = &settings.client_key;
     if let Some(name) = repeated_header(&parts.headers, client_key.header()) {
         let why = format!("the {name} header is given more than once");
-        let error = ProxyError::Malformed(Malformed::Invalid(why));
-        return proxy.error_response(&error, &[None], false);
+        // Answered under the request's id as written, when the body is one.
+        let id = match crate::proxy::wire::message::parse(
+            &bytes,
+            crate::proxy::wire::message::From::Client,
+        ) {
+            Ok(parsed) => match parsed.kinds {
+                Shape::One(Kind::Request { id, .. }) => Some(id),
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        let error = match &id {
+            Some(id) => Malformed::Request {
+                id: id.clone(),
+                why,
+            },
+            None => Malformed::Invalid(why),
+        };
+        return proxy.error_response(&ProxyError::Malformed(error), &[id], false);
     }
     // Only a POST carries a message. A body on GET, HEAD, DELETE or OPTIONS
     // means nothing to an MCP server and is not forwarded (a `tools/call` in
@@ -122,6 +138,14 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
         Some(session) => Scope::Session(Arc::from(session)),
         None => Scope::Exchange(proxy.exchanges.fetch_add(1, Ordering::Relaxed)),
     };
+    // A POST to the MCP endpoint carries a message: one with nothing in it
+    // (no body, white space, a byte order mark) is refused here, as any other
+    // unreadable body, rather than passed for the upstream to refuse in its
+    // own words.
+    if parts.method == Method::POST && target.mcp && is_blank_body(&bytes) {
+        let error = ProxyError::Malformed(Malformed::NotJson("the request body is empty".into()));
+        return proxy.error_response(&error, &[None], false);
+    }
     if bytes.is_empty() || !(target.mcp || looks_like_json(&parts.headers, &bytes)) {
         // No message in it (GET, DELETE, OAuth forms…): passes as it is. A
         // GET's event stream is still routed: responses resumed on it free
@@ -219,6 +243,15 @@ fn origin_headers(headers: &HeaderMap, client_key: Option<&str>) -> HeaderMap {
     out
 }
 
+/// A body with no message in it: empty, white space, or a byte order mark
+/// and white space.
+fn is_blank_body(bytes: &[u8]) -> bool {
+    let bytes = bytes
+        .strip_prefix(crate::proxy::wire::message::BOM)
+        .unwrap_or(bytes);
+    bytes.iter().all(u8::is_ascii_whitespace)
+}
+
 /// A body that a server might read as JSON: a JSON content type, or bytes
 /// that start like a JSON object or array.
 fn looks_like_json(headers: &HeaderMap, bytes: &[u8]) -> bool {
@@ -228,6 +261,8 @@ fn looks_like_json(headers: &HeaderMap, bytes: &[u8]) -> bool {
         .is_some_and(|v| v.to_ascii_lowercase().contains("json"));
     typed
         || bytes
+            .strip_prefix(crate::proxy::wire::message::BOM)
+            .unwrap_or(bytes)
             .iter()
             .find(|b| !b.is_ascii_whitespace())
             .is_some_and(|b| matches!(b, b'{' | b'['))
@@ -320,7 +355,7 @@ fn error_status(error: &BodyError) -> Response {
     (status, format!("{error}\n")).into_response()
 }
 
-fn json_response(status: StatusCode, message: &Value) -> Response {
+fn json_response(status: StatusCode, message: &(impl serde::Serialize + ?Sized)) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],

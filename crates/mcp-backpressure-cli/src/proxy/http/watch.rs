@@ -97,13 +97,21 @@ impl Watch {
             .collect()
     }
 
-    /// Routes one upstream message; drops the requests it answered.
-    fn route(&mut self, bytes: &[u8]) {
-        if let FromUpstream::Forward { answered, .. } =
-            self.proxy.router.upstream(&self.scope, bytes, self.status)
+    /// Routes one upstream message; drops the requests it answered. Returns
+    /// the message to pass on instead of the upstream's bytes, if the router
+    /// rewrote it (an id written back as the client wrote it, a byte order
+    /// mark dropped).
+    fn route(&mut self, bytes: &[u8]) -> Option<Vec<u8>> {
+        if let FromUpstream::Forward {
+            answered,
+            bytes,
+            rewritten,
+        } = self.proxy.router.upstream(&self.scope, bytes, self.status)
         {
             self.requests.retain(|w| !answered.contains(&w.key.id));
+            return rewritten.then_some(bytes);
         }
+        None
     }
 
     fn route_event(&mut self, event: &SseEvent) {
@@ -113,7 +121,10 @@ impl Watch {
         match &event.data {
             // A priming event (an id, empty data) carries no message.
             SseData::Held(data) if data.iter().all(u8::is_ascii_whitespace) => {}
-            SseData::Held(data) => self.route(data),
+            // An event passes as the upstream wrote it (the proxy streams it).
+            SseData::Held(data) => {
+                self.route(data);
+            }
             SseData::Scanned { scan, .. } => {
                 if let Some(id) = self.proxy.router.salvage(&self.scope, scan) {
                     self.requests.retain(|w| w.key.id != id);
@@ -223,9 +234,7 @@ impl Watch {
                 None => break false,
             }
         };
-        if !overflow {
-            self.route(&body);
-        }
+        let rewritten = if overflow { None } else { self.route(&body) };
         // The exchange is over: whatever was not answered in it is done.
         let outcome = self.unanswered();
         for watched in std::mem::take(&mut self.requests) {
@@ -240,7 +249,10 @@ impl Watch {
             Body::from_stream(head.chain(stream))
         } else {
             headers.remove(header::CONTENT_LENGTH);
-            Body::from(body.freeze())
+            match rewritten {
+                Some(bytes) => Body::from(bytes),
+                None => Body::from(body.freeze()),
+            }
         };
         respond(body, headers)
     }

@@ -20,7 +20,7 @@ fn inflight(max: usize, queue: usize) -> InFlight {
 fn key(scope: &Scope, id: i64) -> Key {
     Key {
         scope: scope.clone(),
-        id: RequestId::Int(id),
+        id: RequestId::int(id),
     }
 }
 
@@ -99,7 +99,7 @@ async fn ids_in_flight_are_unique_per_scope_and_the_table_is_bounded() {
     // A ping reusing the id of a running call is refused, not forwarded.
     assert_eq!(
         table.begin(key(&a, 1), None, Purpose::Plain).unwrap_err(),
-        Refused::Duplicate(RequestId::Int(1))
+        Refused::Duplicate(RequestId::int(1))
     );
     assert!(matches!(
         table.begin(key(&b, 1), None, Purpose::Plain),

@@ -12,13 +12,12 @@
 //!
 //! Any of the others without `shared_limit` is an error (it would silently
 //! do nothing). The values are checked here and then by the library
-//! ([`SharedLimit::validate`]), whose refusal is worded as ours:
-//! `invalid <setting>: <why>, got <value>`.
+//! ([`SharedLimit::validate`]), whose refusal is worded as ours: `invalid
+//! <what the user wrote>: <why>`.
 
 use anyhow::bail;
 use mcp_backpressure::ConfigError;
 use mcp_backpressure::shared::{FailMode, SharedLimit};
-use toml::Spanned;
 
 use super::{Count, FileSettings, Input, LimitArgs, Seconds, choice};
 
@@ -32,49 +31,44 @@ pub(super) fn merge<'a>(
     args: &'a LimitArgs,
     file: &'a FileSettings,
 ) -> anyhow::Result<Option<SharedLimit>> {
-    let pick = |flag: &'a Option<String>, value: &'a Option<Spanned<toml::Value>>| {
-        flag.as_deref()
-            .map(Input::Text)
-            .or_else(|| file.written(value))
-    };
-    let url = pick(&args.shared_limit, &file.shared_limit);
-    let key = pick(&args.shared_key, &file.shared_key);
-    let lease = pick(&args.lease, &file.lease);
-    let fail = pick(&args.shared_fail, &file.shared_fail);
-    let replicas = pick(&args.shared_replicas, &file.shared_replicas);
-    let timeout = pick(&args.shared_timeout, &file.shared_timeout);
+    let pick = |key, flag: &'a Option<String>, value| file.pick(key, flag, value);
+    let url = pick("shared_limit", &args.shared_limit, &file.shared_limit);
+    let key = pick("shared_key", &args.shared_key, &file.shared_key);
+    let lease = pick("lease", &args.lease, &file.lease);
+    let fail = pick("shared_fail", &args.shared_fail, &file.shared_fail);
+    let replicas = pick(
+        "shared_replicas",
+        &args.shared_replicas,
+        &file.shared_replicas,
+    );
+    let timeout = pick("shared_timeout", &args.shared_timeout, &file.shared_timeout);
     let Some(url) = url else {
-        for (name, input) in [
-            ("shared_key", key),
-            ("lease", lease),
-            ("shared_fail", fail),
-            ("shared_replicas", replicas),
-            ("shared_timeout", timeout),
-        ] {
-            if let Some(input) = input {
-                bail!(
-                    "invalid {name}: only with a shared limit (--shared-limit URL or \
-                     shared_limit in the file), got {}",
-                    input.quoted()
-                );
-            }
+        if let Some(input) = [key, lease, fail, replicas, timeout]
+            .into_iter()
+            .flatten()
+            .next()
+        {
+            bail!(
+                "invalid {input}: only with a shared limit (--shared-limit URL or \
+                 shared_limit in the file)"
+            );
         }
         return Ok(None);
     };
-    let url_text = text("shared_limit", "a redis:// URL", url)?;
+    let url_text = text("a redis:// URL", url)?;
     let Some(key) = key else {
         bail!(
             "invalid shared_key: required with shared_limit; pass --shared-key NAME or set \
              shared_key in the --config file (processes naming the same key share one limit)"
         );
     };
-    let key_text = text("shared_key", "a name", key)?;
+    let key_text = text("a name", key)?;
     let mut shared = SharedLimit::new(url_text, key_text);
     if let Some(lease) = LEASE.get(lease)? {
         shared = shared.with_lease(lease);
     }
     if let Some(input) = fail {
-        shared = shared.with_fail(choice("shared_fail", "open or closed", input, |text| {
+        shared = shared.with_fail(choice("open or closed", input, |text| {
             text.parse::<FailMode>().ok()
         })?);
     }
@@ -100,18 +94,19 @@ pub(super) fn merge<'a>(
             "shared_replicas" => replicas,
             _ => None,
         };
-        let got = input.map_or_else(|| "the default".to_owned(), |i| i.to_string());
-        bail!("invalid {setting}: {why}, got {got}");
+        match input {
+            Some(input) => bail!("invalid {input}: {why}"),
+            None => bail!("invalid {setting} (the default): {why}"),
+        }
     }
     Ok(Some(shared))
 }
 
 /// A setting whose value is text (a flag, or a TOML string).
-fn text<'a>(name: &str, expected: &str, input: Input<'a>) -> anyhow::Result<&'a str> {
-    match input {
-        Input::Text(text) => Ok(text),
-        Input::Toml(toml::Value::String(text), _) => Ok(text.as_str()),
-        Input::Toml(..) => bail!("invalid {name}: must be {expected}, got {}", input.quoted()),
+fn text<'a>(expected: &str, input: Input<'a>) -> anyhow::Result<&'a str> {
+    match input.text() {
+        Some(text) => Ok(text),
+        None => bail!("invalid {input}: must be {expected}"),
     }
 }
 
@@ -240,17 +235,17 @@ mod tests {
             (
                 vec!["--shared-key", "k"],
                 "",
-                "invalid shared_key: only with a shared limit",
+                "invalid --shared-key k: only with a shared limit",
             ),
             (
                 vec![],
                 "lease = 3",
-                "invalid lease: only with a shared limit",
+                "invalid lease = 3 in test.toml, line 1: only with a shared limit",
             ),
             (
                 vec!["--shared-fail", "closed"],
                 "",
-                "invalid shared_fail: only with a shared limit",
+                "invalid --shared-fail closed: only with a shared limit",
             ),
             (
                 with(&[]),
@@ -260,52 +255,52 @@ mod tests {
             (
                 vec!["--shared-limit", "http://x/", "--shared-key", "k"],
                 "",
-                "invalid shared_limit: not a redis://, rediss:// or redis+unix:// URL, got \"http://x/\"",
+                "invalid --shared-limit http://x/: not a redis://, rediss:// or redis+unix:// URL",
             ),
             (
                 vec!["--shared-limit", "nonsense", "--shared-key", "k"],
                 "",
-                "invalid shared_limit:",
+                "invalid --shared-limit nonsense:",
             ),
             (
                 with(&["--shared-key", "a{b}"]),
                 "",
-                "invalid shared_key: 1 to 128 bytes, without `{` or `}`, got \"a{b}\"",
+                "invalid --shared-key a{b}: 1 to 128 bytes, without `{` or `}`",
             ),
             (
                 with(&["--shared-key", "k", "--lease", "0.1"]),
                 "",
-                "invalid lease: between 0.2 s and 24 h, got 0.1",
+                "invalid --lease 0.1: between 0.2 s and 24 h",
             ),
             (
                 with(&["--shared-key", "k", "--lease", "-1"]),
                 "",
-                "invalid lease: must be greater than 0, got -1",
+                "invalid --lease -1: must be greater than 0",
             ),
             (
                 with(&["--shared-key", "k", "--shared-fail", "maybe"]),
                 "",
-                "invalid shared_fail: must be open or closed, got \"maybe\"",
+                "invalid --shared-fail maybe: must be open or closed",
             ),
             (
                 with(&["--shared-key", "k", "--shared-replicas", "0"]),
                 "",
-                "invalid shared_replicas: must be at least 1, got 0",
+                "invalid --shared-replicas 0: must be at least 1",
             ),
             (
                 with(&["--shared-key", "k", "--shared-timeout", "61"]),
                 "",
-                "invalid shared_timeout: above 0 and at most 60 s, got 61",
+                "invalid --shared-timeout 61: above 0 and at most 60 s",
             ),
             (
                 vec![],
                 "shared_limit = 5\nshared_key = \"k\"",
-                "invalid shared_limit: must be a redis:// URL, got 5",
+                "invalid shared_limit = 5 in test.toml, line 1: must be a redis:// URL",
             ),
             (
                 with(&["--shared-key", "k", "--limit", "aimd"]),
                 "",
-                "invalid limit: a shared limit is fixed",
+                "invalid --limit aimd: a shared limit is fixed",
             ),
         ] {
             let message = error(&argv, toml);

@@ -3,8 +3,9 @@
 //! `min_limit`, `max_limit`). A flag overrides the same tool's key in the
 //! file; the other keys of that tool stay.
 //!
-//! A value's error names it as the file does, `tools."NAME".weight`, from a
-//! flag too; a flag that is not `NAME=N` names the flag.
+//! An error names what the user wrote: the flag and its argument
+//! (`--tool-weight sleep=heavy`), or the key with its value, the file and the
+//! line (`tools.sleep.weight = "heavy" in proxy.toml, line 4`).
 
 use std::collections::BTreeMap;
 
@@ -13,7 +14,10 @@ use mcp_backpressure::ToolConfig;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{FileSettings, Input, LimitArgs, algorithm, bounds, count};
+use super::{
+    FileKey, FileSettings, FlagName, Input, LimitArgs, Start, algorithm, bounds, count, shell_word,
+    toml_key,
+};
 use crate::proxy::router::MAX_NAME_BYTES;
 
 /// One `[tools."NAME"]` table, as written.
@@ -22,7 +26,7 @@ use crate::proxy::router::MAX_NAME_BYTES;
 pub(super) struct ToolFile {
     max_concurrent: Option<Spanned<toml::Value>>,
     weight: Option<Spanned<toml::Value>>,
-    limit: Option<Spanned<toml::Value>>,
+    pub(super) limit: Option<Spanned<toml::Value>>,
     min_limit: Option<Spanned<toml::Value>>,
     max_limit: Option<Spanned<toml::Value>>,
 }
@@ -41,46 +45,58 @@ pub(super) fn merge(
     names.dedup();
     let mut tools = BTreeMap::new();
     for name in names {
-        check_name(name, &format!("tools.{name:?}"))?;
+        let in_file = || format!("[tools.{}] in {}", toml_key(name), file.path.display());
+        check_name(name, &in_file())?;
         let table = file.tools.get(name).unwrap_or(&empty);
-        let prefix = format!("tools.{name:?}.");
-        let max_concurrent = limits
+        let key = |key| FileKey {
+            tool: Some(name),
+            key,
+        };
+        let max_input = limits
             .get(name)
             .copied()
-            .or_else(|| file.written(&table.max_concurrent))
-            .map(|input| count(&format!("{prefix}max_concurrent"), 1, input))
-            .transpose()?;
+            .or_else(|| file.located(key("max_concurrent"), &table.max_concurrent));
+        let max_concurrent = max_input.map(|input| count(1, input)).transpose()?;
         let weight = weights
             .get(name)
             .copied()
-            .or_else(|| file.written(&table.weight))
-            .map(|input| count(&format!("{prefix}weight"), 1, input))
+            .or_else(|| file.located(key("weight"), &table.weight))
+            .map(|input| count(1, input))
             .transpose()?
             .unwrap_or(1);
-        let algorithm = file
-            .written(&table.limit)
-            .map(|input| algorithm(&format!("{prefix}limit"), input))
+        let algorithm_input = file.located(key("limit"), &table.limit);
+        let algorithm = algorithm_input
+            .map(algorithm)
             .transpose()?
             .unwrap_or_default();
         let mut tool = ToolConfig::new().with_weight(weight);
-        let min_input = file.written(&table.min_limit);
-        let max_input = file.written(&table.max_limit);
-        match max_concurrent {
-            Some(max) => {
-                let (min_limit, max_limit) = bounds(&prefix, algorithm, max, min_input, max_input)?;
+        let min_input = file.located(key("min_limit"), &table.min_limit);
+        let bound_input = file.located(key("max_limit"), &table.max_limit);
+        match (max_concurrent, max_input) {
+            (Some(max), Some(input)) => {
+                let start = Start {
+                    max_concurrent: max,
+                    named: format!("{} ({max})", input.name()),
+                    limit: key("limit").to_string(),
+                };
+                let (min_limit, max_limit) = bounds(&start, algorithm, min_input, bound_input)?;
                 tool = tool.with_max_concurrent(max).with_limit(
                     algorithm,
                     min_limit.unwrap_or(1),
                     max_limit,
                 );
             }
-            None if algorithm.is_adaptive() || min_input.is_some() || max_input.is_some() => {
-                bail!(
-                    "invalid {prefix}max_concurrent: required by {prefix}limit, min_limit or \
-                     max_limit (the limit starts there); set it, or --tool-limit {name}=N"
-                );
+            _ => {
+                let adaptive = algorithm_input.filter(|_| algorithm.is_adaptive());
+                if let Some(input) = adaptive.or(min_input).or(bound_input) {
+                    bail!(
+                        "invalid {input}: needs {} (the limit starts there); set it, or \
+                         --tool-limit {}=N",
+                        key("max_concurrent"),
+                        shell_word(name),
+                    );
+                }
             }
-            None => {}
         }
         tools.insert(name.to_owned(), tool);
     }
@@ -89,18 +105,24 @@ pub(super) fn merge(
 
 /// `NAME=VALUE` flags by tool name (each tool once).
 fn flags<'a>(
-    flag: &str,
+    flag: &'static str,
     value: &str,
     given: &'a [String],
 ) -> anyhow::Result<BTreeMap<&'a str, Input<'a>>> {
     let mut by_name = BTreeMap::new();
-    for text in given {
-        let Some((name, number)) = text.rsplit_once('=') else {
-            bail!("invalid {flag}: expected NAME={value} (e.g. report=2), got {text:?}");
+    for arg in given {
+        let written = format!("{flag} {}", shell_word(arg));
+        let Some((name, number)) = arg.rsplit_once('=') else {
+            bail!("invalid {written}: expected NAME={value} (e.g. report=2)");
         };
-        check_name(name, flag)?;
-        if by_name.insert(name, Input::Text(number)).is_some() {
-            bail!("invalid {flag}: the tool {name:?} is given twice, got {text:?}");
+        check_name(name, &written)?;
+        let input = Input::Flag {
+            flag: FlagName::Is(flag),
+            arg,
+            text: number,
+        };
+        if by_name.insert(name, input).is_some() {
+            bail!("invalid {written}: the tool {name:?} is given twice");
         }
     }
     Ok(by_name)
@@ -108,20 +130,20 @@ fn flags<'a>(
 
 /// A tool name the limiter can key on: not empty, at most
 /// [`MAX_NAME_BYTES`] (longer names are refused on the wire), and not `*`,
-/// the metrics' name for every other tool.
-fn check_name(name: &str, setting: &str) -> anyhow::Result<()> {
+/// the metrics' name for every other tool. `written` is what the user wrote.
+fn check_name(name: &str, written: &str) -> anyhow::Result<()> {
     if name.is_empty() {
-        bail!("invalid {setting}: a tool name must not be empty");
+        bail!("invalid {written}: a tool name must not be empty");
     }
     if name.len() > MAX_NAME_BYTES {
         bail!(
-            "invalid {setting}: a tool name is at most {MAX_NAME_BYTES} bytes, got {} bytes",
+            "invalid {written}: a tool name is at most {MAX_NAME_BYTES} bytes, got {} bytes",
             name.len()
         );
     }
     if name == "*" {
         bail!(
-            "invalid {setting}: \"*\" stands for every tool without a limit of its own; \
+            "invalid {written}: \"*\" stands for every tool without a limit of its own; \
              use default_tool_limit"
         );
     }

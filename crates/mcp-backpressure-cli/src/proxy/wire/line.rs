@@ -1,14 +1,18 @@
 //! Bounded newline framing for stdio: one message a line, split on LF only
-//! (a CR before the LF is dropped). What the proxy forwards is re-framed
+//! (a CR before the LF is dropped, and a UTF-8 byte order mark at the start
+//! of any line, as rmcp drops it). What the proxy forwards is re-framed
 //! ([`super::message`]), so the peer's line reader — whatever it splits on —
-//! sees exactly the lines the proxy parsed.
+//! sees exactly the lines the proxy parsed, without the mark.
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+
+use super::message::BOM;
 
 /// One line read by [`read_line`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line {
-    /// A complete line, without its newline (and without a trailing `\r`).
+    /// A complete line, without its newline (and without a trailing `\r` or
+    /// a leading byte order mark).
     Message(Vec<u8>),
     /// A line longer than the bound: its bytes went to the overflow sink, not
     /// into memory.
@@ -24,7 +28,8 @@ pub enum Line {
 /// memory. A longer line is consumed: every byte of it is passed to
 /// `overflow` (so that a streaming scanner can still learn what it was), and
 /// it is reported as [`Line::TooLong`]. A last line without a newline still
-/// counts as a line.
+/// counts as a line. A UTF-8 byte order mark at the start of the line is
+/// dropped (it is not counted, nor passed to `overflow`).
 ///
 /// # Cancel safety
 ///
@@ -37,6 +42,25 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(
 ) -> std::io::Result<Line> {
     let mut line = Vec::new();
     let mut len = 0usize;
+    // A byte order mark first, byte by byte (it may be split across reads).
+    let mut seen = 0;
+    while seen < BOM.len() {
+        let buf = reader.fill_buf().await?;
+        if buf.first() != Some(&BOM[seen]) {
+            break;
+        }
+        reader.consume(1);
+        seen += 1;
+    }
+    if seen < BOM.len() {
+        // Only part of one: those bytes are the line's.
+        line.extend_from_slice(&BOM[..seen]);
+        len = seen;
+        if len > max {
+            overflow(&line);
+            line.clear();
+        }
+    }
     loop {
         let buf = reader.fill_buf().await?;
         if buf.is_empty() {
@@ -136,6 +160,45 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A byte order mark at the start of any line is dropped, however the
+    /// bytes arrive, and counts for nothing; anywhere else it stays.
+    #[test]
+    fn a_byte_order_mark_starts_any_line_and_is_dropped() {
+        let bom = "\u{feff}";
+        let input = format!(
+            "{bom}{{\"a\":1}}\r\n{bom}{{\"b\":2}}\n{bom}\n{bom}\r\n \r\n x{bom}\n{bom}{bom}y\n{bom}"
+        );
+        let expected = [
+            b"{\"a\":1}".to_vec(),
+            b"{\"b\":2}".to_vec(),
+            Vec::new(),
+            Vec::new(),
+            b" ".to_vec(),
+            format!(" x{bom}").into_bytes(),
+            format!("{bom}y").into_bytes(),
+        ];
+        for chunk in [1, 2, 3, 4, 7, 4096] {
+            let got: Vec<Vec<u8>> = lines(input.as_bytes(), chunk, 64)
+                .into_iter()
+                .map(|(line, _)| match line {
+                    Line::Message(bytes) => bytes,
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(got, expected, "chunks of {chunk}");
+        }
+        // Only part of one: the bytes are the line's (and not UTF-8).
+        let partial = lines(b"\xEF\xBB{}\n", 1, 64);
+        assert_eq!(partial[0].0, Line::Message(b"\xEF\xBB{}".to_vec()));
+        // An oversized line does not count it, nor spill it.
+        let long = format!("{bom}{}\n", "x".repeat(10));
+        assert_eq!(
+            lines(long.as_bytes(), 2, 8),
+            [(Line::TooLong { len: 10 }, b"xxxxxxxxxx".to_vec())]
+        );
+        assert!(is_blank(b" \t"));
     }
 
     #[tokio::test]

@@ -45,20 +45,115 @@ pub const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
 /// The method of a cancellation.
 pub const CANCELLED: &str = "notifications/cancelled";
 
-/// A request id as MCP defines it, compared by value.
+/// A request id as MCP defines it. Compared, hashed and ordered by value, as
+/// the upstream compares ids after parsing (`1`, `1.0` and `1e0` are one id);
+/// it also keeps the text its sender wrote, which every answer of the proxy's
+/// own carries back byte for byte ([`RequestId::written`]).
+#[derive(Clone, Debug)]
+pub struct RequestId {
+    value: IdValue,
+    /// The JSON text as its sender wrote it, when that is not the canonical
+    /// form (`1.0`, `1e0`, `-0`, `"\u0041"`).
+    written: Option<Arc<str>>,
+}
+
+/// The value of a [`RequestId`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RequestId {
+pub enum IdValue {
     /// An integer id, |n| <= [`MAX_SAFE_INTEGER`].
     Int(i64),
     /// A string id (its decoded value).
     Str(Arc<str>),
 }
 
+impl PartialEq for RequestId {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+    }
+}
+
+impl Eq for RequestId {}
+
+impl std::hash::Hash for RequestId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.value.hash(state);
+    }
+}
+
+impl PartialOrd for RequestId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for RequestId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.value.cmp(&other.value)
+    }
+}
+
 impl RequestId {
+    /// The integer id `n`, written canonically.
+    pub fn int(n: i64) -> Self {
+        Self {
+            value: IdValue::Int(n),
+            written: None,
+        }
+    }
+
+    /// The string id `s`, written canonically.
+    pub fn string(s: impl Into<Arc<str>>) -> Self {
+        Self {
+            value: IdValue::Str(s.into()),
+            written: None,
+        }
+    }
+
+    /// Its value.
+    pub fn value(&self) -> &IdValue {
+        &self.value
+    }
+
     /// Reads an id from its JSON text. `None` for anything that is not a
     /// string or an integer in range (null, a fraction, an object, 2^53, …).
     pub fn parse(raw: &str) -> Option<Self> {
         let raw = raw.trim();
+        let value = IdValue::parse(raw)?;
+        let canonical = match &value {
+            // `i64` reads `+1` too, which JSON has not; `-0` is 0.
+            IdValue::Int(_) => raw.parse::<i64>().is_ok() && raw != "-0",
+            // Every escape is longer than what it stands for.
+            IdValue::Str(s) => raw.len() == s.len() + 2,
+        };
+        Some(Self {
+            value,
+            written: (!canonical).then(|| Arc::from(raw)),
+        })
+    }
+
+    /// The id's JSON text as its sender wrote it.
+    pub fn written(&self) -> std::borrow::Cow<'_, str> {
+        match (&self.written, &self.value) {
+            (Some(text), _) => std::borrow::Cow::Borrowed(text),
+            (None, IdValue::Int(i)) => std::borrow::Cow::Owned(i.to_string()),
+            (None, IdValue::Str(s)) => std::borrow::Cow::Owned(
+                serde_json::to_string(&**s).expect("a string always serializes"),
+            ),
+        }
+    }
+
+    /// The id as JSON (its value, written canonically), for the proxy's own
+    /// messages to the upstream.
+    pub fn to_value(&self) -> Value {
+        match &self.value {
+            IdValue::Int(i) => Value::from(*i),
+            IdValue::Str(s) => Value::from(&**s),
+        }
+    }
+}
+
+impl IdValue {
+    fn parse(raw: &str) -> Option<Self> {
         if raw.starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']) {
             // Numbers from their text, correctly rounded (serde_json's fast
             // float parsing is not), as Python and JavaScript read them.
@@ -87,23 +182,62 @@ impl RequestId {
         #[allow(clippy::cast_possible_truncation)]
         exact.then_some(Self::Int(f as i64))
     }
-
-    /// The id as JSON, for the proxy's own messages.
-    pub fn to_value(&self) -> Value {
-        match self {
-            Self::Int(i) => Value::from(*i),
-            Self::Str(s) => Value::from(&**s),
-        }
-    }
 }
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Int(i) => write!(f, "{i}"),
-            Self::Str(s) => write!(f, "{:?}", &**s),
+        match &self.value {
+            IdValue::Int(i) => write!(f, "{i}"),
+            IdValue::Str(s) => write!(f, "{:?}", &**s),
         }
     }
+}
+
+/// Whether `raw` is the JSON text of a number or a string: an id the proxy
+/// can answer under, as written, even when it refuses it as an id (`1.5`,
+/// `1e400`, 2^53). Anything else (null, true, an object, an array) is
+/// answered with id null.
+pub fn answerable_id(raw: &str) -> bool {
+    if raw.starts_with('"') {
+        return serde_json::from_str::<&RawValue>(raw).is_ok();
+    }
+    json_number(raw)
+}
+
+/// `raw` follows JSON's number grammar (whatever its magnitude).
+fn json_number(raw: &str) -> bool {
+    let b = raw.as_bytes();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while b.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i - start
+    };
+    match b.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            digits(&mut i);
+        }
+        _ => return false,
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == b.len()
 }
 
 /// Why a message was refused. The edge turns it into a JSON-RPC error.
@@ -125,8 +259,10 @@ pub enum Malformed {
         /// What is wrong.
         why: String,
     },
-    /// A request whose id is not a string or an integer (id null in the answer).
-    #[error("invalid request: the id must be a string or an integer within +/-(2^53 - 1), got {0}")]
+    /// A request whose id is not a string or an integer within range: the
+    /// id as written. Answered under it when it is a number or a string
+    /// ([`answerable_id`]), else with id null.
+    #[error("invalid request: the id must be a string or an integer within +/-(2^53 - 1), got {}", truncate(.0))]
     BadId(String),
 }
 
@@ -336,9 +472,18 @@ where
 ///
 /// [`Malformed`] says why the message cannot be forwarded.
 pub fn parse(bytes: &[u8], from: From) -> Result<Parsed, Malformed> {
+    // One UTF-8 byte order mark before a message is not part of it (RFC 8259
+    // lets a parser ignore it; rmcp drops it at the start of every line, and
+    // Codex CLI on Windows writes one). It is not forwarded.
+    let bytes = bytes.strip_prefix(BOM).unwrap_or(bytes);
     let text = std::str::from_utf8(bytes)
         .map_err(|e| Malformed::NotJson(format!("the message is not UTF-8: {e}")))?;
-    let mut bytes = reframe(text, from)?;
+    let mut bytes = reframe(text, from).map_err(|malformed| match malformed {
+        // JSON that breaks a rule of the proxy's (depth, a lone surrogate, a
+        // number out of range): a request is answered under its id.
+        Malformed::Invalid(why) => with_request_id(text, why),
+        other => other,
+    })?;
     // Re-framing removed nothing but white space: parse what is forwarded.
     let text = std::str::from_utf8(&bytes).expect("re-framing keeps UTF-8");
     let mut splices = Vec::new();
@@ -368,6 +513,82 @@ pub fn parse(bytes: &[u8], from: From) -> Result<Parsed, Malformed> {
     Ok(Parsed { kinds, bytes })
 }
 
+/// The UTF-8 byte order mark.
+pub const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// A client message refused for `why` before it was classified: if it is a
+/// request whose id can be read, the refusal names the id (and the answer
+/// carries it), else the id is unknown.
+fn with_request_id(text: &str, why: String) -> Malformed {
+    // The envelope's values are only delimited, not read: any depth, any
+    // number, any escape.
+    let envelope = text
+        .starts_with('{')
+        .then(|| serde_json::from_str::<Envelope<'_>>(text).ok())
+        .flatten();
+    match envelope {
+        Some(Envelope {
+            id: Some(raw),
+            method: Some(_),
+            result: None,
+            error: None,
+            ..
+        }) => match RequestId::parse(raw.get()) {
+            Some(id) => Malformed::Request { id, why },
+            None => Malformed::BadId(raw.get().to_owned()),
+        },
+        _ => Malformed::Invalid(why),
+    }
+}
+
+/// Writes the ids of the responses in `bytes` (a message as [`parse`]
+/// forwards it) as `written` says: `Some(text)` replaces the id's text with
+/// `text` (the JSON text of the same id, as the client wrote it). Returns
+/// `None` if nothing changed.
+pub fn respell_ids(
+    bytes: &[u8],
+    mut written: impl FnMut(&RequestId) -> Option<String>,
+) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let items: Vec<&RawValue> = if text.starts_with('[') {
+        serde_json::from_str(text).ok()?
+    } else {
+        vec![serde_json::from_str(text).ok()?]
+    };
+    let mut splices = Vec::new();
+    for item in items {
+        if !item.get().starts_with('{') {
+            continue;
+        }
+        let Ok(envelope) = serde_json::from_str::<Envelope<'_>>(item.get()) else {
+            continue;
+        };
+        let Some(raw) = envelope.id else { continue };
+        if envelope.method.is_some() {
+            continue;
+        }
+        if let Some(id) = RequestId::parse(raw.get())
+            && let Some(with) = written(&id)
+            && with != raw.get()
+        {
+            splices.push(Splice {
+                at: raw.get().as_ptr() as usize - text.as_ptr() as usize,
+                len: raw.get().len(),
+                with,
+            });
+        }
+    }
+    if splices.is_empty() {
+        return None;
+    }
+    let mut bytes = bytes.to_vec();
+    splices.sort_by_key(|s: &Splice| std::cmp::Reverse(s.at));
+    for splice in splices {
+        bytes.splice(splice.at..splice.at + splice.len, splice.with.into_bytes());
+    }
+    Some(bytes)
+}
+
 /// A number id to write in its canonical form.
 struct Splice {
     at: usize,
@@ -378,7 +599,7 @@ struct Splice {
 /// Records a splice if the raw id `raw` (a slice of `full`) is a number not
 /// written canonically.
 fn canonical(raw: &RawValue, id: &RequestId, full: &str, splices: &mut Vec<Splice>) {
-    let RequestId::Int(n) = id else {
+    let IdValue::Int(n) = id.value() else {
         return;
     };
     let text = raw.get();
@@ -473,8 +694,15 @@ fn classify(
                     .and_then(|p| serde_json::from_str::<CancelParams<'_>>(p.get()).ok())
                     .and_then(|p| p.request_id)
                     .ok_or_else(|| invalid("a cancellation needs params.requestId, once"))?;
-                let id = RequestId::parse(params.get())
-                    .ok_or_else(|| Malformed::BadId(params.get().to_owned()))?;
+                // Not the notification's own id: a bad one is answered with
+                // id null (a notification has none to answer under).
+                let id = RequestId::parse(params.get()).ok_or_else(|| {
+                    invalid(format!(
+                        "a cancellation's params.requestId must be a string or an integer \
+                         within +/-(2^53 - 1), got {}",
+                        truncate(params.get())
+                    ))
+                })?;
                 canonical(params, &id, full, splices);
                 Some(id)
             } else {

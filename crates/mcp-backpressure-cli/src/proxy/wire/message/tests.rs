@@ -28,19 +28,19 @@ const RESULT: Answer = Answer::Result { is_error: false };
 fn ids_compare_by_value() {
     for same in ["1", "1.0", "1e0", "10e-1", "1.000"] {
         let text = format!(r#"{{"jsonrpc":"2.0","id":{same},"method":"tools/call"}}"#);
-        assert_eq!(one(&text), request(RequestId::Int(1)), "{same}");
+        assert_eq!(one(&text), request(RequestId::int(1)), "{same}");
     }
     assert_eq!(
         one(r#"{"jsonrpc":"2.0","id":-0,"method":"tools/call"}"#),
-        request(RequestId::Int(0))
+        request(RequestId::int(0))
     );
     assert_eq!(
         one(r#"{"jsonrpc":"2.0","id":"\u0031","method":"tools/call"}"#),
-        request(RequestId::Str("1".into()))
+        request(RequestId::string("1"))
     );
     assert_eq!(
         one(r#"{"jsonrpc":"2.0","id":9007199254740991,"method":"tools/call"}"#),
-        request(RequestId::Int(MAX_SAFE_INTEGER))
+        request(RequestId::int(MAX_SAFE_INTEGER))
     );
 }
 
@@ -74,10 +74,7 @@ fn params_follow_mcps_rules() {
         assert!(
             matches!(
                 client(bad),
-                Err(Malformed::Request {
-                    id: RequestId::Int(1),
-                    ..
-                })
+                Err(Malformed::Request { id, .. }) if id == RequestId::int(1)
             ),
             "{bad}"
         );
@@ -128,7 +125,15 @@ fn the_envelope_is_strict() {
             client(bad)
         );
     }
-    for not_json in ["", "{", "{\"a\":1}x", "\u{feff}{}", "{\"a\":\"\t\"}"] {
+    for not_json in [
+        "",
+        "{",
+        "{\"a\":1}x",
+        "\u{feff}",
+        "\u{feff}\u{feff}{}",
+        " \u{feff}{}",
+        "{\"a\":\"\t\"}",
+    ] {
         assert!(
             matches!(client(not_json), Err(Malformed::NotJson(_))),
             "{not_json:?}"
@@ -180,7 +185,9 @@ fn client_messages_the_upstream_could_not_parse_are_refused() {
         "[".repeat(MAX_CLIENT_DEPTH),
         "]".repeat(MAX_CLIENT_DEPTH)
     );
-    assert!(matches!(client(&deep), Err(Malformed::Invalid(_))));
+    // Refused under the request's id, which is readable.
+    let refused_under_1 = |m: &Result<Parsed, Malformed>| matches!(m, Err(Malformed::Request { id, .. }) if *id == RequestId::int(1));
+    assert!(refused_under_1(&client(&deep)));
     for bad in [
         r#""\ud800""#,
         r#""\udc00""#,
@@ -190,7 +197,14 @@ fn client_messages_the_upstream_could_not_parse_are_refused() {
     ] {
         let text =
             format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"a":{bad}}}}}"#);
-        assert!(matches!(client(&text), Err(Malformed::Invalid(_))), "{bad}");
+        assert!(refused_under_1(&client(&text)), "{bad}");
+        // Not a request: no id to answer under.
+        let notification =
+            format!(r#"{{"jsonrpc":"2.0","method":"notifications/x","params":{{"a":{bad}}}}}"#);
+        assert!(
+            matches!(client(&notification), Err(Malformed::Invalid(_))),
+            "{bad}"
+        );
         // The upstream's own output is routed whatever it holds.
         let response = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"a":{bad}}}}}"#);
         assert!(parse(response.as_bytes(), From::Upstream).is_ok(), "{bad}");
@@ -210,7 +224,7 @@ fn upstream_messages_of_any_depth_are_routed() {
     assert_eq!(
         parsed.kinds,
         Shape::One(Kind::Response {
-            id: Some(RequestId::Int(7)),
+            id: Some(RequestId::int(7)),
             answer: RESULT,
             task: None,
         })
@@ -220,7 +234,8 @@ fn upstream_messages_of_any_depth_are_routed() {
 #[test]
 fn serde_jsons_private_raw_value_key_is_just_an_object() {
     let cancel = r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":{"$serde_json::private::RawValue":"5"}}}"#;
-    assert!(matches!(client(cancel), Err(Malformed::BadId(_))));
+    // A cancellation's bad requestId is not the id of an answer.
+    assert!(matches!(client(cancel), Err(Malformed::Invalid(_))));
     let response = r#"{"jsonrpc":"2.0","id":{"$serde_json::private::RawValue":"5"},"result":{}}"#;
     assert_eq!(
         parse(response.as_bytes(), From::Upstream).unwrap().kinds,
@@ -239,7 +254,7 @@ fn upstream_messages_are_forwarded_whatever_their_shape() {
         (
             r#"{"id":1,"result":{}}"#,
             Kind::Response {
-                id: Some(RequestId::Int(1)),
+                id: Some(RequestId::int(1)),
                 answer: RESULT,
                 task: None,
             },
@@ -247,7 +262,7 @@ fn upstream_messages_are_forwarded_whatever_their_shape() {
         (
             r#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#,
             Kind::Response {
-                id: Some(RequestId::Int(1)),
+                id: Some(RequestId::int(1)),
                 answer: Answer::Error {
                     code: None,
                     not_found: false,
@@ -278,7 +293,7 @@ fn requests_carry_their_name() {
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"re\u0070ort","arguments":{"name":"x"}}}"#
         ),
         Kind::Request {
-            id: RequestId::Int(1),
+            id: RequestId::int(1),
             method: "tools/call".into(),
             name: Some("report".into()),
             params: RequestParams::default(),
@@ -287,7 +302,7 @@ fn requests_carry_their_name() {
     // Not a string: no name.
     assert_eq!(
         one(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":7}}"#),
-        request(RequestId::Int(1))
+        request(RequestId::int(1))
     );
     // Twice: the proxy would key on one and the upstream might run the other.
     assert!(matches!(
@@ -359,7 +374,7 @@ fn cancellations_name_their_request() {
         ),
         Kind::Notification {
             method: CANCELLED.into(),
-            cancels: Some(RequestId::Int(2)),
+            cancels: Some(RequestId::int(2)),
             task: None,
         }
     );
@@ -374,7 +389,7 @@ fn batches_are_classified_element_by_element() {
         parsed.kinds,
         Shape::Batch(vec![
             Kind::Request {
-                id: RequestId::Int(1),
+                id: RequestId::int(1),
                 method: "ping".into(),
                 name: None,
                 params: RequestParams::default(),
@@ -455,7 +470,7 @@ proptest! {
         let sent: Value = serde_json::from_str(&text).unwrap();
         prop_assert_eq!(back, sent);
         prop_assert_eq!(&parse(out.as_bytes(), From::Upstream).unwrap().bytes, &parsed.bytes);
-        prop_assert_eq!(parsed.kinds, Shape::One(request(RequestId::Int(3))));
+        prop_assert_eq!(parsed.kinds, Shape::One(request(RequestId::int(3))));
     }
 
     /// Whatever the bytes, parsing never panics, and what it accepts is one
@@ -469,4 +484,98 @@ proptest! {
             }
         }
     }
+}
+
+/// Every id keeps the text its client wrote (which the proxy's own answers
+/// carry back), whatever form of the value it is.
+#[test]
+fn ids_keep_their_text_as_written() {
+    for (written, value) in [
+        ("1", RequestId::int(1)),
+        ("-5", RequestId::int(-5)),
+        ("1.0", RequestId::int(1)),
+        ("1e0", RequestId::int(1)),
+        ("1E2", RequestId::int(100)),
+        ("-0", RequestId::int(0)),
+        ("9007199254740991", RequestId::int(MAX_SAFE_INTEGER)),
+        (r#""a""#, RequestId::string("a")),
+        (r#""\u0041""#, RequestId::string("A")),
+        (r#""a\/b""#, RequestId::string("a/b")),
+    ] {
+        let id = RequestId::parse(written).unwrap();
+        assert_eq!(id, value, "{written}");
+        assert_eq!(id.written(), written);
+        let text = format!(r#"{{"jsonrpc":"2.0","id":{written},"method":"ping"}}"#);
+        match one(&text) {
+            Kind::Request { id, .. } => assert_eq!(id.written(), written),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(RequestId::int(7).written(), "7");
+    assert_eq!(RequestId::string("a\"b").written(), r#""a\"b""#);
+}
+
+/// Ids that are numbers or strings are answerable as written even when the
+/// proxy refuses them; others are not.
+#[test]
+fn answerable_ids_are_numbers_and_strings() {
+    for yes in [
+        "1.5",
+        "1e400",
+        "-1e-400",
+        "9007199254740993",
+        "123456789012345678901234567890",
+        "0",
+        "-0.0",
+        r#""x""#,
+        r#""\u0041""#,
+    ] {
+        assert!(answerable_id(yes), "{yes}");
+    }
+    for no in [
+        "null", "true", "[1]", "{}", "01", "1.", ".5", "+1", "1e", "-", "\"x", "",
+    ] {
+        assert!(!answerable_id(no), "{no}");
+    }
+    // A refused id is kept as written, to answer under it.
+    for bad in ["1.5", "1e400", "9007199254740993", "-9007199254740993"] {
+        let text = format!(r#"{{"jsonrpc":"2.0","id":{bad},"method":"tools/call"}}"#);
+        assert_eq!(client(&text), Err(Malformed::BadId(bad.into())), "{bad}");
+    }
+}
+
+/// A byte order mark before a message is dropped (rmcp drops one at the
+/// start of every line) and not forwarded; a second one, or one after white
+/// space, is not JSON.
+#[test]
+fn a_byte_order_mark_before_a_message_is_dropped() {
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    for from in [From::Client, From::Upstream] {
+        let parsed = parse(format!("\u{feff}{call}").as_bytes(), from).unwrap();
+        assert_eq!(parsed.bytes, call.as_bytes());
+        assert_eq!(parsed, parse(call.as_bytes(), from).unwrap());
+    }
+}
+
+/// The upstream's answers carry an id back as the client wrote it.
+#[test]
+fn respelled_ids_replace_only_the_ids_of_responses() {
+    let spell = |id: &RequestId| (*id == RequestId::int(1)).then(|| "1.0".to_owned());
+    let response = br#"{"jsonrpc":"2.0","id":1,"result":{"id":1}}"#;
+    assert_eq!(
+        respell_ids(response, spell).unwrap(),
+        br#"{"jsonrpc":"2.0","id":1.0,"result":{"id":1}}"#
+    );
+    let batch = br#"[{"jsonrpc":"2.0","id":2,"result":{}},{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"x"}}]"#;
+    assert_eq!(
+        respell_ids(batch, spell).unwrap(),
+        br#"[{"jsonrpc":"2.0","id":2,"result":{}},{"jsonrpc":"2.0","id":1.0,"error":{"code":1,"message":"x"}}]"#
+    );
+    // A request of the upstream's with that id is not an answer.
+    let request = br#"{"jsonrpc":"2.0","id":1,"method":"roots/list"}"#;
+    assert_eq!(respell_ids(request, spell), None);
+    assert_eq!(
+        respell_ids(br#"{"jsonrpc":"2.0","id":3,"result":{}}"#, spell),
+        None
+    );
 }
