@@ -143,7 +143,7 @@ pub fn tool_result_text(overload: &Overload, failure: &ToolFailure) -> String {
 
 /// `ms` in seconds for people: `2.2 s`, `30 s`, `0.01 s`.
 fn seconds(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         return format!("{} s", ms / 1000);
     }
     let text = format!("{:.3}", ms as f64 / 1000.0);
