@@ -126,6 +126,12 @@ impl ProxyError {
     }
 }
 
+/// A result response of the proxy's own (a refusal answered as a tool
+/// result) to `id`.
+pub fn result_response(id: &RequestId, result: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id.to_value(), "result": result})
+}
+
 /// One answer for a message: a single error response, or (for a batch) one
 /// per request in it.
 pub fn answer(
