@@ -913,11 +913,12 @@ async fn haproxy_retries_a_503_on_the_second_replica() {
 
 // --- the load tool ---------------------------------------------------------
 
-/// `mcp-backpressure load` against the HTTP proxy at each status: three
-/// callers, one slot, a call that holds it for 2 s — one call runs, two are
-/// refused, and each refusal is counted as a rejection (never an error):
-/// by `data.reason` when rmcp surfaces the body (200, and a 503 carrying
-/// the error), as `http_429` / `http_503` when it keeps only the status.
+/// `mcp-backpressure load` against the HTTP proxy at each status, while the
+/// proxy's one slot is held by a call of the test's own: both of its calls
+/// are refused, in one session, and each refusal is counted as a rejection
+/// (never an error): by `data.reason` when rmcp surfaces the body (200, and
+/// a 503 carrying the error), as `http_429` / `http_503` when it keeps only
+/// the status and `Retry-After`.
 #[tokio::test]
 async fn the_load_tool_counts_overload_statuses_as_rejections() {
     let (_server, _log, upstream) = http_server("127.0.0.1:0", &["--max-concurrent", "1000"]).await;
@@ -925,17 +926,22 @@ async fn the_load_tool_counts_overload_statuses_as_rejections() {
         ("error", 200, "concurrency_limit"),
         ("error", 429, "http_429"),
         ("error", 503, "concurrency_limit"),
+        ("tool-result", 429, "http_429"),
         ("tool-result", 503, "http_503"),
     ] {
+        let status_flag = status.to_string();
         let flags = [
             "--max-concurrent",
             "1",
             "--overload-response",
             mode,
             "--http-overload-status",
-            &status.to_string(),
+            &status_flag,
         ];
         let (_proxy, _proxy_log, url) = http_proxy(&flags, &upstream).await;
+        let holder = HttpSession::initialize(&url).await;
+        let mut held = holder.call(1, "sleep", json!({"ms": 60_000})).await;
+        held.started(1).await;
         let output = tokio::time::timeout(
             PATIENCE * 2,
             Command::new(proxy_bin())
@@ -946,19 +952,19 @@ async fn the_load_tool_counts_overload_statuses_as_rejections() {
                     "--url",
                     &url,
                     "--tool",
-                    "sleep",
+                    "echo",
                     "--args",
-                    r#"{"ms": 2000}"#,
+                    r#"{"message": "hi"}"#,
                     "--concurrency",
-                    "3",
+                    "1",
                     "--count",
-                    "3",
+                    "2",
                     "--duration",
-                    "30",
+                    "20",
                     "--call-timeout",
-                    "20",
+                    "10",
                     "--drain-timeout",
-                    "20",
+                    "10",
                 ])
                 .env("RUST_LOG", "error")
                 .kill_on_drop(true)
@@ -975,9 +981,10 @@ async fn the_load_tool_counts_overload_statuses_as_rejections() {
         );
         let report: Value = serde_json::from_str(&stdout).expect("a JSON report");
         let what = format!("{mode} at {status}: {report}");
-        assert_eq!(report["ok"], 1, "{what}");
+        assert_eq!(report["ok"], 0, "{what}");
         assert_eq!(report["errors_total"], 0, "{what}");
         assert_eq!(report["rejected_total"], 2, "{what}");
         assert_eq!(report["rejected"][reason], 2, "{what}");
+        drop(held);
     }
 }
