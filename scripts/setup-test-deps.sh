@@ -7,7 +7,8 @@
 #                                MCP conformance suite (npm `@modelcontextprotocol/conformance`)
 #   .tools/ts-client/            the official TypeScript MCP client (npm
 #                                `@modelcontextprotocol/sdk`), for the tests
-#                                that drive the wrapper with it
+#                                that drive the wrapper, the proxy and the
+#                                Python package with it
 #   .tools/tasks-venv/           Python venv with FastMCP and its background
 #                                tasks (PyPI `fastmcp[tasks]`: FastMCP,
 #                                `fastmcp_tasks`, Docket), for the tests that
@@ -17,6 +18,12 @@
 #                                when missing and run as root; REDIS_SERVER names
 #                                another binary). The tests start their own on a
 #                                free loopback port: nothing here runs a Redis.
+#   haproxy                      on the PATH (or in /usr/sbin), for the test of a
+#                                load balancer retrying a 503 on another replica
+#                                (Debian package `haproxy`, 2.6 on Debian 12,
+#                                installed with apt-get when missing and run as
+#                                root; HAPROXY names another binary). The test
+#                                runs its own on a free loopback port.
 #
 # Idempotent and fast when everything is in place (a stamp per part records
 # what was installed). Needs python3 (with venv) and npm on the PATH.
@@ -118,5 +125,22 @@ else
     echo "setup-test-deps: redis-server is required for the shared-limit tests and is not on the PATH:" >&2
     echo "  install it (Debian/Ubuntu: sudo apt-get install redis-server; or Valkey's valkey-server)," >&2
     echo "  or set REDIS_SERVER=/path/to/redis-server" >&2
+    exit 1
+fi
+
+# --- haproxy (a load balancer retrying a 503 on another replica) --------------
+if [ -n "${HAPROXY:-}" ] && [ -x "$HAPROXY" ]; then
+    echo "setup-test-deps: haproxy is $HAPROXY"
+elif command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ]; then
+    echo "setup-test-deps: $(PATH="$PATH:/usr/sbin" haproxy -v | head -1 | cut -d' ' -f1-3) already installed"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup-test-deps: installing haproxy (apt-get)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy >/dev/null
+    # The package may start a service where it can; the test never uses it.
+    PATH="$PATH:/usr/sbin" command -v haproxy >/dev/null
+else
+    echo "setup-test-deps: haproxy is required for the load-balancer test and is not installed:" >&2
+    echo "  install it (Debian/Ubuntu: sudo apt-get install haproxy), or set HAPROXY=/path/to/haproxy" >&2
     exit 1
 fi

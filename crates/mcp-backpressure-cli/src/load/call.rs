@@ -7,7 +7,12 @@
 //!   string (mcp-backpressure's `OverloadResponse::ToolResult`);
 //! - an error or error result whose message starts with `SERVER_OVERLOADED`,
 //!   the reason following the colon (the Python package under FastMCP, which
-//!   turns the exception into an error tool result).
+//!   turns the exception into an error tool result);
+//! - an HTTP 429 or 503 with a `Retry-After` header (the proxy's
+//!   `--http-overload-status`, an ingress's rate limit), whose body the
+//!   client did not surface: reason `http_429` or `http_503`. (rmcp drops
+//!   the body of every 429, and of a 503 whose body is not a JSON-RPC
+//!   error; a 503 carrying the overload error arrives as that error.)
 //!
 //! The limit that turned a call away, `data.scope` (or
 //! `structuredContent.scope`), is kept when present: a string as is, any
@@ -17,6 +22,7 @@ use std::time::Duration;
 
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::Peer;
+use rmcp::transport::streamable_http_client::{HttpStatusError, StreamableHttpError};
 use rmcp::{RoleClient, ServiceError};
 use serde_json::{Map, Value};
 
@@ -68,11 +74,43 @@ pub async fn call(
                 },
             }
         }
-        Ok(Err(other)) => Outcome::Error {
-            kind: "transport".into(),
-            message: other.to_string(),
+        Ok(Err(other)) => match overload_status(&other) {
+            Some(status) => Outcome::Rejected {
+                reason: format!("http_{status}"),
+                scope: None,
+            },
+            None => Outcome::Error {
+                kind: "transport".into(),
+                message: other.to_string(),
+            },
         },
     }
+}
+
+/// The status of an HTTP 429 or 503 that came with `Retry-After`, if that
+/// is why the request failed.
+fn overload_status(error: &ServiceError) -> Option<u16> {
+    let ServiceError::TransportSend(error) = error else {
+        return None;
+    };
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error.error.as_ref());
+    while let Some(current) = source {
+        // rmcp's HTTP error wraps the status transparently: its `source()`
+        // skips it.
+        let http =
+            current.downcast_ref::<HttpStatusError>().or_else(|| {
+                match current.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
+                    Some(StreamableHttpError::HttpStatus(http)) => Some(http),
+                    _ => None,
+                }
+            });
+        if let Some(http) = http {
+            return (matches!(http.status, 429 | 503) && http.retry_after.is_some())
+                .then_some(http.status);
+        }
+        source = current.source();
+    }
+    None
 }
 
 fn classify_result(result: &CallToolResult) -> Outcome {
@@ -201,5 +239,25 @@ mod tests {
             classify_result(&CallToolResult::success(vec![Content::text("ok")])),
             Outcome::Ok
         );
+    }
+
+    fn status_error(status: u16, retry_after: Option<&str>) -> ServiceError {
+        let inner: StreamableHttpError<reqwest::Error> =
+            HttpStatusError::new(status, retry_after.map(str::to_owned)).into();
+        ServiceError::TransportSend(rmcp::transport::DynamicTransportError::from_parts(
+            "test",
+            std::any::TypeId::of::<()>(),
+            Box::new(inner),
+        ))
+    }
+
+    #[test]
+    fn an_overloaded_status_with_retry_after_is_a_rejection() {
+        assert_eq!(overload_status(&status_error(503, Some("2"))), Some(503));
+        assert_eq!(overload_status(&status_error(429, Some("1"))), Some(429));
+        // Without Retry-After, or another status: not an overload.
+        assert_eq!(overload_status(&status_error(503, None)), None);
+        assert_eq!(overload_status(&status_error(500, Some("2"))), None);
+        assert_eq!(overload_status(&ServiceError::TransportClosed), None);
     }
 }

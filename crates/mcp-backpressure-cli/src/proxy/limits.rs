@@ -22,6 +22,8 @@
 //! retry_after_max = 60
 //! initial_service_time = 1
 //! error_code = -31429         # -32001 for clients of the Python package
+//! overload_response = "error" # or "tool-result": a refused tools/call as an isError result
+//! http_overload_status = 200  # HTTP only: 429 or 503 (with Retry-After) for a refused call
 //! guarded = ["tools/call"]
 //! max_message_bytes = 16777216
 //! cancel_grace = 5            # seconds a cancelled call keeps its slot; 0 frees it at once
@@ -71,6 +73,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::client_key::ClientKey;
+use super::refusal::{Dialect, OverloadResponse, OverloadStatus};
 
 pub mod shared;
 mod tools;
@@ -176,6 +179,17 @@ pub struct LimitArgs {
     /// [default: -31429; -32001 is the Python package's].
     #[arg(long, value_name = "CODE", allow_negative_numbers = true)]
     pub error_code: Option<String>,
+    /// How a refused tools/call is answered: `error` (the JSON-RPC overload
+    /// error) or `tool-result` (a result with isError true, the overload in
+    /// its text, structuredContent and _meta); other guarded methods always
+    /// get the error. Reloaded on SIGHUP [default: error].
+    #[arg(long, value_name = "error|tool-result")]
+    pub overload_response: Option<String>,
+    /// HTTP only: the status of a request whose guarded call was refused —
+    /// 200, or 429 or 503 with Retry-After (whole seconds) and the same
+    /// JSON-RPC body. Reloaded on SIGHUP [default: 200].
+    #[arg(long, value_name = "200|429|503", allow_negative_numbers = true)]
+    pub http_overload_status: Option<String>,
     /// A request method admitted through the limiter; repeat for several
     /// [default: tools/call].
     #[arg(long = "guard", value_name = "METHOD")]
@@ -311,6 +325,8 @@ struct FileSettings {
     retry_after_max: Option<Spanned<toml::Value>>,
     initial_service_time: Option<Spanned<toml::Value>>,
     error_code: Option<Spanned<toml::Value>>,
+    overload_response: Option<Spanned<toml::Value>>,
+    http_overload_status: Option<Spanned<toml::Value>>,
     guarded: Option<Spanned<toml::Value>>,
     max_message_bytes: Option<Spanned<toml::Value>>,
     cancel_grace: Option<Spanned<toml::Value>>,
@@ -351,6 +367,11 @@ pub struct Settings {
     pub client_key: ClientKey,
     /// The overload error's code.
     pub error_code: i32,
+    /// How a refused `tools/call` is answered (live: the gate's dialect is
+    /// the one in force).
+    pub overload_response: OverloadResponse,
+    /// HTTP only: the status of a refused request (live, likewise).
+    pub http_overload_status: OverloadStatus,
     /// The request methods admitted through the limiter.
     pub guarded: Vec<String>,
     /// Largest message accepted, in bytes.
@@ -395,6 +416,8 @@ impl Settings {
             config,
             client_key: ClientKey::None,
             error_code: jsonrpc::DEFAULT_OVERLOAD_CODE,
+            overload_response: OverloadResponse::default(),
+            http_overload_status: OverloadStatus::default(),
             guarded: vec!["tools/call".to_owned()],
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             cancel_grace: DEFAULT_CANCEL_GRACE,
@@ -452,6 +475,22 @@ impl Settings {
             .map(error_code)
             .transpose()?
             .unwrap_or(jsonrpc::DEFAULT_OVERLOAD_CODE);
+        let overload_response = pick(
+            "overload_response",
+            &args.overload_response,
+            &file.overload_response,
+        )
+        .map(|input| choice("error or tool-result", input, OverloadResponse::parse))
+        .transpose()?
+        .unwrap_or_default();
+        let http_overload_status = pick(
+            "http_overload_status",
+            &args.http_overload_status,
+            &file.http_overload_status,
+        )
+        .map(http_overload_status)
+            .transpose()?
+            .unwrap_or_default();
         let guarded = if args.guarded.is_empty() {
             match file.written("guarded", &file.guarded) {
                 Some(input) => {
@@ -642,6 +681,8 @@ impl Settings {
             config,
             client_key,
             error_code,
+            overload_response,
+            http_overload_status,
             guarded,
             max_message_bytes,
             cancel_grace,
@@ -655,25 +696,24 @@ impl Settings {
         })
     }
 
-    /// Builds the limiter; overloads are logged. With a shared limit, inside
-    /// a tokio runtime (its background tasks start here; Redis is not
-    /// contacted yet).
+    /// Builds the limiter. With a shared limit, inside a tokio runtime (its
+    /// background tasks start here; Redis is not contacted yet). Overloads
+    /// are logged where they are answered (see
+    /// [`Refusal`](super::refusal::Refusal)), with the request's id.
     pub fn limiter(&self) -> anyhow::Result<Limiter> {
         let mut builder = Limiter::builder(self.config.clone());
         if let Some(shared) = &self.shared {
             builder = builder.shared(shared.clone());
         }
-        Ok(builder
-            .on_overload(|o| {
-                tracing::warn!(
-                    reason = %o.reason,
-                    scope = %o.scope,
-                    active = o.snapshot.active,
-                    queued = o.snapshot.queued,
-                    "overloaded: request rejected"
-                );
-            })
-            .build()?)
+        Ok(builder.build()?)
+    }
+
+    /// The dialect these settings ask for.
+    pub fn dialect(&self) -> Dialect {
+        Dialect {
+            response: self.overload_response,
+            http_status: self.http_overload_status,
+        }
     }
 
     /// Whether requests of `method` go through the limiter.
@@ -1132,6 +1172,24 @@ fn error_code(input: Input<'_>) -> anyhow::Result<i32> {
     )
 }
 
+/// `http_overload_status`: 200, 429 or 503 (a number, or its text).
+fn http_overload_status(input: Input<'_>) -> anyhow::Result<OverloadStatus> {
+    let code = match input {
+        Input::Toml {
+            value: Some(toml::Value::String(text)),
+            ..
+        } => text.parse().ok(),
+        _ => match input.number() {
+            Number::Int(i) => Some(i),
+            _ => None,
+        },
+    };
+    match code.and_then(OverloadStatus::from_code) {
+        Some(status) => Ok(status),
+        None => bail!("invalid {input}: must be 200, 429 or 503"),
+    }
+}
+
 /// `guarded` from the file: a list of strings.
 fn guarded_from_file(input: Input<'_>) -> anyhow::Result<Vec<String>> {
     let list = match input {
@@ -1218,6 +1276,8 @@ fn refused_value(text: &str, error: &toml::de::Error, path: &Path) -> Option<any
         seconds.check(input(seconds.name)).err()
     } else if key == "error_code" {
         error_code(input("error_code")).err()
+    } else if key == "http_overload_status" {
+        http_overload_status(input("http_overload_status")).err()
     } else {
         None
     }
@@ -2168,6 +2228,117 @@ mod tests {
                 message.starts_with(expected),
                 "{argv:?} {text:?}:\n{message}\nexpected\n{expected}"
             );
+    /// `overload_response` and `http_overload_status`: from a flag or the
+    /// file (a flag wins), defaults, and bad values refused naming the
+    /// setting (as the flag or the key) and quoting what was written.
+    #[test]
+    fn the_overload_dialect_is_read_from_flags_and_the_file() {
+        let defaults = Settings::merge(&flags(&["--max-concurrent", "1"]), &file("")).unwrap();
+        assert_eq!(defaults.dialect(), Dialect::default());
+        assert_eq!(defaults.overload_response, OverloadResponse::Error);
+        assert_eq!(defaults.http_overload_status.code(), 200);
+        let from_file = Settings::merge(
+            &LimitArgs::default(),
+            &file(
+                "max_concurrent = 1\noverload_response = \"tool-result\"\n\
+                 http_overload_status = 503\n",
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            from_file.dialect(),
+            Dialect {
+                response: OverloadResponse::ToolResult,
+                http_status: OverloadStatus::Unavailable,
+            }
+        );
+        let from_flags = Settings::merge(
+            &flags(&[
+                "--max-concurrent",
+                "1",
+                "--overload-response",
+                "error",
+                "--http-overload-status",
+                "429",
+            ]),
+            &file("overload_response = \"tool-result\"\nhttp_overload_status = 503\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            from_flags.dialect(),
+            Dialect {
+                response: OverloadResponse::Error,
+                http_status: OverloadStatus::TooManyRequests,
+            }
+        );
+        // The status may be written as a string in the file.
+        let quoted = Settings::merge(
+            &LimitArgs::default(),
+            &file("max_concurrent = 1\nhttp_overload_status = \"200\"\n"),
+        )
+        .unwrap();
+        assert_eq!(quoted.http_overload_status, OverloadStatus::Ok);
+
+        let named = |message: &str, key: &str| {
+            message.contains(key) || message.contains(&format!("--{}", key.replace('_', "-")))
+        };
+        for (argv, why) in [
+            (
+                ["--overload-response", "tool_result"],
+                "must be error or tool-result, got \"tool_result\"",
+            ),
+            (
+                ["--overload-response", ""],
+                "must be error or tool-result, got \"\"",
+            ),
+            (
+                ["--http-overload-status", "500"],
+                "must be 200, 429 or 503, got 500",
+            ),
+            (
+                ["--http-overload-status", "-503"],
+                "must be 200, 429 or 503, got -503",
+            ),
+            (
+                ["--http-overload-status", "busy"],
+                "must be 200, 429 or 503, got \"busy\"",
+            ),
+        ] {
+            let message = flag_error(&argv);
+            let key = argv[0].trim_start_matches("--").replace('-', "_");
+            assert!(named(&message, &key), "{argv:?}: {message}");
+            assert!(message.ends_with(why), "{argv:?}: {message}");
+        }
+        for (toml, key, why) in [
+            (
+                "overload_response = \"TOOL-RESULT\"",
+                "overload_response",
+                "must be error or tool-result, got \"TOOL-RESULT\"",
+            ),
+            (
+                "overload_response = true",
+                "overload_response",
+                "must be error or tool-result, got true",
+            ),
+            (
+                "http_overload_status = 503.0",
+                "http_overload_status",
+                "must be 200, 429 or 503, got 503.0",
+            ),
+            (
+                "http_overload_status = \"503 \"",
+                "http_overload_status",
+                "must be 200, 429 or 503, got \"503 \"",
+            ),
+            (
+                "http_overload_status = 99999999999999999999",
+                "http_overload_status",
+                "must be 200, 429 or 503, got 99999999999999999999",
+            ),
+        ] {
+            let message = file_error(toml);
+            assert!(named(&message, key), "{toml}: {message}");
+            assert!(message.ends_with(why), "{toml}: {message}");
         }
     }
 }

@@ -9,7 +9,9 @@
 //! `router` decides what happens to each (admit, track, swallow, answer,
 //! forward) over the `inflight` table; `stdio` and `http` only move bytes
 //! and act on the decision; `error` turns the proxy's typed errors into
-//! JSON-RPC and HTTP at the edge. Around them: `limits` (the settings),
+//! JSON-RPC and HTTP at the edge, and `refusal` renders a refused guarded
+//! request in the configured dialect (an error or a tool result, an HTTP
+//! status). Around them: `limits` (the settings),
 //! `client_key` (who a request's client is), `outcome` (what an answer says
 //! about load), `metrics` and `reload` (SIGHUP).
 
@@ -25,6 +27,7 @@ mod listener;
 
 mod metrics;
 mod outcome;
+mod refusal;
 mod reload;
 mod router;
 mod stdio;
@@ -144,6 +147,8 @@ async fn serve(
         tools = config.tools.len(),
         client_key = %settings.client_key,
         guarded = ?settings.guarded,
+        overload_response = settings.overload_response.as_str(),
+        http_overload_status = settings.http_overload_status.code(),
         "admission control"
     );
     if let Some(shared) = &settings.shared {
@@ -161,6 +166,9 @@ async fn serve(
     let http = matches!(transport, Transport::Http { .. });
     if !http && settings.client_key != ClientKey::None {
         tracing::warn!("client_key has no effect over stdio: its one client has no key");
+    }
+    if !http && settings.http_overload_status != refusal::OverloadStatus::Ok {
+        tracing::warn!("http_overload_status has no effect over stdio: there is no HTTP status");
     }
     if http && settings.client_key == ClientKey::None && config.client_limit.is_some() {
         tracing::warn!(

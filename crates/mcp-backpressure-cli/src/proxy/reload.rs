@@ -9,7 +9,9 @@
 //! - otherwise every setting of the limiter (limits, queue, timeouts, retry
 //!   bounds, tools, clients, algorithm, discipline) changes at once with
 //!   `Limiter::reconfigure` — calls running keep their slots, waiters their
-//!   place — and each change is logged, `old -> new`, at info;
+//!   place — and so does the overload dialect (`overload_response`,
+//!   `http_overload_status`: every refusal from then on); each change is
+//!   logged, `old -> new`, at info;
 //! - the proxy's own settings (`client_key`, `error_code`, `guarded`, the
 //!   byte and connection bounds, the read timeouts, `cancel_grace`, the
 //!   shared limit's settings — `shared_limit`, `shared_key`, `lease`,
@@ -67,8 +69,11 @@ pub fn reload(gate: &Gate, args: &LimitArgs) {
         return;
     };
     let file = path.display();
+    let dialect = gate.dialect.get();
     let in_force = Settings {
         config: gate.limiter.config(),
+        overload_response: dialect.response,
+        http_overload_status: dialect.http_status,
         ..gate.settings.clone()
     };
     let loaded = Settings::load(args).and_then(|new| {
@@ -86,6 +91,7 @@ pub fn reload(gate: &Gate, args: &LimitArgs) {
         tracing::warn!("reload of {file} refused, the settings in force stay: {error}");
         return;
     }
+    gate.dialect.set(new.dialect());
     let changes = changes(&in_force, &new);
     for change in &changes {
         let Change {
@@ -177,6 +183,14 @@ fn describe(settings: &Settings) -> Vec<(String, String, bool)> {
     let mut out = Vec::new();
     let mut live = |name: &str, value: String| out.push((name.to_owned(), value, true));
     describe_limiter(&settings.config, &mut live);
+    live(
+        "overload_response",
+        settings.overload_response.as_str().to_owned(),
+    );
+    live(
+        "http_overload_status",
+        settings.http_overload_status.code().to_string(),
+    );
     let restart = [
         ("client_key", settings.client_key.to_string()),
         ("error_code", settings.error_code.to_string()),
@@ -346,5 +360,20 @@ mod tests {
         let message = check(&in_force, &too_big).unwrap_err().to_string();
         assert!(message.contains("(4 + 7 = 11)"), "{message}");
         assert!(message.contains("max_in_flight in force (10)"), "{message}");
+    }
+
+    #[test]
+    fn the_overload_dialect_changes_live() {
+        let old = Settings::with_defaults(LimiterConfig::new(3));
+        let mut new = old.clone();
+        new.overload_response = crate::proxy::refusal::OverloadResponse::ToolResult;
+        new.http_overload_status = crate::proxy::refusal::OverloadStatus::Unavailable;
+        assert_eq!(
+            changes(&old, &new),
+            [
+                change("http_overload_status", "200", "503", true),
+                change("overload_response", "error", "tool-result", true),
+            ]
+        );
     }
 }

@@ -23,6 +23,7 @@ use super::inflight::{
     Answered, Ask, Begun, Cancel, Expired, InFlight, Key, Left, Purpose, Queued, Scope, Ticket,
 };
 use super::outcome;
+use super::refusal::Asked;
 use super::tasks::{Origin, TaskAsk, TaskMethod, TaskScope, Tasks};
 use super::wire::message::{self, From, Kind, Malformed, Parsed, RequestId, Shape};
 use super::wire::scan::{IdScan, ScanResult};
@@ -60,6 +61,8 @@ pub enum FromClient {
         bytes: Vec<u8>,
         /// Its place in line.
         queued: Queued,
+        /// What its refusal's shape depends on.
+        asked: Asked,
     },
     /// The cancellation of a request still waiting for a slot: it is leaving
     /// the queue; forward nothing.
@@ -245,6 +248,11 @@ impl Router {
                     })
                 });
                 let guarded = task.is_none() && settings.is_guarded(&method);
+                let asked = if guarded {
+                    Asked::of(&method, params.meta.as_deref())
+                } else {
+                    Asked::default()
+                };
                 let purpose = match task {
                     Some(ask) => {
                         self.tasks().asked(&ask);
@@ -281,7 +289,11 @@ impl Router {
                     id: id.clone(),
                 };
                 match self.inflight.begin(key.clone(), ask, purpose) {
-                    Ok(Begun::Queued(queued)) => FromClient::Admit { bytes, queued },
+                    Ok(Begun::Queued(queued)) => FromClient::Admit {
+                        bytes,
+                        queued,
+                        asked,
+                    },
                     Ok(Begun::Tracked(ticket)) => FromClient::Forward {
                         bytes,
                         requests: vec![Watched { key, ticket }],

@@ -35,6 +35,7 @@ use super::budget::{Budget, Lease};
 use super::error::{self, ProxyError};
 use super::gate::Gate;
 use super::inflight::{Admission, Queued, Scope};
+use super::refusal::{Asked, Refusal};
 use super::router::{FromClient, FromUpstream, Router};
 use super::tasks::{Due, OWN_POLL_TIMEOUT};
 use super::wire::line::{self, Line};
@@ -462,19 +463,17 @@ async fn read_client<R: AsyncRead + Unpin>(
                     std::future::pending::<()>().await;
                 }
             }
-            FromClient::Admit { mut bytes, queued } => {
+            FromClient::Admit {
+                mut bytes,
+                queued,
+                asked,
+            } => {
                 bytes.push(b'\n');
-                admit(
-                    queued,
-                    Out {
-                        line: bytes,
-                        _lease: lease,
-                    },
-                    &pending,
-                    &pipes,
-                    code,
-                )
-                .await;
+                let out = Out {
+                    line: bytes,
+                    _lease: lease,
+                };
+                admit(queued, asked, out, &pending, &pipes, &gate).await;
             }
             FromClient::Swallow(left) => left.wait().await,
             FromClient::Drop => {}
@@ -496,16 +495,31 @@ async fn read_client<R: AsyncRead + Unpin>(
 ///
 /// Cancel safe as far as the slots go (the admission leaves the queue when
 /// dropped); the request is then neither forwarded nor answered.
-async fn admit(queued: Queued, out: Out, pending: &Arc<Semaphore>, pipes: &Pipes, code: i32) {
-    async fn settle(admission: Admission, id: RequestId, out: Out, pipes: &Pipes, code: i32) {
+async fn admit(
+    queued: Queued,
+    asked: Asked,
+    out: Out,
+    pending: &Arc<Semaphore>,
+    pipes: &Pipes,
+    gate: &Arc<Gate>,
+) {
+    async fn settle(
+        admission: Admission,
+        (id, asked): (RequestId, Asked),
+        out: Out,
+        pipes: &Pipes,
+        gate: &Gate,
+    ) {
         match admission {
             Admission::Admitted(_) => {
                 let _ = pipes.to_upstream.send(out).await;
             }
             Admission::Rejected(overload) => {
                 drop(out);
-                let error = ProxyError::from(overload).to_response(Some(&id), code);
-                pipes.answer(&error).await;
+                let dialect = gate.dialect.get();
+                let code = gate.settings.error_code;
+                let refusal = Refusal::render(&overload, &id, asked, dialect, code);
+                pipes.answer(&refusal.response).await;
             }
             Admission::Cancelled => {}
         }
@@ -513,16 +527,17 @@ async fn admit(queued: Queued, out: Out, pending: &Arc<Semaphore>, pipes: &Pipes
     let id = queued.key().id.clone();
     let mut admission = Box::pin(queued.admit());
     if let Some(now) = futures_util::future::poll_immediate(&mut admission).await {
-        settle(now, id, out, pipes, code).await;
+        settle(now, (id, asked), out, pipes, gate).await;
         return;
     }
     let Ok(slot) = pending.clone().acquire_owned().await else {
         return;
     };
     let pipes = pipes.clone();
+    let gate = gate.clone();
     tokio::spawn(async move {
         let _slot = slot;
-        settle(admission.await, id, out, &pipes, code).await;
+        settle(admission.await, (id, asked), out, &pipes, &gate).await;
     });
 }
 

@@ -6,6 +6,7 @@ mod built_examples;
 mod config;
 mod conformance;
 mod continuations;
+mod dialect;
 mod faults;
 mod hardening;
 mod http;

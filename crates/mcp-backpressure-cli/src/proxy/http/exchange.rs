@@ -11,7 +11,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use mcp_backpressure::Outcome;
+use mcp_backpressure::{Outcome, Overload};
 use reqwest::Url;
 
 use super::target::{self, SESSION, Target};
@@ -21,6 +21,7 @@ use crate::proxy::budget::Budget;
 use crate::proxy::error::{self, ProxyError};
 use crate::proxy::gate::Gate;
 use crate::proxy::inflight::{Admission, Scope};
+use crate::proxy::refusal::{Asked, Refusal};
 use crate::proxy::router::{Caller, FromClient, Router, Watched};
 use crate::proxy::tasks::{Due, OWN_POLL_TIMEOUT, Origin, TaskScope};
 use crate::proxy::wire::mcp_headers::{self, Routing};
@@ -181,7 +182,11 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
                 .forward(&parts, &target, Bytes::from(bytes), scope, requests)
                 .await
         }
-        FromClient::Admit { bytes, queued } => {
+        FromClient::Admit {
+            bytes,
+            queued,
+            asked,
+        } => {
             let key = queued.key().clone();
             // Dropped if the client disconnects: the request leaves the queue.
             match queued.admit().await {
@@ -192,7 +197,12 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
                         .await
                 }
                 Admission::Rejected(overload) => {
-                    proxy.error_response(&ProxyError::from(overload), &[Some(key.id)], false)
+                    let version = parts
+                        .headers
+                        .get("mcp-protocol-version")
+                        .and_then(|v| v.to_str().ok());
+                    let asked = asked.with_protocol_header(version);
+                    proxy.refusal_response(&overload, &key.id, asked)
                 }
                 Admission::Cancelled => StatusCode::ACCEPTED.into_response(),
             }
@@ -376,6 +386,24 @@ impl Proxy {
         let body = error::answer(error, ids, batch, code);
         let status = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::OK);
         json_response(status, &body)
+    }
+
+    /// The answer to a refused guarded request, in the dialect in force: a
+    /// JSON-RPC error or tool result, with 200 or (`http_overload_status`)
+    /// 429/503 and `Retry-After`.
+    fn refusal_response(&self, overload: &Overload, id: &RequestId, asked: Asked) -> Response {
+        let gate = self.router.gate();
+        let dialect = gate.dialect.get();
+        let refusal = Refusal::render(overload, id, asked, dialect, gate.settings.error_code);
+        let (status, retry_after) = refusal.http_status(dialect.http_status);
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+        let mut response = json_response(status, &refusal.response);
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 
     /// Sends the request upstream and streams the response back, watching it
