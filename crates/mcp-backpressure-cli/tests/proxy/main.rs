@@ -9,6 +9,7 @@ mod continuations;
 mod faults;
 mod hardening;
 mod http;
+mod http_bodies;
 mod http_client;
 mod http_faults;
 mod http_listener;
