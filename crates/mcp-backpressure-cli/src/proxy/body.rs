@@ -24,8 +24,9 @@
 //!   whole within `body_read_timeout` (default 20 s). A body that does not
 //!   gets 408 and gives its bytes back.
 //!
-//! So a single uploader, however slow or stalled, holds at most its own
-//! `small_body_bytes` plus `max_message_bytes` of the budget, for at most
+//! So a single uploader, however slow or stalled, holds at most
+//! `max_message_bytes` (its own `small_body_bytes`, the rest from the
+//! budget), for at most
 //! `body_stall_timeout` after its last byte and never longer than
 //! `body_read_timeout`; then its bytes are free again. A body fully read
 //! keeps its bytes (its [`Lease`]) until its request is answered or

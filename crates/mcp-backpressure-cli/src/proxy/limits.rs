@@ -230,9 +230,9 @@ pub struct LimitArgs {
     /// the stall counts) [default: 1024].
     #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
     pub body_min_rate: Option<String>,
-    /// HTTP only: bytes of each request body that are its connection's own,
-    /// outside --buffer-bytes: a body this small is never held up by other
-    /// clients' uploads (>= 0) [default: 65536 = 64 KiB].
+    /// HTTP only: how much of each request body, in bytes, is its
+    /// connection's own, outside --buffer-bytes: a body this small is never
+    /// held up by other clients' uploads (>= 0) [default: 65536 = 64 KiB].
     #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
     pub small_body_bytes: Option<String>,
     /// The global limit's algorithm: fixed, aimd, gradient2 or vegas. An

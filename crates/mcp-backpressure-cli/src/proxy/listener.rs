@@ -58,7 +58,8 @@ pub mod idle;
 /// what nginx allows, and room for any bearer token), bodies pass through
 /// in chunks of at most this size. Memory for connections is then at most
 /// about `max_connections` × 2 × 32 KiB (64 MiB at the default cap), on top
-/// of the request bodies' byte budget (`budget::Budget`).
+/// of the request bodies' (`body`: each connection's own `small_body_bytes`
+/// and the shared `budget::Budget`).
 pub const MAX_BUF_SIZE: usize = 32 * 1024;
 
 /// The default [`ListenerSettings::grace`].
@@ -74,7 +75,9 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// The listener's bounds.
 #[derive(Clone, Debug)]
 pub struct ListenerSettings {
-    /// Client connections open at once (at least 1). Default 1024
+    /// Client connections served at once (at least 1; one more may be
+    /// accepted and held at the cap, see the module's documentation).
+    /// Default 1024
     /// (`--max-connections`): far above what one MCP server's clients open
     /// at once, and at most 64 MiB of connection buffers (see
     /// [`MAX_BUF_SIZE`]). Each connection is a file descriptor: where the

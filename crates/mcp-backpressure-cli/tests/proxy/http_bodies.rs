@@ -14,9 +14,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 
 use crate::http_client::HttpSession;
-use crate::http_listener::{
-    SLACK, connect, nowhere, post_head, proxy, status_line, until_closed,
-};
+use crate::http_listener::{SLACK, connect, nowhere, post_head, proxy, status_line, until_closed};
 use crate::support::{PATIENCE, http_server};
 
 /// Logs the old waiting (`budget=debug`) as well as the refusals.
@@ -71,7 +69,12 @@ impl Staller {
             .await
             .expect("100 Continue in time")
             .unwrap();
-        assert_eq!(continued, expected, "{}", String::from_utf8_lossy(&continued));
+        assert_eq!(
+            continued,
+            expected,
+            "{}",
+            String::from_utf8_lossy(&continued)
+        );
         write.write_all(&vec![b' '; sent]).await.unwrap();
         Self {
             read,
@@ -261,7 +264,10 @@ async fn http_a_body_trickling_below_the_minimum_rate_is_cut() {
     )
     .await;
     let (mut read, mut write) = connect(addr).await.into_split();
-    write.write_all(post_head(100_000).as_bytes()).await.unwrap();
+    write
+        .write_all(post_head(100_000).as_bytes())
+        .await
+        .unwrap();
     let started = Instant::now();
     let trickle = tokio::spawn(async move {
         let mut interval = tokio::time::interval(Duration::from_millis(100));
@@ -283,7 +289,10 @@ async fn http_a_body_trickling_below_the_minimum_rate_is_cut() {
     trickle.abort();
     // 1 s of credit, losing 0.75 s a second: about 1.3 s.
     let elapsed = started.elapsed();
-    assert!(elapsed < Duration::from_secs(2) + SLACK, "cut after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(2) + SLACK,
+        "cut after {elapsed:?}"
+    );
 }
 
 /// A `Content-Length` that lies: bytes beyond it are the next request (not
@@ -301,7 +310,10 @@ async fn http_a_content_length_that_lies_is_held_to_it() {
         "clientInfo": {"name": "liar", "version": "0"}}})
     .to_string();
     let mut client = connect(addr).await;
-    let request = format!("{}{init}{{\"jsonrpc\":\"2.0\"}}\r\n\r\n", post_head(init.len()));
+    let request = format!(
+        "{}{init}{{\"jsonrpc\":\"2.0\"}}\r\n\r\n",
+        post_head(init.len())
+    );
     client.write_all(request.as_bytes()).await.unwrap();
     let answers = until_closed(&mut client).await;
     assert!(answers.starts_with("HTTP/1.1 200 "), "{answers:?}");
