@@ -1,8 +1,11 @@
 //! A byte budget: how many bytes of messages the proxy may hold at once — in
 //! one direction of a stdio session, or for the HTTP request bodies being
-//! read. Everything held holds a [`Lease`] on its size; when the budget is
-//! spent, the reader waits — backpressure to the peer — instead of growing.
-//! `buffer_bytes` (`--buffer-bytes`, default 16 MiB) sizes each.
+//! read. Everything held holds a [`Lease`] on its size. When the budget is
+//! spent, a stdio reader waits ([`Budget::grow`]) — backpressure to its one
+//! peer — instead of growing; an HTTP body does not wait
+//! ([`Budget::try_grow`]): its many clients would wait for each other
+//! (`body` says why and what it does instead). `buffer_bytes`
+//! (`--buffer-bytes`, default 16 MiB) sizes each.
 
 use std::sync::Arc;
 
@@ -42,19 +45,49 @@ impl Budget {
         self.total - self.bytes.available_permits()
     }
 
-    /// Grows `lease` to `len` bytes — to the whole budget if `len` is more.
+    /// Whether `len` bytes (the whole budget if `len` is more) are free now.
+    pub fn has_free(&self, len: usize) -> bool {
+        len.min(self.total) <= self.bytes.available_permits()
+    }
+
+    /// Grows `lease` to `len` bytes — to the whole budget if `len` is more —
+    /// if they are free now; otherwise leaves it as it was and returns
+    /// false. Never waits, so never queues behind a waiter of [`grow`]
+    /// (free bytes go to the first waiter before anyone else sees them).
+    ///
+    /// [`grow`]: Budget::grow
+    pub fn try_grow(&self, lease: &mut Lease, len: usize) -> bool {
+        let more = self.wanted(lease, len);
+        if more == 0 {
+            return true;
+        }
+        match Arc::clone(&self.bytes).try_acquire_many_owned(more) {
+            Ok(permit) => {
+                lease.merge(permit);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The bytes `lease` lacks to hold `len` (at most the whole budget).
+    fn wanted(&self, lease: &Lease, len: usize) -> u32 {
+        let more = len.min(self.total).saturating_sub(lease.bytes());
+        u32::try_from(more).expect("the total fits in u32")
+    }
+
+    /// Grows `lease` to `len` bytes — to the whole budget if `len` is more —
+    /// waiting until they are free.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future while it waits takes nothing (and
     /// leaves `lease` as it was).
     pub async fn grow(&self, lease: &mut Lease, len: usize) {
-        let want = len.min(self.total);
-        let more = want.saturating_sub(lease.bytes());
+        let more = self.wanted(lease, len);
         if more == 0 {
             return;
         }
-        let more = u32::try_from(more).expect("the total fits in u32");
         let permit = match Arc::clone(&self.bytes).try_acquire_many_owned(more) {
             Ok(permit) => permit,
             Err(_) => {
@@ -71,10 +104,7 @@ impl Budget {
                     .expect("the budget's semaphore is never closed")
             }
         };
-        match &mut lease.permit {
-            Some(held) => held.merge(permit),
-            None => lease.permit = Some(permit),
-        }
+        lease.merge(permit);
     }
 }
 
@@ -89,6 +119,13 @@ impl Lease {
         self.permit
             .as_ref()
             .map_or(0, OwnedSemaphorePermit::num_permits)
+    }
+
+    fn merge(&mut self, permit: OwnedSemaphorePermit) {
+        match &mut self.permit {
+            Some(held) => held.merge(permit),
+            None => self.permit = Some(permit),
+        }
     }
 }
 
@@ -128,5 +165,26 @@ mod tests {
         assert_eq!((all.bytes(), budget.in_use()), (1000, 1000));
         drop(all);
         assert_eq!(budget.in_use(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn try_grow_takes_what_is_free_or_nothing() {
+        let budget = Budget::new(1000);
+        let mut a = Lease::empty();
+        assert!(budget.try_grow(&mut a, 600));
+        assert!(budget.try_grow(&mut a, 600), "already held: nothing more");
+        let mut b = Lease::empty();
+        assert!(budget.try_grow(&mut b, 300));
+        assert_eq!(budget.in_use(), 900);
+        assert!(budget.has_free(100) && !budget.has_free(101));
+        // 200 more for b: only 100 free; b keeps what it had.
+        assert!(!budget.try_grow(&mut b, 500));
+        assert_eq!((b.bytes(), budget.in_use()), (300, 900));
+        drop(a);
+        assert!(budget.try_grow(&mut b, 5000), "capped at the whole budget");
+        assert_eq!(b.bytes(), 1000);
+        assert!(budget.has_free(0) && !budget.has_free(1));
+        drop(b);
+        assert!(budget.has_free(5000), "the whole budget at most");
     }
 }

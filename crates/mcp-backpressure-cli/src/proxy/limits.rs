@@ -32,6 +32,9 @@
 //! max_connections = 1024      # HTTP only
 //! header_read_timeout = 10    # HTTP only, seconds
 //! body_read_timeout = 20      # HTTP only, seconds
+//! body_stall_timeout = 5      # HTTP only, seconds a body may pause
+//! body_min_rate = 1024        # HTTP only, bytes/s a body averages beyond that
+//! small_body_bytes = 65536    # HTTP only, bytes of each body outside buffer_bytes
 //! limit = "fixed"             # fixed, aimd, gradient2 or vegas
 //! min_limit = 1               # adaptive limits only
 //! max_limit = 5               # adaptive limits only; default max_concurrent
@@ -95,6 +98,12 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default time allowed to receive an HTTP request's body.
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// The default longest pause in an HTTP request's body.
+pub const DEFAULT_BODY_STALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default least average rate of an HTTP request's body, in bytes/s.
+pub const DEFAULT_BODY_MIN_RATE: usize = 1024;
+/// The default bytes of each HTTP request body that are its connection's own.
+pub const DEFAULT_SMALL_BODY_BYTES: usize = 64 * 1024;
 
 /// The longest duration any setting accepts: 365 days, in seconds. Longer ones
 /// are mistakes, and much longer ones overflow a `Duration` or an `Instant`.
@@ -113,7 +122,9 @@ const CLIENT_LIMIT: Count = Count::new("client_limit", 1);
 const MAX_TRACKED_KEYS: Count = Count::new("max_tracked_keys", 1);
 const MAX_CONTINUATIONS: Count = Count::new("max_continuations", 0);
 const MAX_TASK_HOLDS: Count = Count::new("max_task_holds", 1);
-const COUNTS: [Count; 13] = [
+const BODY_MIN_RATE: Count = Count::new("body_min_rate", 0);
+const SMALL_BODY_BYTES: Count = Count::new("small_body_bytes", 0);
+const COUNTS: [Count; 15] = [
     MAX_CONCURRENT,
     QUEUE_SIZE,
     MAX_MESSAGE_BYTES,
@@ -127,6 +138,8 @@ const COUNTS: [Count; 13] = [
     MAX_TRACKED_KEYS,
     MAX_CONTINUATIONS,
     MAX_TASK_HOLDS,
+    BODY_MIN_RATE,
+    SMALL_BODY_BYTES,
 ];
 
 const QUEUE_TIMEOUT: Seconds = Seconds::positive("queue_timeout");
@@ -136,7 +149,8 @@ const INITIAL_SERVICE_TIME: Seconds = Seconds::positive("initial_service_time");
 const CANCEL_GRACE: Seconds = Seconds::non_negative("cancel_grace");
 const HEADER_READ_TIMEOUT: Seconds = Seconds::positive("header_read_timeout");
 const BODY_READ_TIMEOUT: Seconds = Seconds::positive("body_read_timeout");
-const SECONDS: [Seconds; 7] = [
+const BODY_STALL_TIMEOUT: Seconds = Seconds::positive("body_stall_timeout");
+const SECONDS: [Seconds; 8] = [
     QUEUE_TIMEOUT,
     RETRY_AFTER_MIN,
     RETRY_AFTER_MAX,
@@ -144,6 +158,7 @@ const SECONDS: [Seconds; 7] = [
     CANCEL_GRACE,
     HEADER_READ_TIMEOUT,
     BODY_READ_TIMEOUT,
+    BODY_STALL_TIMEOUT,
 ];
 
 /// The settings as flags. Every flag has the name of its TOML key, with
@@ -223,6 +238,20 @@ pub struct LimitArgs {
     /// [default: 20].
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub body_read_timeout: Option<String>,
+    /// HTTP only: longest pause in a request's body, in seconds (> 0)
+    /// [default: 5].
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub body_stall_timeout: Option<String>,
+    /// HTTP only: least average rate of a request's body over any span
+    /// longer than --body-stall-timeout, in bytes per second (>= 0; 0: only
+    /// the stall counts) [default: 1024].
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
+    pub body_min_rate: Option<String>,
+    /// HTTP only: how much of each request body, in bytes, is its
+    /// connection's own, outside --buffer-bytes: a body this small is never
+    /// held up by other clients' uploads (>= 0) [default: 65536 = 64 KiB].
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true)]
+    pub small_body_bytes: Option<String>,
     /// The global limit's algorithm: fixed, aimd, gradient2 or vegas. An
     /// adaptive one starts at --max-concurrent and never goes above it unless
     /// --max-limit says so [default: fixed].
@@ -335,6 +364,9 @@ struct FileSettings {
     max_connections: Option<Spanned<toml::Value>>,
     header_read_timeout: Option<Spanned<toml::Value>>,
     body_read_timeout: Option<Spanned<toml::Value>>,
+    body_stall_timeout: Option<Spanned<toml::Value>>,
+    body_min_rate: Option<Spanned<toml::Value>>,
+    small_body_bytes: Option<Spanned<toml::Value>>,
     limit: Option<Spanned<toml::Value>>,
     min_limit: Option<Spanned<toml::Value>>,
     max_limit: Option<Spanned<toml::Value>>,
@@ -391,6 +423,14 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     /// HTTP only: longest time to receive a request's body.
     pub body_read_timeout: Duration,
+    /// HTTP only: longest pause in a request's body.
+    pub body_stall_timeout: Duration,
+    /// HTTP only: least average rate of a request's body, in bytes per
+    /// second, over spans longer than `body_stall_timeout`; 0 for none.
+    pub body_min_rate: u64,
+    /// HTTP only: bytes of each request body that are its connection's own,
+    /// outside the `buffer_bytes` budget.
+    pub small_body_bytes: usize,
     /// The limit shared through Redis, if any (fixed at startup).
     pub shared: Option<SharedLimit>,
     /// Background tasks whose calls keep their slots at once.
@@ -425,6 +465,9 @@ impl Settings {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            body_stall_timeout: DEFAULT_BODY_STALL_TIMEOUT,
+            body_min_rate: DEFAULT_BODY_MIN_RATE as u64,
+            small_body_bytes: DEFAULT_SMALL_BODY_BYTES,
             shared: None,
             max_task_holds: mcp_backpressure::task_holds::DEFAULT_MAX_HOLDS,
         }
@@ -559,6 +602,16 @@ impl Settings {
         let body_read_timeout = BODY_READ_TIMEOUT
             .get(body)?
             .unwrap_or(DEFAULT_BODY_READ_TIMEOUT);
+        let stall = pick(&args.body_stall_timeout, &file.body_stall_timeout);
+        let body_stall_timeout = BODY_STALL_TIMEOUT
+            .get(stall)?
+            .unwrap_or(DEFAULT_BODY_STALL_TIMEOUT);
+        let rate = pick(&args.body_min_rate, &file.body_min_rate);
+        let body_min_rate = BODY_MIN_RATE.get(rate)?.unwrap_or(DEFAULT_BODY_MIN_RATE) as u64;
+        let small = pick(&args.small_body_bytes, &file.small_body_bytes);
+        let small_body_bytes = SMALL_BODY_BYTES
+            .get(small)?
+            .unwrap_or(DEFAULT_SMALL_BODY_BYTES);
 
         // Settings that bound each other.
         if retry_after_max < retry_after_min {
@@ -691,6 +744,9 @@ impl Settings {
             max_connections,
             header_read_timeout,
             body_read_timeout,
+            body_stall_timeout,
+            body_min_rate,
+            small_body_bytes,
             shared,
             max_task_holds,
         })
@@ -1348,7 +1404,8 @@ mod tests {
                  retry_after_max = 2\ninitial_service_time = 0.25\nerror_code = -32001\n\
                  guarded = [\"tools/call\", \"resources/read\"]\nmax_message_bytes = 4096\n\
                  cancel_grace = 0\nmax_in_flight = 10\nbuffer_bytes = 65536\n\
-                 max_connections = 2\nheader_read_timeout = 1.5\nbody_read_timeout = 3\n",
+                 max_connections = 2\nheader_read_timeout = 1.5\nbody_read_timeout = 3\n\
+                 body_stall_timeout = 0.5\nbody_min_rate = 0\nsmall_body_bytes = 100\n",
             ),
         )
         .unwrap();
@@ -1371,6 +1428,9 @@ mod tests {
         assert_eq!(settings.max_connections, 2);
         assert_eq!(settings.header_read_timeout, Duration::from_millis(1500));
         assert_eq!(settings.body_read_timeout, Duration::from_secs(3));
+        assert_eq!(settings.body_stall_timeout, Duration::from_millis(500));
+        assert_eq!(settings.body_min_rate, 0);
+        assert_eq!(settings.small_body_bytes, 100);
     }
 
     #[test]
@@ -1408,6 +1468,12 @@ mod tests {
             "1.5",
             "--body-read-timeout",
             "3",
+            "--body-stall-timeout",
+            "0.5",
+            "--body-min-rate",
+            "0",
+            "--small-body-bytes",
+            "100",
         ]);
         let settings = Settings::merge(&args, &FileSettings::default()).unwrap();
         assert_eq!(settings.config.max_concurrent, 3);
@@ -1428,6 +1494,9 @@ mod tests {
         assert_eq!(settings.max_connections, 2);
         assert_eq!(settings.header_read_timeout, Duration::from_millis(1500));
         assert_eq!(settings.body_read_timeout, Duration::from_secs(3));
+        assert_eq!(settings.body_stall_timeout, Duration::from_millis(500));
+        assert_eq!(settings.body_min_rate, 0);
+        assert_eq!(settings.small_body_bytes, 100);
     }
 
     #[test]
@@ -1477,6 +1546,9 @@ mod tests {
         assert_eq!(settings.max_connections, 1024);
         assert_eq!(settings.header_read_timeout, Duration::from_secs(10));
         assert_eq!(settings.body_read_timeout, Duration::from_secs(20));
+        assert_eq!(settings.body_stall_timeout, Duration::from_secs(5));
+        assert_eq!(settings.body_min_rate, 1024);
+        assert_eq!(settings.small_body_bytes, 64 * 1024);
         let with = Settings::with_defaults(LimiterConfig::new(1));
         assert_eq!(
             (with.max_in_flight, with.buffer_bytes, with.cancel_grace),

@@ -6,19 +6,25 @@
 //!   as it comes (an SSE event, then the end of the chunked body), and with
 //!   Nagle's algorithm a small write waits for the ACK of the one before it,
 //!   which the client delays by up to 40 ms;
-//! - at most [`ListenerSettings::max_connections`] connections are open at
-//!   once. At the cap the proxy stops accepting until one closes: new
-//!   connections wait in the kernel's accept backlog (and are served in
-//!   turn, or time out on the client's side) rather than being accepted and
-//!   closed at once — the cap bounds memory and file descriptors, and a
-//!   burst of clients slows down instead of failing;
+//! - at most [`ListenerSettings::max_connections`] connections are served
+//!   at once. At the cap, the next connection is accepted and held (not
+//!   read) while the connection that has waited longest for a request —
+//!   one that has sent nothing, or half a head, or is kept alive between
+//!   requests — is closed to make room ([`idle`]): clients that open
+//!   connections and do not use them cannot keep others out. If every
+//!   connection is serving a request, the held one waits until one closes
+//!   or starts waiting, and further ones wait in the kernel's accept
+//!   backlog (and are served in turn, or time out on the client's side)
+//!   rather than being accepted and closed at once — the cap bounds memory
+//!   and file descriptors (`max_connections` + 1 sockets), and a burst of
+//!   clients slows down instead of failing;
 //! - a request's headers must arrive within
 //!   [`ListenerSettings::header_read_timeout`], counted from when the
 //!   connection starts waiting for them: on a new connection, and after
 //!   each response on a kept-alive one, so an idle connection is closed
 //!   after the same time (hyper's `header_read_timeout`, which covers both;
 //!   see the tests). The request *body* is bounded in size and time where it
-//!   is read (`body::read_body`);
+//!   is read (`body::read_body`): its size, its pace and its total time;
 //! - a connection buffers at most [`MAX_BUF_SIZE`] bytes of what it reads
 //!   (headers included) and of what it writes;
 //! - on shutdown, the listener closes, open connections finish their
@@ -37,20 +43,23 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use self::idle::{Entry, Idle, Tracked, TrackedIo};
 use super::limits::{DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
+
+pub mod idle;
 
 /// The most a connection buffers of what it reads or writes, in bytes: a
 /// request's headers must fit (hyper answers 431 otherwise: 32 KiB is about
 /// what nginx allows, and room for any bearer token), bodies pass through
 /// in chunks of at most this size. Memory for connections is then at most
 /// about `max_connections` × 2 × 32 KiB (64 MiB at the default cap), on top
-/// of the request bodies' byte budget (`budget::Budget`).
+/// of the request bodies' (`body`: each connection's own `small_body_bytes`
+/// and the shared `budget::Budget`).
 pub const MAX_BUF_SIZE: usize = 32 * 1024;
 
 /// The default [`ListenerSettings::grace`].
@@ -66,7 +75,9 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// The listener's bounds.
 #[derive(Clone, Debug)]
 pub struct ListenerSettings {
-    /// Client connections open at once (at least 1). Default 1024
+    /// Client connections served at once (at least 1; one more may be
+    /// accepted and held at the cap, see the module's documentation).
+    /// Default 1024
     /// (`--max-connections`): far above what one MCP server's clients open
     /// at once, and at most 64 MiB of connection buffers (see
     /// [`MAX_BUF_SIZE`]). Each connection is a file descriptor: where the
@@ -117,6 +128,7 @@ pub async fn serve(
     let local = listener.local_addr()?;
     let max_connections = settings.max_connections.max(1);
     let slots = Arc::new(Semaphore::new(max_connections));
+    let idle = Arc::new(Idle::default());
     let builder = builder(&settings);
     let (closing, closing_rx) = watch::channel(false);
     // Dropping the set (when this future is dropped) aborts every connection.
@@ -125,25 +137,6 @@ pub async fn serve(
     let mut last_cap_warning: Option<Instant> = None;
     tracing::debug!(%local, max_connections, ?settings, "accepting connections");
     'accept: loop {
-        // A slot first: at the cap, nothing is accepted until one frees.
-        let permit = match Arc::clone(&slots).try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                if last_cap_warning.is_none_or(|at| at.elapsed() >= CAP_WARNING_EVERY) {
-                    tracing::warn!(
-                        max_connections,
-                        "at the connection cap; not accepting until a connection closes"
-                    );
-                    last_cap_warning = Some(Instant::now());
-                }
-                tokio::select! {
-                    () = &mut shutdown => break 'accept,
-                    permit = Arc::clone(&slots).acquire_owned() => {
-                        permit.expect("the connection semaphore is never closed")
-                    }
-                }
-            }
-        };
         let (stream, peer) = loop {
             tokio::select! {
                 () = &mut shutdown => break 'accept,
@@ -162,6 +155,38 @@ pub async fn serve(
                 },
             }
         };
+        // A slot: at the cap, the connection longest without a request
+        // makes room; if none waits for one, this one waits (and the next
+        // ones in the backlog) until a slot frees.
+        let permit = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => loop {
+                // A slot may have freed meanwhile (the wait below may have
+                // ended on `changed` first): take it rather than close
+                // another connection.
+                if let Ok(permit) = Arc::clone(&slots).try_acquire_owned() {
+                    break permit;
+                }
+                if !idle.close_oldest()
+                    && last_cap_warning.is_none_or(|at| at.elapsed() >= CAP_WARNING_EVERY)
+                {
+                    tracing::warn!(
+                        max_connections,
+                        "at the connection cap, every connection serving a request; \
+                         not accepting until one closes or is idle"
+                    );
+                    last_cap_warning = Some(Instant::now());
+                }
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => break 'accept,
+                    permit = Arc::clone(&slots).acquire_owned() => {
+                        break permit.expect("the connection semaphore is never closed");
+                    }
+                    () = idle.changed() => {}
+                }
+            },
+        };
         // Forget the connections that ended (their results are nothing).
         while let Some(ended) = connections.try_join_next() {
             log_panic(ended);
@@ -172,7 +197,7 @@ pub async fn serve(
             builder.clone(),
             app.clone(),
             closing_rx.clone(),
-            permit,
+            idle.register(permit),
         ));
     }
     drop(listener);
@@ -209,8 +234,10 @@ fn builder(settings: &ListenerSettings) -> http1::Builder {
     builder
 }
 
-/// Serves one connection until it closes, or until `closing`: then finishes
-/// the request in flight (if any) and closes. Holds `_slot` until then.
+/// Serves one connection until it closes, until the listener asks it to
+/// close while it waits for a request (then it closes at once), or until
+/// `closing` (then it finishes the request in flight, if any, and closes).
+/// Holds its `entry` (and slot) until then.
 ///
 /// # Cancel safety
 ///
@@ -221,14 +248,16 @@ async fn connection(
     builder: http1::Builder,
     app: axum::Router,
     mut closing: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
+    entry: Entry,
 ) {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
     }
     tracing::trace!(%peer, "connection accepted");
-    let service = TowerToHyperService::new(app);
-    let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
+    let entry = Arc::new(entry);
+    let service = Tracked::new(app, Arc::clone(&entry));
+    let io = TokioIo::new(TrackedIo::new(stream, Arc::clone(&entry)));
+    let mut conn = pin!(builder.serve_connection(io, service));
     let result = tokio::select! {
         result = conn.as_mut() => result,
         () = async {
@@ -237,6 +266,10 @@ async fn connection(
         } => {
             conn.as_mut().graceful_shutdown();
             conn.await
+        }
+        () = entry.asked_to_close() => {
+            tracing::debug!(%peer, "connection closed to make room under the cap");
+            return;
         }
     };
     match result {
@@ -440,30 +473,73 @@ mod tests {
         within(idle.elapsed(), SECOND, SECOND + SECOND / 10);
     }
 
+    /// Connections that send nothing, or half a head, or sit idle between
+    /// requests, hold the cap only until a new connection needs a slot:
+    /// the one that has waited longest is closed for it.
     #[tokio::test(start_paused = true)]
-    async fn at_the_cap_the_next_connection_waits_until_one_closes() {
-        let server = Server::start(settings(2, 60 * SECOND)).await;
-        // Two connections, served (kept alive, idle): the cap.
+    async fn at_the_cap_the_connection_longest_without_a_request_makes_room() {
+        let server = Server::start(settings(3, 600 * SECOND)).await;
+        let mut silent = server.connect().await;
+        tokio::time::sleep(SECOND).await;
+        let mut half = server.connect().await;
+        half.write_all(b"POST /mcp HTTP/1.1\r\nhost: te")
+            .await
+            .unwrap();
+        tokio::time::sleep(SECOND).await;
+        let mut kept = server.connect().await;
+        kept.write_all(GET).await.unwrap();
+        assert!(response(&mut kept).await.starts_with("HTTP/1.1 200 OK"));
+        tokio::time::sleep(SECOND).await;
+        // At the cap: each new connection closes the oldest waiting one.
+        let mut new = server.connect().await;
+        new.write_all(GET).await.unwrap();
+        assert!(response(&mut new).await.starts_with("HTTP/1.1 200 OK"));
+        assert_eq!(until_closed(&mut silent).await, "");
+        let mut newer = server.connect().await;
+        newer.write_all(GET).await.unwrap();
+        assert!(response(&mut newer).await.starts_with("HTTP/1.1 200 OK"));
+        assert_eq!(until_closed(&mut half).await, "");
+        // Then the kept-alive one (idle since its response), not the new
+        // ones (idle since theirs, later).
+        let mut newest = server.connect().await;
+        newest.write_all(GET).await.unwrap();
+        assert!(response(&mut newest).await.starts_with("HTTP/1.1 200 OK"));
+        assert_eq!(until_closed(&mut kept).await, "");
+        newer.write_all(GET).await.unwrap();
+        assert!(response(&mut newer).await.starts_with("HTTP/1.1 200 OK"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_the_cap_with_every_connection_serving_the_next_waits() {
+        let mut server = Server::start(settings(2, 600 * SECOND)).await;
         let mut a = server.connect().await;
         let mut b = server.connect().await;
         for client in [&mut a, &mut b] {
-            client.write_all(GET).await.unwrap();
-            assert!(response(client).await.starts_with("HTTP/1.1 200 OK"));
+            client
+                .write_all(b"GET /hold HTTP/1.1\r\nhost: test\r\n\r\n")
+                .await
+                .unwrap();
+            server.held.recv().await.unwrap();
         }
-        // The third is in the kernel's backlog: its request is not read.
+        // The third is held, not read: a and b are serving.
         let mut c = server.connect().await;
         c.write_all(GET).await.unwrap();
         let mut buf = [0; 64];
         assert!(
             timeout(30 * SECOND, c.read(&mut buf)).await.is_err(),
-            "the third connection was served while two were open"
+            "the third connection was served while two were serving"
         );
-        // One closes: the third is accepted and served.
-        drop(a);
+        // One answers: its connection, idle again, makes room for c (the
+        // answer is delivered whole first).
+        server.release.notify_one();
+        let released = if let Ok(answer) = timeout(PATIENCE, response(&mut a)).await {
+            (answer, &mut a)
+        } else {
+            (response(&mut b).await, &mut b)
+        };
+        assert!(released.0.ends_with("released"), "{:?}", released.0);
         assert!(response(&mut c).await.starts_with("HTTP/1.1 200 OK"));
-        // b is still served, c holds the other slot.
-        b.write_all(GET).await.unwrap();
-        assert!(response(&mut b).await.starts_with("HTTP/1.1 200 OK"));
+        assert_eq!(until_closed(released.1).await, "");
     }
 
     #[tokio::test(start_paused = true)]

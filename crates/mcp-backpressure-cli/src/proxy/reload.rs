@@ -202,6 +202,9 @@ fn describe(settings: &Settings) -> Vec<(String, String, bool)> {
         ("max_connections", settings.max_connections.to_string()),
         ("header_read_timeout", secs(settings.header_read_timeout)),
         ("body_read_timeout", secs(settings.body_read_timeout)),
+        ("body_stall_timeout", secs(settings.body_stall_timeout)),
+        ("body_min_rate", settings.body_min_rate.to_string()),
+        ("small_body_bytes", settings.small_body_bytes.to_string()),
         ("max_task_holds", settings.max_task_holds.to_string()),
     ];
     out.extend(

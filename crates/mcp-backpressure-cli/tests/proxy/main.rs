@@ -10,6 +10,7 @@ mod dialect;
 mod faults;
 mod hardening;
 mod http;
+mod http_bodies;
 mod http_client;
 mod http_faults;
 mod http_listener;

@@ -16,7 +16,7 @@ use reqwest::Url;
 
 use super::target::{self, SESSION, Target};
 use super::watch::{Ending, Watch};
-use crate::proxy::body::{self, BodyError};
+use crate::proxy::body::{self, BodyError, BodyLimits};
 use crate::proxy::budget::Budget;
 use crate::proxy::error::{self, ProxyError};
 use crate::proxy::gate::Gate;
@@ -76,19 +76,17 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
     let (parts, body) = request.into_parts();
     let target = target::resolve(&proxy.upstream, &parts.uri);
     let settings = proxy.settings();
-    let read = body::read_body(
-        body,
-        settings.max_message_bytes,
-        settings.body_read_timeout,
-        &proxy.bodies,
-    )
-    .await;
+    let read = body::read_body(body, BodyLimits::of(settings), &proxy.bodies).await;
     let (bytes, _lease) = match read {
         Ok(read) => read,
         Err(BodyError::TooLarge { max }) => {
             tracing::warn!(max, "message from the client too large; refused");
             let error = ProxyError::TooLarge { len: None, max };
             return proxy.error_response(&error, &[None], false);
+        }
+        Err(error @ BodyError::BudgetSpent { .. }) => {
+            tracing::warn!(%error, "the request body budget is spent; refused with 503");
+            return error_status(&error);
         }
         Err(error) => {
             tracing::debug!(%error, "the client's request body was not read");
@@ -358,8 +356,18 @@ fn mcp_name(value: &str) -> Option<HeaderValue> {
 
 fn error_status(error: &BodyError) -> Response {
     let status = match error {
-        BodyError::TimedOut { .. } => StatusCode::REQUEST_TIMEOUT,
+        BodyError::TimedOut { .. } | BodyError::TooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
         BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        BodyError::BudgetSpent { retry_after } => {
+            // Whole seconds, rounded up.
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, seconds.to_string())],
+                format!("{error}\n"),
+            )
+                .into_response();
+        }
         _ => StatusCode::BAD_REQUEST,
     };
     (status, format!("{error}\n")).into_response()
