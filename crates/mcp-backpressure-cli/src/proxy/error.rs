@@ -165,7 +165,10 @@ fn with_id(id: Option<&str>, message: &Value) -> Reply {
 /// A result response of the proxy's own (a refusal answered as a tool
 /// result) to `id`, the id written as the client wrote it.
 pub fn result_response(id: &RequestId, result: Value) -> Reply {
-    with_id(Some(&id.written()), &json!({"jsonrpc": "2.0", "result": result}))
+    with_id(
+        Some(&id.written()),
+        &json!({"jsonrpc": "2.0", "result": result}),
+    )
 }
 
 /// One answer for a message: a single error response, or (for a batch) one

@@ -532,8 +532,8 @@ impl Settings {
             &file.http_overload_status,
         )
         .map(http_overload_status)
-            .transpose()?
-            .unwrap_or_default();
+        .transpose()?
+        .unwrap_or_default();
         let guarded = if args.guarded.is_empty() {
             match file.written("guarded", &file.guarded) {
                 Some(input) => {
@@ -602,13 +602,21 @@ impl Settings {
         let body_read_timeout = BODY_READ_TIMEOUT
             .get(body)?
             .unwrap_or(DEFAULT_BODY_READ_TIMEOUT);
-        let stall = pick(&args.body_stall_timeout, &file.body_stall_timeout);
+        let stall = pick(
+            "body_stall_timeout",
+            &args.body_stall_timeout,
+            &file.body_stall_timeout,
+        );
         let body_stall_timeout = BODY_STALL_TIMEOUT
             .get(stall)?
             .unwrap_or(DEFAULT_BODY_STALL_TIMEOUT);
-        let rate = pick(&args.body_min_rate, &file.body_min_rate);
+        let rate = pick("body_min_rate", &args.body_min_rate, &file.body_min_rate);
         let body_min_rate = BODY_MIN_RATE.get(rate)?.unwrap_or(DEFAULT_BODY_MIN_RATE) as u64;
-        let small = pick(&args.small_body_bytes, &file.small_body_bytes);
+        let small = pick(
+            "small_body_bytes",
+            &args.small_body_bytes,
+            &file.small_body_bytes,
+        );
         let small_body_bytes = SMALL_BODY_BYTES
             .get(small)?
             .unwrap_or(DEFAULT_SMALL_BODY_BYTES);
@@ -2300,6 +2308,9 @@ mod tests {
                 message.starts_with(expected),
                 "{argv:?} {text:?}:\n{message}\nexpected\n{expected}"
             );
+        }
+    }
+
     /// `overload_response` and `http_overload_status`: from a flag or the
     /// file (a flag wins), defaults, and bad values refused naming the
     /// setting (as the flag or the key) and quoting what was written.

@@ -213,8 +213,9 @@ fn envelope_era(version: &str) -> bool {
 /// One refusal, rendered.
 #[derive(Debug)]
 pub struct Refusal {
-    /// The whole JSON-RPC response (an error, or a tool result).
-    pub response: Value,
+    /// The whole JSON-RPC response (an error, or a tool result), its id
+    /// written as the client wrote it.
+    pub response: error::Reply,
     /// The tool result's correlation id (`None` for an error).
     pub correlation_id: Option<String>,
     /// The advertised retry delay, in milliseconds.
@@ -282,6 +283,11 @@ pub fn retry_after_secs(ms: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    /// The rendered response, parsed back.
+    fn response_of(refusal: &super::Refusal) -> serde_json::Value {
+        serde_json::from_str(refusal.response.get()).expect("the response is JSON")
+    }
+
     use std::time::Duration;
 
     use mcp_backpressure::{MetricsSnapshot, OverloadReason};
@@ -331,10 +337,10 @@ mod tests {
     #[test]
     fn the_error_is_the_overload_error_under_the_requests_id() {
         let o = overload(Duration::from_millis(1500));
-        let id = RequestId::Str("a".into());
+        let id = RequestId::string("a");
         let refusal = Refusal::render(&o, &id, CALL, dialect(OverloadResponse::Error), -32023);
         assert_eq!(
-            refusal.response,
+            response_of(&refusal),
             jsonrpc::error_response(&json!("a"), &o, -32023)
         );
         assert_eq!(refusal.correlation_id, None);
@@ -345,12 +351,12 @@ mod tests {
         let o = overload(Duration::from_millis(1500));
         let refusal = Refusal::render(
             &o,
-            &RequestId::Int(7),
+            &RequestId::int(7),
             CALL,
             dialect(OverloadResponse::ToolResult),
             -31429,
         );
-        let response = &refusal.response;
+        let response = &response_of(&refusal);
         assert_eq!(response["jsonrpc"], "2.0");
         assert_eq!(response["id"], 7);
         assert!(response.get("error").is_none(), "{response}");
@@ -382,12 +388,12 @@ mod tests {
         assert!(!read.tool_call);
         let refusal = Refusal::render(
             &o,
-            &RequestId::Int(1),
+            &RequestId::int(1),
             read,
             dialect(OverloadResponse::ToolResult),
             -31429,
         );
-        assert_eq!(refusal.response["error"]["code"], -31429);
+        assert_eq!(response_of(&refusal)["error"]["code"], -31429);
         assert_eq!(refusal.correlation_id, None);
     }
 
@@ -421,19 +427,19 @@ mod tests {
         let o = overload(Duration::from_millis(10));
         let refusal = Refusal::render(
             &o,
-            &RequestId::Int(1),
+            &RequestId::int(1),
             Asked::of("tools/call", Some(modern)),
             dialect(OverloadResponse::ToolResult),
             -31429,
         );
-        assert_eq!(refusal.response["result"]["resultType"], "complete");
+        assert_eq!(response_of(&refusal)["result"]["resultType"], "complete");
     }
 
     #[test]
     fn the_http_status_carries_retry_after_unless_200() {
         let refusal = Refusal::render(
             &overload(Duration::from_millis(2200)),
-            &RequestId::Int(1),
+            &RequestId::int(1),
             CALL,
             dialect(OverloadResponse::Error),
             -31429,
