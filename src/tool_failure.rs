@@ -89,6 +89,17 @@ impl ToolFailure {
     }
 }
 
+/// Whether a result's `_meta` classifies its failure as an overload
+/// (`_meta[META_KEY].class == "overload"`): a guarded server further down
+/// refused the call in the tool-result dialect. The edges count such a result
+/// as an overload signal, like the overload error's code.
+pub fn says_overload(meta: &serde_json::Map<String, Value>) -> bool {
+    meta.get(META_KEY)
+        .and_then(|failure| failure.get("class"))
+        .and_then(Value::as_str)
+        == Some(OVERLOAD_CLASS)
+}
+
 /// A fresh correlation id: `bp-<16 hex digits, random per process>-<8+ hex
 /// digits, a counter>`. Unique within a process; across processes the random
 /// prefix makes a clash unlikely (64 bits).
@@ -142,6 +153,26 @@ mod tests {
         let prefix = |id: &str| id.rsplit_once('-').unwrap().0.to_owned();
         assert!(ids.iter().all(|id| prefix(id) == prefix(&ids[0])));
         assert!(ids[0].starts_with("bp-") && ids[0].len() >= 3 + 16 + 1 + 8);
+    }
+
+    #[test]
+    fn the_classification_is_recognised_and_nothing_else_is() {
+        let overload = crate::overload::test_overload(Duration::from_millis(5));
+        let Value::Object(meta) = ToolFailure::of(&overload).to_meta() else {
+            unreachable!()
+        };
+        assert!(says_overload(&meta));
+        for other in [
+            json!({}),
+            json!({ META_KEY: {"class": "capability"} }),
+            json!({ META_KEY: {"class": 5} }),
+            json!({ "toolFailure": {"class": "overload"} }),
+        ] {
+            let Value::Object(meta) = other else {
+                unreachable!()
+            };
+            assert!(!says_overload(&meta), "{meta:?}");
+        }
     }
 
     #[test]

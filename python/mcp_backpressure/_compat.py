@@ -15,6 +15,7 @@ Two things matter to the middleware:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 try:  # mcp 2.x
@@ -80,6 +81,31 @@ def result_is_error(result: Any) -> bool:
     if isinstance(result, dict):
         return result.get("isError") is True
     return False
+
+
+TOOL_FAILURE_META_KEY = "io.modelcontextprotocol/toolFailure"
+
+
+def result_says_overload(result: Any) -> bool:
+    """Whether a tool call's result is a refusal in the tool-result dialect:
+    ``isError`` and ``_meta["io.modelcontextprotocol/toolFailure"]["class"]``
+    ``== "overload"`` (a guarded server further down, whose answer the tool
+    relays, refused the call). Counted as an overload signal, like the
+    overload error's code."""
+    if not result_is_error(result):
+        return False
+    meta = None
+    for name in ("meta", "_meta"):
+        value = getattr(result, name, None)
+        if isinstance(value, Mapping):
+            meta = value
+            break
+    if meta is None and isinstance(result, Mapping):
+        meta = result.get("_meta")
+    if not isinstance(meta, Mapping):
+        return False
+    failure = meta.get(TOOL_FAILURE_META_KEY)
+    return isinstance(failure, Mapping) and failure.get("class") == "overload"
 
 
 def error_code(exc: BaseException) -> int | None:

@@ -18,6 +18,7 @@ from ._compat import (
     error_code,
     error_tool_result,
     result_is_error,
+    result_says_overload,
 )
 from .errors import DEFAULT_OVERLOAD_CODE, OverloadError
 from .metrics import BackpressureMetrics
@@ -409,7 +410,10 @@ class BackpressureMiddleware:
                 except Exception:  # never lose the call's answer over it
                     logger.exception("mcp_backpressure: could not hold the slot of task %s", handle[0])
             else:
-                permit.set_outcome("ignore" if result_is_error(result) else "success")
+                if result_says_overload(result):
+                    permit.set_outcome("dropped")  # a refusal further down, as a tool result
+                else:
+                    permit.set_outcome("ignore" if result_is_error(result) else "success")
             return result
         finally:
             permit.release()

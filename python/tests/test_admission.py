@@ -349,6 +349,16 @@ async def test_outcomes_feed_an_adaptive_limit() -> None:
     with pytest.raises(OverloadError):
         await mw(context(), overloaded_downstream)
     assert mw.get_metrics().max_concurrent == 9, "an overload signal backs the limit off"
+
+    async def refused_downstream_as_a_result(_context: object) -> object:
+        # A guarded server further down answered in the tool-result dialect.
+        return {
+            "isError": True,
+            "_meta": {"io.modelcontextprotocol/toolFailure": {"class": "overload"}},
+        }
+
+    await mw(context(), refused_downstream_as_a_result)
+    assert mw.get_metrics().max_concurrent == 8, "so does a refusal relayed as a tool result"
     assert consistent(mw).active == 0
 
 

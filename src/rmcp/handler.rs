@@ -46,6 +46,17 @@ fn error_outcome(error: &ErrorData, own_code: i32) -> Outcome {
 fn call_tool_outcome(response: &CallToolResponse) -> Outcome {
     match response {
         CallToolResponse::Complete(result) if result.is_error != Some(true) => Outcome::Success,
+        // A guarded server further down (the inner handler relays it)
+        // refused in the tool-result dialect: an overload signal, like the
+        // overload error's code.
+        CallToolResponse::Complete(result)
+            if result
+                .meta
+                .as_ref()
+                .is_some_and(|meta| crate::tool_failure::says_overload(&meta.0)) =>
+        {
+            Outcome::Dropped
+        }
         _ => Outcome::Ignore,
     }
 }
@@ -642,9 +653,24 @@ impl<H: ServerHandler> ServerHandler for Backpressure<H> {
 
 #[cfg(test)]
 mod tests {
-    use ::rmcp::model::CallToolRequestParams;
+    use ::rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock};
 
-    use super::is_continuation;
+    use super::{Outcome, call_tool_outcome, is_continuation};
+
+    /// A refusal relayed from a guarded server further down, in the
+    /// tool-result dialect, backs an adaptive limit off; the tool's own
+    /// failure and a success do not.
+    #[test]
+    fn a_relayed_refusal_in_the_tool_result_dialect_is_a_drop() {
+        let overload = crate::overload::test_overload(std::time::Duration::from_millis(5));
+        let failure = crate::ToolFailure::of(&overload);
+        let refused = super::wire::to_tool_result(&overload, &failure);
+        assert_eq!(call_tool_outcome(&refused.into()), Outcome::Dropped);
+        let failed = CallToolResult::error(vec![ContentBlock::text("division by zero")]);
+        assert_eq!(call_tool_outcome(&failed.into()), Outcome::Ignore);
+        let ok = CallToolResult::success(vec![]);
+        assert_eq!(call_tool_outcome(&ok.into()), Outcome::Success);
+    }
 
     #[test]
     fn a_call_with_input_responses_or_request_state_is_a_continuation() {

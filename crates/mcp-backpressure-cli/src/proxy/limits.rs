@@ -2368,59 +2368,58 @@ mod tests {
         for (argv, why) in [
             (
                 ["--overload-response", "tool_result"],
-                "must be error or tool-result, got \"tool_result\"",
+                "must be error or tool-result",
             ),
-            (
-                ["--overload-response", ""],
-                "must be error or tool-result, got \"\"",
-            ),
-            (
-                ["--http-overload-status", "500"],
-                "must be 200, 429 or 503, got 500",
-            ),
+            (["--overload-response", ""], "must be error or tool-result"),
+            (["--http-overload-status", "500"], "must be 200, 429 or 503"),
             (
                 ["--http-overload-status", "-503"],
-                "must be 200, 429 or 503, got -503",
+                "must be 200, 429 or 503",
             ),
             (
                 ["--http-overload-status", "busy"],
-                "must be 200, 429 or 503, got \"busy\"",
+                "must be 200, 429 or 503",
             ),
         ] {
             let message = flag_error(&argv);
             let key = argv[0].trim_start_matches("--").replace('-', "_");
             assert!(named(&message, &key), "{argv:?}: {message}");
+            assert!(
+                message.contains(&format!("{} {}", argv[0], argv[1])),
+                "{message}"
+            );
             assert!(message.ends_with(why), "{argv:?}: {message}");
         }
         for (toml, key, why) in [
             (
                 "overload_response = \"TOOL-RESULT\"",
                 "overload_response",
-                "must be error or tool-result, got \"TOOL-RESULT\"",
+                "must be error or tool-result",
             ),
             (
                 "overload_response = true",
                 "overload_response",
-                "must be error or tool-result, got true",
+                "must be error or tool-result",
             ),
             (
                 "http_overload_status = 503.0",
                 "http_overload_status",
-                "must be 200, 429 or 503, got 503.0",
+                "must be 200, 429 or 503",
             ),
             (
                 "http_overload_status = \"503 \"",
                 "http_overload_status",
-                "must be 200, 429 or 503, got \"503 \"",
+                "must be 200, 429 or 503",
             ),
             (
                 "http_overload_status = 99999999999999999999",
                 "http_overload_status",
-                "must be 200, 429 or 503, got 99999999999999999999",
+                "must be 200, 429 or 503",
             ),
         ] {
             let message = file_error(toml);
             assert!(named(&message, key), "{toml}: {message}");
+            assert!(message.contains(toml), "the key as written: {message}");
             assert!(message.ends_with(why), "{toml}: {message}");
         }
     }

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | a response with `result` | `Success` (its time is a sample) |
 //! | a tool result with `isError: true` | `Ignore` (the tool failed on its own) |
+//! | a tool result with `isError: true` classified `overload` (SEP-3313 `_meta`: a guarded server or proxy further down refused in the tool-result dialect) | `Dropped` |
 //! | an error whose code says overload or timeout (the library's [`OVERLOAD_SIGNAL_CODES`], shared with the rmcp wrapper) | `Dropped` (the limit backs off) |
 //! | an HTTP 429 or 503 from the upstream, whatever its body | `Dropped` |
 //! | any other error | `Ignore` |
@@ -35,6 +36,7 @@ pub fn of_answer(answer: Answer, status: Option<u16>, own_code: i32) -> Outcome 
     match answer {
         Answer::Result { is_error: false } => Outcome::Success,
         Answer::Result { is_error: true } => Outcome::Ignore,
+        Answer::Refused => Outcome::Dropped,
         Answer::Error {
             code: Some(code), ..
         } if signals_overload(code, own_code) => Outcome::Dropped,
@@ -73,6 +75,20 @@ mod tests {
 
     const OK: Answer = Answer::Result { is_error: false };
     const TOOL_ERROR: Answer = Answer::Result { is_error: true };
+
+    /// A refusal further down, answered as a tool result, backs the limit
+    /// off like the error would.
+    #[test]
+    fn a_refusal_in_the_tool_result_dialect_is_a_drop() {
+        assert_eq!(
+            of_answer(Answer::Refused, None, DEFAULT_OVERLOAD_CODE),
+            Outcome::Dropped
+        );
+        assert_eq!(
+            of_answer(Answer::Refused, Some(200), DEFAULT_OVERLOAD_CODE),
+            Outcome::Dropped
+        );
+    }
 
     fn error(code: i64) -> Answer {
         Answer::Error {

@@ -415,7 +415,7 @@ async fn http_sighup_switches_the_response_and_the_status() {
         })
         .await;
     assert!(
-        line.contains("http_overload_status") && line.contains("got 500"),
+        line.contains("http_overload_status = 500") && line.contains("must be 200, 429 or 503"),
         "{line}"
     );
     let (status, _, _) = refused_call(&s, 8, json!({}), VERSION).await;

@@ -396,6 +396,11 @@ pub enum Answer {
         /// `result.isError` is `true`.
         is_error: bool,
     },
+    /// A `result` that is an overload refusal in the tool-result dialect:
+    /// `isError: true` and `_meta["io.modelcontextprotocol/toolFailure"]`
+    /// of `class` `overload` (a guarded server or proxy further down, run
+    /// with `tool-result`, refused the call).
+    Refused,
     /// An `error` (also when a response carries both); `code` when
     /// `error.code` is an integer.
     Error {
@@ -859,6 +864,36 @@ fn task_notification(method: &str, params: Option<&RawValue>) -> Option<TaskStat
 struct ResultProbe<'a> {
     #[serde(borrow, rename = "isError", default, deserialize_with = "present")]
     is_error: Option<&'a RawValue>,
+    #[serde(borrow, rename = "_meta", default, deserialize_with = "present")]
+    meta: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct MetaProbe<'a> {
+    #[serde(
+        borrow,
+        rename = "io.modelcontextprotocol/toolFailure",
+        default,
+        deserialize_with = "present"
+    )]
+    tool_failure: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ToolFailureProbe<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    class: Option<&'a RawValue>,
+}
+
+/// `_meta` (raw) classifies the failure as an overload (SEP-3313's
+/// `toolFailure.class`).
+fn classified_overload(meta: &RawValue) -> bool {
+    serde_json::from_str::<MetaProbe<'_>>(meta.get())
+        .ok()
+        .and_then(|m| m.tool_failure)
+        .and_then(|f| serde_json::from_str::<ToolFailureProbe<'_>>(f.get()).ok())
+        .and_then(|f| string(f.class))
+        .is_some_and(|class| class == mcp_backpressure::tool_failure::OVERLOAD_CLASS)
 }
 
 #[derive(Deserialize)]
@@ -889,11 +924,16 @@ fn answer(result: Option<&RawValue>, error: Option<&RawValue>) -> Answer {
             });
         return Answer::Error { code, not_found };
     }
-    let is_error = result
+    let probe = result
         .filter(|r| r.get().starts_with('{'))
-        .and_then(|r| serde_json::from_str::<ResultProbe<'_>>(r.get()).ok())
+        .and_then(|r| serde_json::from_str::<ResultProbe<'_>>(r.get()).ok());
+    let is_error = probe
+        .as_ref()
         .and_then(|r| r.is_error)
         .is_some_and(|flag| flag.get() == "true");
+    if is_error && probe.and_then(|r| r.meta).is_some_and(classified_overload) {
+        return Answer::Refused;
+    }
     Answer::Result { is_error }
 }
 

@@ -327,6 +327,24 @@ fn responses_say_what_they_answer() {
             r#"{"jsonrpc":"2.0","id":1,"result":{"isError":false}}"#,
             RESULT,
         ),
+        // A refusal in the tool-result dialect from a guarded server or
+        // proxy further down: an overload, not the tool's own failure.
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"isError":true,"_meta":{"io.modelcontextprotocol/toolFailure":{"class":"overload","retryable":true}}}}"#,
+            Answer::Refused,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"isError":true,"_meta":{"io.modelcontextprotocol/toolFailure":{"class":"capability"}}}}"#,
+            Answer::Result { is_error: true },
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"isError":false,"_meta":{"io.modelcontextprotocol/toolFailure":{"class":"overload"}}}}"#,
+            RESULT,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"isError":true,"_meta":{"toolFailure":{"class":"overload"}}}}"#,
+            Answer::Result { is_error: true },
+        ),
         (
             r#"{"jsonrpc":"2.0","id":1,"result":{"isError":"true"}}"#,
             RESULT,
