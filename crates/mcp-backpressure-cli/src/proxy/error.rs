@@ -31,7 +31,7 @@ pub enum ProxyError {
     #[error("{}", jsonrpc::message(.0))]
     Overloaded(Box<Overload>),
     /// The message is larger than `max_message_bytes`.
-    #[error("invalid request: a message of {} bytes exceeds the proxy's max_message_bytes ({max} bytes)", len.map_or_else(|| "more than max".to_owned(), |l| l.to_string()))]
+    #[error("invalid request: a message {} exceeds the proxy's max_message_bytes ({max} bytes)", len.map_or_else(String::new, |l| format!("of {l} bytes")).trim_end())]
     TooLarge {
         /// Its size, when known.
         len: Option<usize>,

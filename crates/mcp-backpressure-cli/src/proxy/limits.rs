@@ -2367,7 +2367,7 @@ mod tests {
         };
         for (argv, why) in [
             (
-                ["--overload-response", "tool_result"],
+                ["--overload-response", "toolresult"],
                 "must be error or tool-result",
             ),
             (["--overload-response", ""], "must be error or tool-result"),

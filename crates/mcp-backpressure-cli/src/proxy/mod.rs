@@ -165,10 +165,14 @@ async fn serve(
     }
     let http = matches!(transport, Transport::Http { .. });
     if !http && settings.client_key != ClientKey::None {
-        tracing::warn!("client_key has no effect over stdio: its one client has no key");
+        tracing::warn!(
+            "--client-key (client_key) has no effect over stdio: its one client has no key"
+        );
     }
     if !http && settings.http_overload_status != refusal::OverloadStatus::Ok {
-        tracing::warn!("http_overload_status has no effect over stdio: there is no HTTP status");
+        tracing::warn!(
+            "--http-overload-status (http_overload_status) has no effect over stdio: there is no HTTP status"
+        );
     }
     if http && settings.client_key == ClientKey::None && config.client_limit.is_some() {
         tracing::warn!(

@@ -67,7 +67,8 @@ impl OverloadResponse {
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "error" => Some(Self::Error),
-            "tool-result" => Some(Self::ToolResult),
+            // The Python package's spelling is taken too.
+            "tool-result" | "tool_result" => Some(Self::ToolResult),
             _ => None,
         }
     }
@@ -485,7 +486,12 @@ mod tests {
             OverloadResponse::parse("error"),
             Some(OverloadResponse::Error)
         );
-        assert_eq!(OverloadResponse::parse("tool_result"), None);
+        assert_eq!(
+            OverloadResponse::parse("tool_result"),
+            Some(OverloadResponse::ToolResult),
+            "the Python package's spelling"
+        );
+        assert_eq!(OverloadResponse::parse("toolresult"), None);
         for code in [200, 429, 503] {
             assert_eq!(
                 OverloadStatus::from_code(code).unwrap().code() as i128,

@@ -184,14 +184,24 @@ impl IdValue {
     }
 }
 
+/// For log lines: a string id is quoted and escaped, and cut after
+/// [`LOGGED_ID_CHARS`] characters (a client may send ids of megabytes, and
+/// a refusal is logged each time).
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.value {
             IdValue::Int(i) => write!(f, "{i}"),
+            IdValue::Str(s) if s.chars().count() > LOGGED_ID_CHARS => {
+                let head: String = s.chars().take(LOGGED_ID_CHARS).collect();
+                write!(f, "{head:?}… ({} bytes)", s.len())
+            }
             IdValue::Str(s) => write!(f, "{:?}", &**s),
         }
     }
 }
+
+/// The most characters of a string id a log line shows.
+pub const LOGGED_ID_CHARS: usize = 64;
 
 /// Whether `raw` is the JSON text of a number or a string: an id the proxy
 /// can answer under, as written, even when it refuses it as an id (`1.5`,
@@ -623,6 +633,29 @@ fn invalid(why: impl Into<String>) -> Malformed {
     Malformed::Invalid(why.into())
 }
 
+/// A client message refused for `why`: under its id when the id (`raw`)
+/// can be read, as JSON-RPC asks; else with id null.
+fn about(raw: Option<&RawValue>, why: impl Into<String>) -> Malformed {
+    match raw.and_then(|raw| RequestId::parse(raw.get())) {
+        Some(id) => Malformed::Request {
+            id,
+            why: why.into(),
+        },
+        None => invalid(why),
+    }
+}
+
+/// The top-level `id` of a message the envelope could not be read from
+/// (a routing key twice, say), if it is there once.
+fn probe_id(text: &str) -> Option<&RawValue> {
+    #[derive(Deserialize)]
+    struct IdProbe<'a> {
+        #[serde(borrow, default, deserialize_with = "present")]
+        id: Option<&'a RawValue>,
+    }
+    serde_json::from_str::<IdProbe<'_>>(text).ok()?.id
+}
+
 fn classify(
     text: &str,
     from: From,
@@ -644,22 +677,34 @@ fn classify(
         return other("a message must be a JSON object");
     }
     // A key twice among the routing keys is refused either way: peers
-    // disagree on which one counts.
-    let envelope: Envelope<'_> = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    // disagree on which one counts. The refusal still carries the id when
+    // it can be read (once, a string or a number), so that the client can
+    // match it.
+    let envelope: Envelope<'_> = serde_json::from_str(text)
+        .map_err(|e| about(strict.then(|| probe_id(text)).flatten(), e.to_string()))?;
+    // The same for the other ways a client's message is not one the proxy
+    // forwards.
+    let refuse = |why: &str| {
+        if strict {
+            Err(about(envelope.id, why))
+        } else {
+            Ok(Kind::Other)
+        }
+    };
     if strict && envelope.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
-        return Err(invalid("\"jsonrpc\" must be \"2.0\""));
+        return Err(about(envelope.id, "\"jsonrpc\" must be \"2.0\""));
     }
     let method = match envelope.method {
         None => None,
         Some(raw) => match serde_json::from_str::<String>(raw.get()) {
             Ok(method) => Some(method),
-            Err(_) => return other("\"method\" must be a string"),
+            Err(_) => return refuse("\"method\" must be a string"),
         },
     };
     let answers = envelope.result.is_some() || envelope.error.is_some();
     match (method, envelope.id) {
         (Some(_), _) if answers => {
-            other("a message with a \"method\" cannot carry \"result\" or \"error\"")
+            refuse("a message with a \"method\" cannot carry \"result\" or \"error\"")
         }
         (Some(method), Some(raw)) => match RequestId::parse(raw.get()) {
             Some(id) => {

@@ -119,8 +119,13 @@ fn the_envelope_is_strict() {
         r#"3"#,
         r#"[1]"#,
     ] {
+        // Refused, under the id where it can be read (see
+        // `refusals_carry_the_id_whenever_it_can_be_read`).
         assert!(
-            matches!(client(bad), Err(Malformed::Invalid(_))),
+            matches!(
+                client(bad),
+                Err(Malformed::Invalid(_) | Malformed::Request { .. })
+            ),
             "{bad}: {:?}",
             client(bad)
         );
@@ -596,4 +601,43 @@ fn respelled_ids_replace_only_the_ids_of_responses() {
         respell_ids(br#"{"jsonrpc":"2.0","id":3,"result":{}}"#, spell),
         None
     );
+}
+
+/// A client message the proxy does not forward is refused under its id
+/// whenever the id can be read (once, a string or a number in range), so the
+/// client can match the answer; when it cannot, the answer's id is null.
+#[test]
+fn refusals_carry_the_id_whenever_it_can_be_read() {
+    let under = |text: &str| match client(text) {
+        Err(Malformed::Request { id, .. }) => Some(id.written().into_owned()),
+        Err(_) => None,
+        Ok(parsed) => panic!("{text} passed: {parsed:?}"),
+    };
+    for (text, id) in [
+        (r#"{"jsonrpc":"1.0","id":15,"method":"tools/call"}"#, "15"),
+        (r#"{"id":16,"method":"tools/call"}"#, "16"),
+        (r#"{"jsonrpc":"2.0","id":"a","method":7}"#, "\"a\""),
+        (
+            r#"{"jsonrpc":"2.0","id":1.0,"method":"tools/call","method":"ping"}"#,
+            "1.0",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","jsonrpc":"2.0","id":"\u0041","method":"ping"}"#,
+            "\"\\u0041\"",
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":3,"method":"ping","result":{}}"#,
+            "3",
+        ),
+    ] {
+        assert_eq!(under(text).as_deref(), Some(id), "{text}");
+    }
+    for text in [
+        r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#,
+        r#"{"jsonrpc":"1.0","id":null,"method":"ping"}"#,
+        r#"{"jsonrpc":"1.0","id":{"a":1},"method":"ping"}"#,
+        r#"{"jsonrpc":"1.0","method":"ping","method":"x"}"#,
+    ] {
+        assert_eq!(under(text), None, "{text}");
+    }
 }
