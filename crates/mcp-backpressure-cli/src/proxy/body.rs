@@ -32,7 +32,17 @@
 //! keeps its bytes (its [`Lease`]) until its request is answered or
 //! forwarded, queueing for admission included.
 //!
-//! A body refused with 503 is read on in the background and thrown away
+//! At the listener's connection cap, a connection whose body is still
+//! being read is ranked with the idle ones by the time since its last byte,
+//! and the one longest without progress is evicted for a new connection
+//! (`listener::idle`): its read stops at once ([`BodyError::Evicted`]), it
+//! is answered 503 with `Retry-After` and `Connection: close`, its bytes
+//! are given back, and nothing of it is admitted or forwarded. So stalled
+//! uploads cannot hold every connection slot until `body_stall_timeout`
+//! either; a body streaming at a healthy pace always has a recent last byte
+//! and goes only after every connection that made even less progress.
+//!
+//! A body refused with 503 for want of budget is read on in the background and thrown away
 //! (at the same pace, within the same timeout, up to `max_message_bytes`),
 //! holding nothing: a client that is still sending its body when the
 //! proxy closes the connection would be sent a reset, which can destroy
@@ -57,6 +67,7 @@ use tokio::time::Instant;
 use self::pace::Pace;
 use super::budget::{Budget, Lease};
 use super::limits::Settings;
+use super::listener::idle::Upload;
 
 pub mod pace;
 
@@ -135,6 +146,17 @@ pub enum BodyError {
         /// When to come back.
         retry_after: Duration,
     },
+    /// The listener evicted the connection at its cap while the body was
+    /// read: the request is not dispatched; answer 503 and close.
+    #[error(
+        "the proxy is at its connection cap and this request's body made the least \
+         progress; retry after {} s",
+        retry_after.as_secs()
+    )]
+    Evicted {
+        /// When to come back.
+        retry_after: Duration,
+    },
     /// The client broke off the body (the connection closed or failed, or
     /// the chunked encoding was invalid).
     #[error("the client broke off the request body: {0}")]
@@ -149,6 +171,13 @@ pub enum BodyError {
 /// ignored. Never waits for budget: see the module's documentation for
 /// the refusals and the guarantee.
 ///
+/// With the connection's `upload` handle, each chunk is progress for the
+/// listener's ranking at the connection cap, the read stops with
+/// [`BodyError::Evicted`] when the listener evicts the connection, and on
+/// return the request is dispatched (its connection serving) — unless it
+/// was evicted first: then the result is [`BodyError::Evicted`] whatever
+/// was read, and nothing of the request may be forwarded or admitted.
+///
 /// # Cancel safety
 ///
 /// Cancel safe in that nothing leaks: dropping the future drops the body
@@ -160,6 +189,22 @@ pub async fn read_body(
     body: Body,
     limits: BodyLimits,
     budget: &Budget,
+    upload: Option<&Upload>,
+) -> Result<(Bytes, Lease), BodyError> {
+    let read = read_bounded(body, limits, budget, upload).await;
+    match upload {
+        Some(upload) if !upload.dispatched() => Err(BodyError::Evicted {
+            retry_after: BUSY_RETRY_AFTER,
+        }),
+        _ => read,
+    }
+}
+
+async fn read_bounded(
+    body: Body,
+    limits: BodyLimits,
+    budget: &Budget,
+    upload: Option<&Upload>,
 ) -> Result<(Bytes, Lease), BodyError> {
     let announced = body.size_hint().lower();
     if announced > limits.max_bytes as u64 {
@@ -170,7 +215,7 @@ pub async fn read_body(
     if body.is_end_stream() {
         return Ok((Bytes::new(), Lease::empty()));
     }
-    let mut reader = Reader::new(body, limits);
+    let mut reader = Reader::new(body, limits, upload.cloned());
     // `announced` is at most `max_bytes`, a `usize`.
     let needed = usize::try_from(announced).map_or(usize::MAX, |n| n - n.min(limits.own_bytes));
     if !budget.has_free(needed) {
@@ -201,10 +246,12 @@ struct Reader {
     deadline: Instant,
     /// Bytes received so far.
     len: usize,
+    /// The connection's handle, while the request is not dispatched.
+    upload: Option<Upload>,
 }
 
 impl Reader {
-    fn new(body: Body, limits: BodyLimits) -> Self {
+    fn new(body: Body, limits: BodyLimits, upload: Option<Upload>) -> Self {
         let now = Instant::now();
         Self {
             body,
@@ -212,6 +259,7 @@ impl Reader {
             pace: Pace::new(limits.min_rate, limits.stall_timeout, now),
             deadline: now + limits.timeout,
             len: 0,
+            upload,
         }
     }
 
@@ -224,8 +272,18 @@ impl Reader {
     async fn next(&mut self) -> Result<Option<Bytes>, BodyError> {
         loop {
             let cut = self.pace.deadline().min(self.deadline);
+            let upload = self.upload.clone();
+            let evicted = async {
+                match &upload {
+                    Some(upload) => upload.evicted().await,
+                    None => std::future::pending().await,
+                }
+            };
             let frame = tokio::select! {
                 biased;
+                () = evicted => {
+                    return Err(BodyError::Evicted { retry_after: BUSY_RETRY_AFTER });
+                }
                 frame = self.body.frame() => frame,
                 () = tokio::time::sleep_until(cut) => {
                     return Err(if self.deadline <= self.pace.deadline() {
@@ -248,6 +306,9 @@ impl Reader {
                 continue;
             }
             self.pace.received(chunk.len(), Instant::now());
+            if let Some(upload) = &self.upload {
+                upload.received();
+            }
             self.len += chunk.len();
             if self.len > self.limits.max_bytes {
                 return Err(BodyError::TooLarge {
@@ -289,6 +350,8 @@ impl Reader {
     /// Reads the rest of the body on a task of its own, throwing it away,
     /// until it ends or breaks a bound.
     fn drain(mut self) {
+        // Refused: the request is not the listener's to evict any more.
+        self.upload = None;
         tokio::spawn(async move {
             let ended = loop {
                 match self.next().await {
@@ -392,7 +455,9 @@ mod tests {
             feed.send(bytes(n)).unwrap();
         }
         drop(feed);
-        let (read, lease) = read_body(body, limits(1000, 120), &budget).await.unwrap();
+        let (read, lease) = read_body(body, limits(1000, 120), &budget, None)
+            .await
+            .unwrap();
         assert_eq!(read.len(), 350);
         assert_eq!(
             lease.bytes(),
@@ -403,7 +468,7 @@ mod tests {
         drop(lease);
         assert_eq!(budget.in_use(), 0);
         // One chunk, announced: passes as it is.
-        let (read, lease) = read_body(Body::from("hello"), limits(10, 0), &budget)
+        let (read, lease) = read_body(Body::from("hello"), limits(10, 0), &budget, None)
             .await
             .unwrap();
         assert_eq!(&read[..], b"hello");
@@ -414,7 +479,7 @@ mod tests {
     async fn an_empty_body_takes_no_budget() {
         let budget = Budget::new(1);
         let _all = hog(&budget, 1);
-        let (read, lease) = read_body(Body::empty(), limits(10, 0), &budget)
+        let (read, lease) = read_body(Body::empty(), limits(10, 0), &budget, None)
             .await
             .unwrap();
         assert!(read.is_empty());
@@ -426,20 +491,26 @@ mod tests {
         let budget = Budget::new(1000);
         // Announced: refused before anything is read.
         let (_feed, body) = fed(Some(101));
-        let error = read_body(body, limits(100, 0), &budget).await.unwrap_err();
+        let error = read_body(body, limits(100, 0), &budget, None)
+            .await
+            .unwrap_err();
         assert!(matches!(error, BodyError::TooLarge { max: 100 }), "{error}");
         // Received: refused at the chunk that crosses the bound.
         let (feed, body) = fed(None);
         feed.send(bytes(60)).unwrap();
         feed.send(bytes(41)).unwrap();
-        let error = read_body(body, limits(100, 0), &budget).await.unwrap_err();
+        let error = read_body(body, limits(100, 0), &budget, None)
+            .await
+            .unwrap_err();
         assert!(matches!(error, BodyError::TooLarge { max: 100 }), "{error}");
         assert_eq!(budget.in_use(), 0);
         // Exactly the bound passes.
         let (feed, body) = fed(Some(100));
         feed.send(bytes(100)).unwrap();
         drop(feed);
-        let (read, _lease) = read_body(body, limits(100, 0), &budget).await.unwrap();
+        let (read, _lease) = read_body(body, limits(100, 0), &budget, None)
+            .await
+            .unwrap();
         assert_eq!(read.len(), 100);
     }
 
@@ -455,16 +526,16 @@ mod tests {
         // announces beyond its own part, and is refused at once.
         let (feed, body) = fed(Some(700));
         feed.send(bytes(650)).unwrap();
-        let mut first = tokio_test::task::spawn(read_body(body, limits, &budget));
+        let mut first = tokio_test::task::spawn(read_body(body, limits, &budget, None));
         assert_pending!(first.poll());
         let (_feed, body) = fed(Some(700));
-        let error = read_body(body, limits, &budget).await.unwrap_err();
+        let error = read_body(body, limits, &budget, None).await.unwrap_err();
         assert!(is_spent(&error), "{error}");
         assert_eq!(budget.in_use(), 550);
         // Something else takes the rest of the budget.
         let _rest = hog(&budget, 450);
         let started = Instant::now();
-        let (read, lease) = read_body(Body::from("x".repeat(100)), limits, &budget)
+        let (read, lease) = read_body(Body::from("x".repeat(100)), limits, &budget, None)
             .await
             .unwrap();
         assert_eq!((read.len(), lease.bytes()), (100, 0));
@@ -477,12 +548,16 @@ mod tests {
         for _ in 0..50 {
             let (feed, body) = fed(Some(1000));
             feed.send(bytes(90)).unwrap();
-            let mut read = tokio_test::task::spawn(read_body(body, limits, &budget));
+            let mut read = tokio_test::task::spawn(read_body(body, limits, &budget, None));
             assert_pending!(read.poll());
             small_stalls.push((feed, read));
         }
         assert_eq!(budget.in_use(), 0);
-        assert!(read_body(Body::from("ok"), limits, &budget).await.is_ok());
+        assert!(
+            read_body(Body::from("ok"), limits, &budget, None)
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -492,7 +567,7 @@ mod tests {
         let _hog = hog(&budget, 800);
         // Announced 301: 201 beyond its own part, 200 free.
         let (feed, body) = fed(Some(301));
-        let error = read_body(body, limits, &budget).await.unwrap_err();
+        let error = read_body(body, limits, &budget, None).await.unwrap_err();
         assert!(is_spent(&error), "{error}");
         assert_eq!(budget.in_use(), 800);
         // The body is read on (and thrown away) in the background: the
@@ -505,7 +580,7 @@ mod tests {
         let (feed, body) = fed(Some(300));
         feed.send(bytes(300)).unwrap();
         drop(feed);
-        let (read, lease) = read_body(body, limits, &budget).await.unwrap();
+        let (read, lease) = read_body(body, limits, &budget, None).await.unwrap();
         assert_eq!((read.len(), lease.bytes()), (300, 200));
     }
 
@@ -515,7 +590,7 @@ mod tests {
         let limits = limits(10_000, 100);
         let hog = hog(&budget, 700);
         let (feed, body) = fed(None);
-        let mut read = tokio_test::task::spawn(read_body(body, limits, &budget));
+        let mut read = tokio_test::task::spawn(read_body(body, limits, &budget, None));
         feed.send(bytes(300)).unwrap();
         assert_pending!(read.poll());
         assert_eq!(budget.in_use(), 900);
@@ -540,7 +615,7 @@ mod tests {
         };
         let _all = hog(&budget, 1000);
         let (feed, body) = fed(Some(500));
-        let error = read_body(body, limits, &budget).await.unwrap_err();
+        let error = read_body(body, limits, &budget, None).await.unwrap_err();
         assert!(is_spent(&error), "{error}");
         // The drain reads what comes...
         feed.send(bytes(200)).unwrap();
@@ -561,7 +636,7 @@ mod tests {
         };
         let (feed, body) = fed(Some(500));
         feed.send(bytes(200)).unwrap();
-        let mut read = tokio_test::task::spawn(read_body(body, limits, &budget));
+        let mut read = tokio_test::task::spawn(read_body(body, limits, &budget, None));
         assert_pending!(read.poll());
         assert_eq!(budget.in_use(), 200, "the bytes received are held");
         // A chunk after 2 s moves the cut to 3 s after it.
@@ -591,7 +666,7 @@ mod tests {
         // A burst, then 10 bytes a second: never a pause of 2 s.
         feed.send(bytes(20_000)).unwrap();
         let started = Instant::now();
-        let mut read = tokio_test::task::spawn(read_body(body, limits, &budget));
+        let mut read = tokio_test::task::spawn(read_body(body, limits, &budget, None));
         let error = loop {
             if let std::task::Poll::Ready(result) = read.poll() {
                 break result.unwrap_err();
@@ -620,7 +695,7 @@ mod tests {
         };
         let (feed, body) = fed(Some(50_000));
         let started = Instant::now();
-        let mut read = tokio_test::task::spawn(read_body(body, limits, &budget));
+        let mut read = tokio_test::task::spawn(read_body(body, limits, &budget, None));
         let error = loop {
             let _ = feed.send(bytes(100));
             if let std::task::Poll::Ready(result) = read.poll() {
@@ -641,7 +716,9 @@ mod tests {
         let (feed, body) = fed(Some(500));
         feed.send(bytes(100)).unwrap();
         feed.send(Err("connection reset")).unwrap();
-        let error = read_body(body, limits(1000, 0), &budget).await.unwrap_err();
+        let error = read_body(body, limits(1000, 0), &budget, None)
+            .await
+            .unwrap_err();
         assert!(matches!(error, BodyError::BrokenOff(_)), "{error}");
         assert!(error.to_string().contains("connection reset"), "{error}");
         assert_eq!(budget.in_use(), 0);
@@ -653,7 +730,7 @@ mod tests {
         let (feed, body) = fed(None);
         feed.send(bytes(50)).unwrap();
         feed.send(bytes(100)).unwrap();
-        let mut read = tokio_test::task::spawn(read_body(body, limits(1000, 0), &budget));
+        let mut read = tokio_test::task::spawn(read_body(body, limits(1000, 0), &budget, None));
         assert_pending!(read.poll());
         assert_eq!(budget.in_use(), 150);
         drop(read);
@@ -666,7 +743,7 @@ mod tests {
         let body = http_body_util::Full::new(Bytes::from_static(b"abc"))
             .with_trailers(async { Some(Ok(HeaderMap::new())) });
         let budget = Budget::new(10);
-        let read = read_body(Body::new(body), limits(10, 0), &budget).await;
+        let read = read_body(Body::new(body), limits(10, 0), &budget, None).await;
         assert_eq!(&read.unwrap().0[..], b"abc");
     }
 }

@@ -8,12 +8,17 @@
 //!   which the client delays by up to 40 ms;
 //! - at most [`ListenerSettings::max_connections`] connections are served
 //!   at once. At the cap, the next connection is accepted and held (not
-//!   read) while the connection that has waited longest for a request —
-//!   one that has sent nothing, or half a head, or is kept alive between
-//!   requests — is closed to make room ([`idle`]): clients that open
-//!   connections and do not use them cannot keep others out. If every
-//!   connection is serving a request, the held one waits until one closes
-//!   or starts waiting, and further ones wait in the kernel's accept
+//!   read) while the connection longest without progress — one that has
+//!   sent nothing, or half a head, or is kept alive between requests
+//!   (since then), or is receiving a request's body (since its last body
+//!   byte) — is closed to make room ([`idle`]): clients that open
+//!   connections and do not use them, or stall their uploads, cannot keep
+//!   others out. A connection receiving a body is evicted with 503 and
+//!   `Connection: close`, before anything of its request is admitted or
+//!   forwarded; once a request's body is read whole and the request
+//!   dispatched, its connection is serving and is never closed for
+//!   another. If every connection is serving a request, the held one waits
+//!   until one closes or stops serving, and further ones wait in the kernel's accept
 //!   backlog (and are served in turn, or time out on the client's side)
 //!   rather than being accepted and closed at once — the cap bounds memory
 //!   and file descriptors (`max_connections` + 1 sockets), and a burst of
@@ -235,7 +240,8 @@ fn builder(settings: &ListenerSettings) -> http1::Builder {
 }
 
 /// Serves one connection until it closes, until the listener asks it to
-/// close while it waits for a request (then it closes at once), or until
+/// close while it waits for a request (then it closes at once; one evicted
+/// while receiving a body answers 503 and closes, see [`idle`]), or until
 /// `closing` (then it finishes the request in flight, if any, and closes).
 /// Holds its `entry` (and slot) until then.
 ///

@@ -15,7 +15,7 @@ use tokio::time::{Instant, timeout};
 
 use crate::http_client::HttpSession;
 use crate::http_listener::{SLACK, connect, nowhere, post_head, proxy, status_line, until_closed};
-use crate::support::{PATIENCE, http_server};
+use crate::support::{PATIENCE, http_server, metric, metrics_url, wait_metric};
 
 /// Logs the old waiting (`budget=debug`) as well as the refusals.
 const LOG: &str = "info,mcp_backpressure::proxy::budget=debug";
@@ -110,6 +110,19 @@ impl Staller {
         });
         read.await.expect("a response head in time");
         String::from_utf8(out).unwrap().to_ascii_lowercase()
+    }
+}
+
+impl Staller {
+    /// Reads until the proxy closes the connection; returns what came after
+    /// what was read so far.
+    async fn until_closed(&mut self) -> Vec<u8> {
+        let mut rest = Vec::new();
+        timeout(PATIENCE, self.read.read_to_end(&mut rest))
+            .await
+            .expect("the proxy closed the connection in time")
+            .ok();
+        rest
     }
 }
 
@@ -222,6 +235,77 @@ async fn http_many_small_stalled_uploads_do_not_hold_up_a_small_call() {
     for (i, staller) in stallers.iter_mut().enumerate() {
         assert!(!staller.answered(), "stalled upload {i} was answered");
     }
+}
+
+/// The reviewer's hole in issue 16: connections whose request body stalls
+/// hold every slot under `--max-connections` (for up to
+/// `--body-stall-timeout`, here 60 s, beyond the test's patience): a client
+/// that comes next is still served, because at the cap the connection
+/// longest without progress is evicted, a stalled upload too. The evicted
+/// ones get 503 with `Retry-After` and `Connection: close` and are closed;
+/// nothing of them was admitted or forwarded. (Before, the new client
+/// waited in the accept backlog until a body timed out.)
+#[tokio::test]
+async fn http_stalled_uploads_at_the_connection_cap_are_evicted_for_a_new_client() {
+    let (_server, _server_log, upstream) =
+        http_server("127.0.0.1:0", &["--max-concurrent", "10"]).await;
+    let (_proxy, mut log, addr) = proxy(
+        &[
+            "--max-connections",
+            "4",
+            "--header-read-timeout",
+            "600",
+            "--body-read-timeout",
+            "600",
+            "--body-stall-timeout",
+            "60",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        &upstream,
+        LOG,
+    )
+    .await;
+    let metrics = metrics_url(&mut log).await;
+    // Each has its head read and its body being read (100 Continue), and
+    // sent 10 of 100 bytes.
+    let mut stallers = Vec::new();
+    for _ in 0..4 {
+        stallers.push(Staller::started_reading(addr, 100, 10).await);
+    }
+    let session = HttpSession::initialize(&format!("http://{addr}/mcp")).await;
+    let mut echo = session.call(1, "echo", json!({"message": "let in"})).await;
+    let answer = echo.message_with_id(&json!(1)).await;
+    assert_eq!(answer["result"]["content"][0]["text"], "let in", "{answer}");
+    log.wait_for("a stalled upload evicted", |l| {
+        l.contains("evicted with 503")
+    })
+    .await;
+    // At least one was evicted for the new client: 503, closed after.
+    answered(&mut stallers, 1).await;
+    let mut evicted = 0;
+    for staller in &mut stallers {
+        if !staller.answered() {
+            continue;
+        }
+        let head = staller.head().await;
+        assert!(head.starts_with("http/1.1 503 "), "{head}");
+        assert!(head.contains("\r\nretry-after: 1\r\n"), "{head}");
+        assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
+        let rest = String::from_utf8_lossy(&staller.until_closed().await).into_owned();
+        assert!(rest.contains("connection cap"), "{rest}");
+        evicted += 1;
+    }
+    assert!(evicted >= 1);
+    // Nothing of theirs is in flight, queued or held: only the echo was
+    // admitted, and it is done.
+    wait_metric(&metrics, "mcp_backpressure_in_flight", 0.0).await;
+    assert_eq!(metric(&metrics, "mcp_backpressure_active").await, 0.0);
+    assert_eq!(metric(&metrics, "mcp_backpressure_queued").await, 0.0);
+    assert_eq!(
+        metric(&metrics, "mcp_backpressure_admitted_total").await,
+        1.0
+    );
 }
 
 /// A body that stops coming is cut at `--body-stall-timeout`, long before

@@ -21,6 +21,7 @@ use crate::proxy::budget::Budget;
 use crate::proxy::error::{self, ProxyError};
 use crate::proxy::gate::Gate;
 use crate::proxy::inflight::{Admission, Scope};
+use crate::proxy::listener::idle::Upload;
 use crate::proxy::refusal::{Asked, Refusal};
 use crate::proxy::router::{Caller, FromClient, Router, Watched};
 use crate::proxy::tasks::{Due, OWN_POLL_TIMEOUT, Origin, TaskScope};
@@ -76,13 +77,21 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
     let (parts, body) = request.into_parts();
     let target = target::resolve(&proxy.upstream, &parts.uri);
     let settings = proxy.settings();
-    let read = body::read_body(body, BodyLimits::of(settings), &proxy.bodies).await;
+    // The connection's handle (absent only if served outside the listener).
+    let upload = parts.extensions.get::<Upload>();
+    let read = body::read_body(body, BodyLimits::of(settings), &proxy.bodies, upload).await;
     let (bytes, _lease) = match read {
         Ok(read) => read,
         Err(BodyError::TooLarge { max }) => {
             tracing::warn!(max, "message from the client too large; refused");
             let error = ProxyError::TooLarge { len: None, max };
             return proxy.error_response(&error, &[None], false);
+        }
+        Err(error @ BodyError::Evicted { .. }) => {
+            tracing::info!(
+                "request body stalled at the connection cap; evicted with 503, nothing forwarded"
+            );
+            return error_status(&error);
         }
         Err(error @ BodyError::BudgetSpent { .. }) => {
             tracing::warn!(%error, "the request body budget is spent; refused with 503");
@@ -358,15 +367,22 @@ fn error_status(error: &BodyError) -> Response {
     let status = match error {
         BodyError::TimedOut { .. } | BodyError::TooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
         BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        BodyError::BudgetSpent { retry_after } => {
+        BodyError::BudgetSpent { retry_after } | BodyError::Evicted { retry_after } => {
             // Whole seconds, rounded up.
             let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-            return (
+            let mut response = (
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(header::RETRY_AFTER, seconds.to_string())],
                 format!("{error}\n"),
             )
                 .into_response();
+            if matches!(error, BodyError::Evicted { .. }) {
+                // The rest of its body is not read: the connection closes.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return response;
         }
         _ => StatusCode::BAD_REQUEST,
     };
