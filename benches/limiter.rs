@@ -20,6 +20,10 @@
 //!   slot across a yield, so every release hands the slot to a queued task.
 //!   Time per acquire + release; next to the semaphore alone and with a
 //!   `tokio::time::timeout` around the wait (the limiter's queue has one).
+//! - `dialect`: what each overload dialect costs to write: the JSON-RPC
+//!   error response, serialized, next to the `isError` tool result (its text,
+//!   `structuredContent`, and the SEP-3313 `_meta` with a fresh correlation
+//!   id and an RFC 3339 time), serialized.
 #![cfg(not(loom))]
 
 use std::convert::Infallible;
@@ -375,5 +379,36 @@ fn contended(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, uncontended, reject, contended);
+/// The refusal written as the error and as the tool result, each serialized
+/// to the bytes a transport sends.
+fn dialect(c: &mut Criterion) {
+    let rt = current_thread();
+    let full = limiter(1, 0);
+    let overload = rt.block_on(async {
+        let _held = full.acquire().await.expect("the only slot");
+        full.acquire().await.expect_err("no slot, no queue")
+    });
+    let id = serde_json::json!(7);
+    let mut group = c.benchmark_group("dialect");
+    configure(&mut group);
+    group.bench_function("error_response", |b| {
+        b.iter(|| {
+            let response =
+                mcp_backpressure::jsonrpc::error_response(&id, black_box(&overload), -31429);
+            serde_json::to_vec(&response).unwrap()
+        });
+    });
+    group.bench_function("tool_result", |b| {
+        b.iter(|| {
+            let overload = black_box(&overload);
+            let failure = mcp_backpressure::ToolFailure::of(overload);
+            let result = mcp_backpressure::jsonrpc::tool_result(overload, &failure);
+            let response = serde_json::json!({"jsonrpc": "2.0", "id": &id, "result": result});
+            serde_json::to_vec(&response).unwrap()
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, uncontended, reject, contended, dialect);
 criterion_main!(benches);
