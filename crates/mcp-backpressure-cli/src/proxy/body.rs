@@ -66,7 +66,6 @@ use tokio::time::Instant;
 
 use self::pace::Pace;
 use super::budget::{Budget, Lease};
-use super::limits::Settings;
 use super::listener::idle::Upload;
 
 pub mod pace;
@@ -92,19 +91,6 @@ pub struct BodyLimits {
     /// Over spans longer than `stall_timeout`, the least average rate, in
     /// bytes per second; 0 for none (`body_min_rate`).
     pub min_rate: u64,
-}
-
-impl BodyLimits {
-    /// The bounds `settings` give.
-    pub fn of(settings: &Settings) -> Self {
-        Self {
-            max_bytes: settings.max_message_bytes,
-            own_bytes: settings.small_body_bytes,
-            timeout: settings.body_read_timeout,
-            stall_timeout: settings.body_stall_timeout,
-            min_rate: settings.body_min_rate,
-        }
-    }
 }
 
 /// Why a body was not read. The edge answers 413, 408, 503 and 400.

@@ -438,6 +438,19 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The bounds of one HTTP body.
+    pub fn body_limits(&self) -> super::body::BodyLimits {
+        super::body::BodyLimits {
+            max_bytes: self.max_message_bytes,
+            own_bytes: self.small_body_bytes,
+            timeout: self.body_read_timeout,
+            stall_timeout: self.body_stall_timeout,
+            min_rate: self.body_min_rate,
+        }
+    }
+}
+
+impl Settings {
     /// Merges the file (if any) and the flags; validates everything.
     pub fn load(args: &LimitArgs) -> anyhow::Result<Self> {
         let file = match &args.config {

@@ -16,7 +16,7 @@ use reqwest::Url;
 
 use super::target::{self, SESSION, Target};
 use super::watch::{Ending, Watch};
-use crate::proxy::body::{self, BodyError, BodyLimits};
+use crate::proxy::body::{self, BodyError};
 use crate::proxy::budget::Budget;
 use crate::proxy::error::{self, ProxyError};
 use crate::proxy::gate::Gate;
@@ -79,7 +79,7 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
     let settings = proxy.settings();
     // The connection's handle (absent only if served outside the listener).
     let upload = parts.extensions.get::<Upload>();
-    let read = body::read_body(body, BodyLimits::of(settings), &proxy.bodies, upload).await;
+    let read = body::read_body(body, settings.body_limits(), &proxy.bodies, upload).await;
     let (bytes, _lease) = match read {
         Ok(read) => read,
         Err(BodyError::TooLarge { max }) => {
