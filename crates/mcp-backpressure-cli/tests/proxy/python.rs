@@ -17,14 +17,7 @@ use crate::support::{PATIENCE, Stderr, fixture, http_proxy, metrics_url, proxy_b
 
 /// The venv's Python, with the `mcp` package.
 pub fn venv_python() -> PathBuf {
-    let python =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup-test-deps.sh (scripts/test.sh does)",
-        python.display()
-    );
-    python
+    crate::support::installed_tool("venv/bin/python")
 }
 
 fn free_port() -> u16 {

@@ -139,15 +139,21 @@ impl StdioSession {
 /// returns its `data`.
 pub fn assert_overload(response: &Value, id: impl Into<Value>, code: i64, reason: &str) -> Value {
     assert_eq!(response["id"], id.into(), "{response}");
-    let error = &response["error"];
-    assert_eq!(error["code"], code, "{response}");
+    assert_overload_error(&response["error"], code, reason)
+}
+
+/// The overload error object `{code, message, data}`, every field of `data`
+/// (the retry delay under both names, equal); returns `data`.
+pub fn assert_overload_error(error: &Value, code: i64, reason: &str) -> Value {
+    assert_eq!(error["code"], code, "{error}");
     let message = error["message"].as_str().expect("message");
     assert!(
         message.starts_with(&format!("SERVER_OVERLOADED: {reason}, retry after ")),
         "{message}"
     );
     let data = error["data"].clone();
-    assert_eq!(data["reason"], reason, "{response}");
+    assert_eq!(data["reason"], reason, "{error}");
+    assert_eq!(data["retryAfterMs"], data["retry_after_ms"], "{error}");
     for field in [
         "active",
         "queued",
@@ -156,9 +162,23 @@ pub fn assert_overload(response: &Value, id: impl Into<Value>, code: i64, reason
         "queue_timeout_ms",
         "retry_after_ms",
     ] {
-        assert!(data[field].is_u64(), "{field} missing in {response}");
+        assert!(data[field].is_u64(), "{field} missing in {error}");
     }
     data
+}
+
+/// A file under the repository's `.tools/` (installed by
+/// `scripts/setup-test-deps.sh`); fails the test, saying so, when missing.
+pub fn installed_tool(relative: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.tools")
+        .join(relative);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup-test-deps.sh (scripts/test.sh does)",
+        path.display()
+    );
+    path
 }
 
 /// Starts `simple_server` over HTTP on `bind`; returns it, its stderr and its URL.
