@@ -81,6 +81,7 @@ pub mod limit;
 mod limiter;
 pub mod metrics;
 mod overload;
+pub mod overload_status;
 mod sync;
 pub mod task_holds;
 pub mod tool_failure;
@@ -96,6 +97,7 @@ pub use config::{ConfigError, LimiterConfig, QueueDiscipline, ToolConfig};
 pub use limiter::{Limiter, LimiterBuilder, OnOverload, Outcome, Permit, Request};
 pub use metrics::{MetricsSnapshot, ToolSnapshot};
 pub use overload::{Overload, OverloadData, OverloadReason, Scope};
+pub use overload_status::OverloadStatus;
 pub use task_holds::TaskHolds;
 pub use tool_failure::ToolFailure;
 

@@ -95,7 +95,6 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::str::FromStr;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -107,70 +106,13 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
 use super::admission_signal::{AdmissionSignal, Decision};
+pub use crate::overload_status::{InvalidOverloadStatus, OverloadStatus, retry_after_seconds};
 
 /// The most bytes of one response the layer buffers before it releases the
 /// headers (64 KiB): the overload refusal is well under 2 KiB, whatever
 /// comes before it in an event stream (the priming event, keep-alive
 /// comments) a few bytes.
 pub const MAX_PEEK_BYTES: usize = 64 * 1024;
-
-/// The HTTP status of a refused POST.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum OverloadStatus {
-    /// `200 OK`: the refusal travels in the body only, as without the
-    /// layer (the default; the layer then changes nothing).
-    #[default]
-    Ok,
-    /// `429 Too Many Requests`.
-    TooManyRequests,
-    /// `503 Service Unavailable`: what load balancers retry on another
-    /// replica (Envoy's and NGINX's retry-on-503, HAProxy's `retry-on 503`).
-    ServiceUnavailable,
-}
-
-impl OverloadStatus {
-    /// The status code.
-    pub const fn status_code(self) -> StatusCode {
-        match self {
-            OverloadStatus::Ok => StatusCode::OK,
-            OverloadStatus::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-            OverloadStatus::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-}
-
-impl fmt::Display for OverloadStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.status_code().as_u16())
-    }
-}
-
-/// The error of parsing an [`OverloadStatus`] from anything but `200`, `429`
-/// or `503`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("expected 200, 429 or 503, got {0:?}")]
-pub struct InvalidOverloadStatus(String);
-
-impl FromStr for OverloadStatus {
-    type Err = InvalidOverloadStatus;
-
-    /// `200`, `429` or `503`.
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text.trim() {
-            "200" => Ok(OverloadStatus::Ok),
-            "429" => Ok(OverloadStatus::TooManyRequests),
-            "503" => Ok(OverloadStatus::ServiceUnavailable),
-            _ => Err(InvalidOverloadStatus(text.to_owned())),
-        }
-    }
-}
-
-/// `Retry-After` for a retry delay: whole seconds, rounded up, at least 1.
-pub fn retry_after_seconds(retry_after: Duration) -> u64 {
-    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-    seconds.max(1)
-}
 
 /// A [`tower_layer::Layer`] that answers a refused POST with an
 /// [`OverloadStatus`] (see the module docs). Put it directly in front of
@@ -232,7 +174,8 @@ where
         let signal = AdmissionSignal::default();
         request.extensions_mut().insert(signal.clone());
         let response = self.inner.call(request);
-        let status = self.status.status_code();
+        let status =
+            StatusCode::from_u16(self.status.code()).expect("200, 429 and 503 are statuses");
         Box::pin(async move { Ok(peek(response.await?, &signal, status).await) })
     }
 }
@@ -549,24 +492,6 @@ mod tests {
     use super::*;
 
     const REFUSAL: &str = r#"{"jsonrpc":"2.0","id":3,"error":{"code":-31429,"message":"SERVER_OVERLOADED: concurrency_limit, retry after 1200 ms","data":{"reason":"concurrency_limit"}}}"#;
-
-    #[test]
-    fn statuses_parse_from_their_numbers() {
-        assert_eq!("503".parse(), Ok(OverloadStatus::ServiceUnavailable));
-        assert_eq!("429".parse(), Ok(OverloadStatus::TooManyRequests));
-        assert_eq!("200".parse(), Ok(OverloadStatus::Ok));
-        assert!("500".parse::<OverloadStatus>().is_err());
-        assert_eq!(OverloadStatus::TooManyRequests.to_string(), "429");
-    }
-
-    #[test]
-    fn retry_after_rounds_up_to_whole_seconds_and_is_at_least_one() {
-        assert_eq!(retry_after_seconds(Duration::ZERO), 1);
-        assert_eq!(retry_after_seconds(Duration::from_millis(1)), 1);
-        assert_eq!(retry_after_seconds(Duration::from_millis(1_000)), 1);
-        assert_eq!(retry_after_seconds(Duration::from_millis(1_001)), 2);
-        assert_eq!(retry_after_seconds(Duration::from_millis(2_200)), 3);
-    }
 
     #[test]
     fn the_first_event_with_data_is_the_message() {

@@ -2345,7 +2345,7 @@ mod tests {
             from_file.dialect(),
             Dialect {
                 response: OverloadResponse::ToolResult,
-                http_status: OverloadStatus::Unavailable,
+                http_status: OverloadStatus::ServiceUnavailable,
             }
         );
         let from_flags = Settings::merge(

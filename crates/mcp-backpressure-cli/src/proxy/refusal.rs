@@ -29,8 +29,11 @@
 //! Every refusal is logged here, once, at warn: the request id, the reason,
 //! the limit that refused, and the tool result's correlation id.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
+use std::time::Duration;
+
+use mcp_backpressure::overload_status::retry_after_seconds;
 use mcp_backpressure::{Overload, ToolFailure, jsonrpc};
 use serde_json::{Value, json};
 
@@ -75,38 +78,8 @@ impl OverloadResponse {
 }
 
 /// The HTTP status of a request whose guarded call was refused
-/// (`http_overload_status`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum OverloadStatus {
-    /// 200 OK: the JSON-RPC answer travels as any other.
-    #[default]
-    Ok,
-    /// 429 Too Many Requests, with `Retry-After`.
-    TooManyRequests,
-    /// 503 Service Unavailable, with `Retry-After`.
-    Unavailable,
-}
-
-impl OverloadStatus {
-    /// The status code.
-    pub fn code(self) -> u16 {
-        match self {
-            Self::Ok => 200,
-            Self::TooManyRequests => 429,
-            Self::Unavailable => 503,
-        }
-    }
-
-    /// The setting for a status code: 200, 429 or 503.
-    pub fn from_code(code: i128) -> Option<Self> {
-        match code {
-            200 => Some(Self::Ok),
-            429 => Some(Self::TooManyRequests),
-            503 => Some(Self::Unavailable),
-            _ => None,
-        }
-    }
-}
+/// (`http_overload_status`): the core's, shared with the rmcp wrapper's layer.
+pub use mcp_backpressure::OverloadStatus;
 
 /// Both settings of the dialect.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -117,14 +90,15 @@ pub struct Dialect {
     pub http_status: OverloadStatus,
 }
 
-/// The dialect in force: read at each refusal, replaced by a reload.
+/// The dialect in force: read at each refusal, replaced by a reload. One
+/// word: the status code shifted left, the tool-result bit at the bottom.
 #[derive(Debug)]
-pub struct LiveDialect(AtomicU8);
+pub struct LiveDialect(AtomicU32);
 
 impl LiveDialect {
     /// Starts with `dialect`.
     pub fn new(dialect: Dialect) -> Self {
-        Self(AtomicU8::new(Self::pack(dialect)))
+        Self(AtomicU32::new(Self::pack(dialect)))
     }
 
     /// The dialect in force.
@@ -136,11 +110,7 @@ impl LiveDialect {
             } else {
                 OverloadResponse::ToolResult
             },
-            http_status: match bits >> 1 {
-                1 => OverloadStatus::TooManyRequests,
-                2 => OverloadStatus::Unavailable,
-                _ => OverloadStatus::Ok,
-            },
+            http_status: OverloadStatus::from_code((bits >> 1).into()).unwrap_or_default(),
         }
     }
 
@@ -149,14 +119,9 @@ impl LiveDialect {
         self.0.store(Self::pack(dialect), Ordering::Relaxed);
     }
 
-    fn pack(dialect: Dialect) -> u8 {
-        let response = u8::from(dialect.response == OverloadResponse::ToolResult);
-        let status = match dialect.http_status {
-            OverloadStatus::Ok => 0,
-            OverloadStatus::TooManyRequests => 1,
-            OverloadStatus::Unavailable => 2,
-        };
-        response | status << 1
+    fn pack(dialect: Dialect) -> u32 {
+        let response = u32::from(dialect.response == OverloadResponse::ToolResult);
+        u32::from(dialect.http_status.code()) << 1 | response
     }
 }
 
@@ -271,15 +236,14 @@ impl Refusal {
     pub fn http_status(&self, status: OverloadStatus) -> (u16, Option<u64>) {
         match status {
             OverloadStatus::Ok => (200, None),
-            other => (other.code(), Some(retry_after_secs(self.retry_after_ms))),
+            other => (
+                other.code(),
+                Some(retry_after_seconds(Duration::from_millis(
+                    self.retry_after_ms,
+                ))),
+            ),
         }
     }
-}
-
-/// `Retry-After` for a delay of `ms`: whole seconds, rounded up, at least 1
-/// (a 0 would invite an immediate retry the limiter would refuse again).
-pub fn retry_after_secs(ms: u64) -> u64 {
-    ms.div_ceil(1000).max(1)
 }
 
 #[cfg(test)]
@@ -331,7 +295,11 @@ mod tests {
             (60_000, 60),
             (u64::MAX, u64::MAX / 1000 + 1),
         ] {
-            assert_eq!(retry_after_secs(ms), secs, "{ms} ms");
+            assert_eq!(
+                retry_after_seconds(Duration::from_millis(ms)),
+                secs,
+                "{ms} ms"
+            );
         }
     }
 
@@ -451,7 +419,7 @@ mod tests {
             (429, Some(3))
         );
         assert_eq!(
-            refusal.http_status(OverloadStatus::Unavailable),
+            refusal.http_status(OverloadStatus::ServiceUnavailable),
             (503, Some(3))
         );
     }
@@ -464,7 +432,7 @@ mod tests {
             for http_status in [
                 OverloadStatus::Ok,
                 OverloadStatus::TooManyRequests,
-                OverloadStatus::Unavailable,
+                OverloadStatus::ServiceUnavailable,
             ] {
                 let dialect = Dialect {
                     response,

@@ -370,7 +370,7 @@ mod tests {
         let old = Settings::with_defaults(LimiterConfig::new(3));
         let mut new = old.clone();
         new.overload_response = crate::proxy::refusal::OverloadResponse::ToolResult;
-        new.http_overload_status = crate::proxy::refusal::OverloadStatus::Unavailable;
+        new.http_overload_status = crate::proxy::refusal::OverloadStatus::ServiceUnavailable;
         assert_eq!(
             changes(&old, &new),
             [

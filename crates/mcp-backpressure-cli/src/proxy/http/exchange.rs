@@ -368,8 +368,7 @@ fn error_status(error: &BodyError) -> Response {
         BodyError::TimedOut { .. } | BodyError::TooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
         BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         BodyError::BudgetSpent { retry_after } | BodyError::Evicted { retry_after } => {
-            // Whole seconds, rounded up.
-            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            let seconds = mcp_backpressure::overload_status::retry_after_seconds(*retry_after);
             let mut response = (
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(header::RETRY_AFTER, seconds.to_string())],
