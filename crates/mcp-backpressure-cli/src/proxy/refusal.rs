@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use mcp_backpressure::overload_status::retry_after_seconds;
 use mcp_backpressure::{Overload, ToolFailure, jsonrpc};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::error::{self, ProxyError};
 use super::wire::message::RequestId;
@@ -141,12 +141,19 @@ impl Asked {
     /// sent; only a `tools/call`'s matters).
     pub fn of(method: &str, meta: Option<&str>) -> Self {
         let tool_call = method == "tools/call";
+        // Read on every guarded call: only the one key, borrowed, not the
+        // client's whole `_meta` (its capabilities) built as values.
+        #[derive(serde::Deserialize)]
+        struct Probe<'a> {
+            #[serde(rename = "io.modelcontextprotocol/protocolVersion", borrow)]
+            version: Option<std::borrow::Cow<'a, str>>,
+        }
         let result_type = tool_call
             && meta
                 .filter(|raw| raw.contains(PROTOCOL_VERSION_META))
-                .and_then(|raw| serde_json::from_str::<serde_json::Map<String, Value>>(raw).ok())
-                .and_then(|meta| meta.get(PROTOCOL_VERSION_META)?.as_str().map(envelope_era))
-                .unwrap_or(false);
+                .and_then(|raw| serde_json::from_str::<Probe<'_>>(raw).ok())
+                .and_then(|probe| probe.version)
+                .is_some_and(|version| envelope_era(&version));
         Self {
             tool_call,
             result_type,
