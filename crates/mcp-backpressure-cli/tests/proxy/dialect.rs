@@ -625,22 +625,33 @@ async fn stdio_real_clients_get_each_dialect_intact() {
     }
 }
 
-/// The Python fixture server over HTTP on a free port.
+/// The Python fixture server over HTTP on a free port. A port found free can
+/// be taken by another test before the server binds it: then the server says
+/// so and exits, and another port is tried (a few times at most).
 async fn python_http_server() -> (Child, String) {
-    let port = free_port();
-    let mut server = Command::new(venv_python())
-        .arg(fixture("python_server.py"))
-        .args(["http", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the Python server");
-    let mut log = Stderr::capture(&mut server, "python");
-    log.wait_for("uvicorn's start", |l| l.contains("Uvicorn running on"))
-        .await;
-    (server, format!("http://127.0.0.1:{port}/mcp"))
+    for _ in 0..5 {
+        let port = free_port();
+        let mut server = Command::new(venv_python())
+            .arg(fixture("python_server.py"))
+            .args(["http", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the Python server");
+        let mut log = Stderr::capture(&mut server, "python");
+        let line = log
+            .wait_for("uvicorn's start", |l| {
+                l.contains("Uvicorn running on") || l.contains("address already in use")
+            })
+            .await;
+        if line.contains("Uvicorn running on") {
+            return (server, format!("http://127.0.0.1:{port}/mcp"));
+        }
+        server.kill().await.ok();
+    }
+    panic!("the Python server found no free port in 5 tries");
 }
 
 /// Over HTTP at `status`, both modes, each client against a fresh proxy.
